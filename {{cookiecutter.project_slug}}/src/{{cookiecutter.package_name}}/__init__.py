@@ -1,0 +1,1 @@
+"""A real-time WebSocket service: channels, publish/subscribe, persisted messages."""

@@ -1,0 +1,104 @@
+"""Command line: `python -m {{ cookiecutter.package_name }} serve|migrate|add-user|keygen|token`."""
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+import psycopg
+import uvicorn
+
+from . import store
+from .app import create_app
+from .auth import SigningKey
+from .migrations import migrate
+from .resources import open_database_pool
+from .settings import ConfigError, Settings
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as error:
+        sys.exit(f"configuration error: {error}")
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Run the service under uvicorn."""
+    settings = settings_or_exit()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_max_size=settings.max_message_bytes,
+    )
+
+
+def run_migrations(args: argparse.Namespace) -> None:
+    """Apply pending migrations into DATABASE_SCHEMA."""
+    settings = settings_or_exit()
+    with psycopg.connect(settings.database_url) as conn:
+        applied = migrate(conn, settings.database_schema)
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing pending"
+    print(f"migrated schema {settings.database_schema}: {names}")
+
+
+def add_user(args: argparse.Namespace) -> None:
+    """Create a user and print its id."""
+    settings = settings_or_exit()
+
+    async def create() -> str:
+        pool = await open_database_pool(settings)
+        try:
+            return await store.create_user(pool, args.name)
+        finally:
+            await pool.close()
+
+    print(asyncio.run(create()))
+
+
+def keygen(args: argparse.Namespace) -> None:
+    """Write a new private signing key and print the matching public JWKS."""
+    key = SigningKey.generate(args.issuer)
+    args.private_key.write_text(json.dumps(key.private_jwk()), encoding="utf-8")
+    args.private_key.chmod(0o600)
+    print(json.dumps(key.jwks()))
+
+
+def token(args: argparse.Namespace) -> None:
+    """Print a token for a user, signed with a key written by `keygen`."""
+    key = SigningKey.from_jwk(json.loads(args.private_key.read_text(encoding="utf-8")))
+    print(key.issue(args.user_id, ttl=args.ttl))
+
+
+def parser() -> argparse.ArgumentParser:
+    commands = argparse.ArgumentParser(prog="python -m {{ cookiecutter.package_name }}")
+    sub = commands.add_subparsers(required=True)
+    sub.add_parser("serve", help=serve.__doc__).set_defaults(run=serve)
+    sub.add_parser("migrate", help=run_migrations.__doc__).set_defaults(run=run_migrations)
+    user = sub.add_parser("add-user", help=add_user.__doc__)
+    user.add_argument("name")
+    user.set_defaults(run=add_user)
+    key = sub.add_parser("keygen", help=keygen.__doc__)
+    key.add_argument("--issuer", default="dev")
+    key.add_argument("--private-key", type=Path, default=Path("signing-key.json"))
+    key.set_defaults(run=keygen)
+    tok = sub.add_parser("token", help=token.__doc__)
+    tok.add_argument("user_id")
+    tok.add_argument("--private-key", type=Path, default=Path("signing-key.json"))
+    tok.add_argument("--ttl", type=float, default=3600.0)
+    tok.set_defaults(run=token)
+    return commands
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

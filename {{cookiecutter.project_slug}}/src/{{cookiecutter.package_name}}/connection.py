@@ -1,0 +1,183 @@
+"""One WebSocket connection, from handshake to drain.
+
+The handshake is refused (HTTP 403) for a disallowed Origin or a missing or bad token. Once
+accepted, the connection runs two loops: this task receives and handles requests, a sender task
+writes the session's queued frames. Whatever ends the connection, the session is drained from the
+registry before the handler returns.
+"""
+
+import asyncio
+import logging
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from starlette.websockets import WebSocket
+
+from . import store
+from .auth import AuthError, Identity
+from .channels import may_use
+from .protocol import (
+    BEARER_PREFIX,
+    PROTOCOL,
+    CloseCode,
+    ErrorCode,
+    Ping,
+    ProtocolError,
+    Publish,
+    Request,
+    RequestId,
+    Subscribe,
+    Unsubscribe,
+    ack_frame,
+    encode,
+    error_frame,
+    message_frame,
+    parse_request,
+)
+from .resources import Resources
+from .sessions import Session, SessionRegistry
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 1.0
+
+
+class HandshakeRefused(Exception):
+    """The connection must not be accepted; the message says why (logged, not sent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the client presented at the handshake."""
+
+    token: str
+    subprotocol: str | None
+
+
+def credentials(websocket: WebSocket) -> Credentials:
+    """The token from `Sec-WebSocket-Protocol` (browsers) or `Authorization` (other clients)."""
+    offered: list[str] = websocket.scope.get("subprotocols", [])
+    subprotocol = PROTOCOL if PROTOCOL in offered else None
+    for value in offered:
+        if value.startswith(BEARER_PREFIX):
+            if subprotocol is None:
+                # A browser fails the connection unless we echo one of its offers, and the
+                # token itself must never be echoed: so the protocol must be offered too.
+                raise HandshakeRefused(f"a bearer subprotocol needs {PROTOCOL!r} offered beside it")
+            return Credentials(value.removeprefix(BEARER_PREFIX), subprotocol)
+    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return Credentials(token.strip(), subprotocol)
+    raise HandshakeRefused("no token offered")
+
+
+class Connection:
+    """Serves one accepted-or-refused WebSocket for one app."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        settings: Settings,
+        resources: Resources,
+        registry: SessionRegistry,
+    ) -> None:
+        self.websocket = websocket
+        self.settings = settings
+        self.resources = resources
+        self.registry = registry
+
+    async def serve(self) -> None:
+        """Handshake, then serve until the client or the server closes."""
+        try:
+            identity, subprotocol = await self._authenticate()
+        except HandshakeRefused as refusal:
+            log.info("handshake refused: %s", refusal)
+            await self.websocket.close()
+            return
+        await self.websocket.accept(subprotocol=subprotocol)
+        session = self.registry.open(identity.user_id, self.settings.send_queue_size)
+        session.send(encode({"type": "welcome", "session": session.id, "user": session.user_id}))
+        sender = asyncio.create_task(self._send_loop(session), name=f"send {session.id}")
+        try:
+            await self._receive_loop(session)
+        except Exception:
+            log.exception("session %s failed", session.id)
+            session.close(CloseCode.INTERNAL_ERROR, discard_pending=True)
+            await asyncio.wait({sender}, timeout=CLOSE_TIMEOUT_S)
+        finally:
+            sender.cancel()
+            with suppress(asyncio.CancelledError):
+                await sender
+            self.registry.drain(session)
+
+    async def _authenticate(self) -> tuple[Identity, str | None]:
+        origin = self.websocket.headers.get("origin")
+        if origin is not None and origin not in self.settings.allowed_origins:
+            raise HandshakeRefused(f"origin {origin!r} is not allowed")
+        presented = credentials(self.websocket)
+        try:
+            identity = self.resources.keyring.verify(presented.token)
+        except AuthError as error:
+            raise HandshakeRefused(str(error)) from None
+        if not await store.is_active_user(self.resources.db, identity.user_id):
+            raise HandshakeRefused(f"user {identity.user_id!r} is unknown or disabled")
+        return identity, presented.subprotocol
+
+    async def _receive_loop(self, session: Session) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                session.close(CloseCode.UNSUPPORTED_DATA)
+                continue
+            try:
+                reply = await self._handle(session, parse_request(text))
+            except ProtocolError as error:
+                reply = error_frame(error)
+            session.send(encode(reply))
+
+    async def _send_loop(self, session: Session) -> None:
+        while True:
+            item = await session.outgoing.get()
+            if isinstance(item, CloseCode):
+                await self.websocket.close(item)
+                return
+            await self.websocket.send_text(item)
+
+    async def _handle(self, session: Session, request: Request) -> dict[str, Any]:
+        match request:
+            case Subscribe(request_id, channel):
+                self._authorize(session, channel, request_id)
+                self.registry.subscribe(session, channel)
+                return ack_frame(request_id)
+            case Unsubscribe(request_id, channel):
+                self.registry.unsubscribe(session, channel)
+                return ack_frame(request_id)
+            case Publish(request_id, channel, data):
+                self._authorize(session, channel, request_id)
+                message_id = await self._publish(session, channel, data, request_id)
+                return ack_frame(request_id, message_id=message_id)
+            case Ping(request_id):
+                return {"type": "pong", "id": request_id}
+
+    def _authorize(self, session: Session, channel: str, request_id: RequestId) -> None:
+        if not may_use(session.user_id, channel):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"not allowed on {channel!r}", request_id)
+
+    async def _publish(
+        self, session: Session, channel: str, data: Any, request_id: RequestId
+    ) -> int:
+        try:
+            message = await store.save_message(self.resources.db, channel, session.user_id, data)
+        except psycopg.DataError as error:
+            raise ProtocolError(
+                ErrorCode.INVALID_DATA, f"data cannot be stored: {error}", request_id
+            ) from None
+        frame = message_frame(message.id, channel, session.user_id, data, message.sent_at)
+        await self.resources.bus.publish(channel, encode(frame))
+        return message.id

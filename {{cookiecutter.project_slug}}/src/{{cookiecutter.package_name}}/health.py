@@ -1,0 +1,45 @@
+"""Liveness and readiness probes."""
+
+import asyncio
+from collections.abc import Awaitable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from .resources import Resources
+
+PROBE_TIMEOUT_S = 2.0
+
+
+async def liveness(request: Request) -> JSONResponse:
+    """The process is up and serving HTTP."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readiness(resources: Resources) -> JSONResponse:
+    """Postgres and Redis both answer; 503 naming the one that does not."""
+    checks = {"postgres": _postgres(resources), "redis": _redis(resources)}
+    results = await asyncio.gather(*(_probe(check) for check in checks.values()))
+    report = dict(zip(checks, results, strict=True))
+    ready = all(result == "ok" for result in results)
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": report},
+        status_code=200 if ready else 503,
+    )
+
+
+async def _postgres(resources: Resources) -> None:
+    async with resources.db.connection(timeout=PROBE_TIMEOUT_S) as conn:
+        await conn.execute("SELECT 1")
+
+
+async def _redis(resources: Resources) -> None:
+    await resources.redis.ping()
+
+
+async def _probe(check: Awaitable[None]) -> str:
+    try:
+        await asyncio.wait_for(check, PROBE_TIMEOUT_S)
+    except Exception as error:
+        return f"unreachable: {type(error).__name__}"
+    return "ok"

@@ -1,0 +1,161 @@
+"""The JSON message protocol spoken over the WebSocket, and the close codes the server uses.
+
+Client -> server (every request may carry an `id`, echoed in the reply):
+    {"type": "subscribe", "id": 1, "channel": "room:lobby"}
+    {"type": "unsubscribe", "id": 2, "channel": "room:lobby"}
+    {"type": "publish", "id": 3, "channel": "room:lobby", "data": {...any JSON...}}
+    {"type": "ping", "id": 4}
+Server -> client:
+    {"type": "welcome", "session": "...", "user": "..."}          first frame after accept
+    {"type": "ack", "id": 1}                                        subscribe / unsubscribe done
+    {"type": "ack", "id": 3, "message_id": 17}                      publish stored and sent out
+    {"type": "pong", "id": 4}
+    {"type": "message", "id": 17, "channel": "...", "sender": "...", "data": ..., "sent_at": "..."}
+    {"type": "error", "id": 3, "code": "forbidden", "message": "..."}   the connection stays open
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum, StrEnum
+from typing import Any
+
+PROTOCOL = "json.v1"
+"""The subprotocol clients offer, and the server echoes, in Sec-WebSocket-Protocol."""
+
+BEARER_PREFIX = "bearer."
+"""Browsers cannot set headers on a WebSocket, so they offer the token as `bearer.<jwt>`."""
+
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+RequestId = str | int | None
+
+
+class CloseCode(IntEnum):
+    """Close codes the server sends, as documented in the README."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    UNSUPPORTED_DATA = 1003
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SLOW_CONSUMER = 4008
+
+
+class ErrorCode(StrEnum):
+    """Codes of recoverable errors: the server replies and keeps the connection open."""
+
+    MALFORMED_JSON = "malformed_json"
+    INVALID_MESSAGE = "invalid_message"
+    UNKNOWN_TYPE = "unknown_type"
+    MISSING_FIELD = "missing_field"
+    INVALID_CHANNEL = "invalid_channel"
+    INVALID_DATA = "invalid_data"
+    FORBIDDEN = "forbidden"
+
+
+class ProtocolError(Exception):
+    """A request the server cannot carry out; becomes an `error` reply."""
+
+    def __init__(self, code: ErrorCode, message: str, request_id: RequestId = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    id: RequestId
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    id: RequestId
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    id: RequestId
+    channel: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    id: RequestId
+
+
+Request = Subscribe | Unsubscribe | Publish | Ping
+
+
+def parse_request(text: str) -> Request:
+    """Turn one text frame into a request, or raise ProtocolError saying what is wrong."""
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError(ErrorCode.MALFORMED_JSON, "the frame is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a request must be a JSON object")
+    request_id = body.get("id")
+    if not (request_id is None or isinstance(request_id, str | int)) or isinstance(
+        request_id, bool
+    ):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`id` must be a string or an integer")
+    match body.get("type"):
+        case "subscribe":
+            return Subscribe(request_id, _channel(body, request_id))
+        case "unsubscribe":
+            return Unsubscribe(request_id, _channel(body, request_id))
+        case "publish":
+            if "data" not in body:
+                raise ProtocolError(ErrorCode.MISSING_FIELD, "`data` is required", request_id)
+            return Publish(request_id, _channel(body, request_id), body["data"])
+        case "ping":
+            return Ping(request_id)
+        case None:
+            raise ProtocolError(ErrorCode.MISSING_FIELD, "`type` is required", request_id)
+        case other:
+            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown type {other!r}", request_id)
+
+
+def _channel(body: dict[str, Any], request_id: RequestId) -> str:
+    if "channel" not in body:
+        raise ProtocolError(ErrorCode.MISSING_FIELD, "`channel` is required", request_id)
+    channel = body["channel"]
+    if not isinstance(channel, str) or not CHANNEL_NAME.fullmatch(channel):
+        raise ProtocolError(
+            ErrorCode.INVALID_CHANNEL,
+            "a channel name is 1-128 letters, digits or `_.:-`",
+            request_id,
+        )
+    return channel
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """Serialise a server frame; compact, since it may be fanned out to many connections."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_frame(error: ProtocolError) -> dict[str, Any]:
+    return {"type": "error", "id": error.request_id, "code": error.code, "message": str(error)}
+
+
+def ack_frame(request_id: RequestId, **extra: Any) -> dict[str, Any]:
+    return {"type": "ack", "id": request_id, **extra}
+
+
+def message_frame(
+    message_id: int, channel: str, sender: str, data: Any, sent_at: datetime
+) -> dict[str, Any]:
+    """The frame subscribers receive for a published message."""
+    return {
+        "type": "message",
+        "id": message_id,
+        "channel": channel,
+        "sender": sender,
+        "data": data,
+        "sent_at": sent_at.isoformat(),
+    }

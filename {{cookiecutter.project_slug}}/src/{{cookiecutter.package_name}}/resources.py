@@ -1,0 +1,66 @@
+"""The expensive, shareable parts of the service, opened once per process.
+
+A Resources is what the test harness builds once per xdist worker and hands to every app it
+creates: the Postgres pool (bound to one schema), the Redis client (bound to one key prefix), the
+message bus with its consumer group, and the keyring.
+"""
+
+from dataclasses import dataclass
+
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from .auth import Keyring
+from .bus import Bus
+from .keys import RedisKeys
+from .settings import Settings
+
+OPEN_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Connection pools, bus and keyring that any number of apps can run on."""
+
+    db: AsyncConnectionPool
+    redis: Redis
+    keys: RedisKeys
+    bus: Bus
+    keyring: Keyring
+
+    @classmethod
+    async def open(cls, settings: Settings) -> "Resources":
+        """Open the pools and register the bus; fail fast if Postgres or Redis is unreachable."""
+        db = await open_database_pool(settings)
+        redis: Redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        try:
+            await redis.ping()
+            keys = RedisKeys(settings.redis_prefix)
+            bus = Bus(redis, keys)
+            await bus.start()
+        except BaseException:
+            await redis.aclose()
+            await db.close()
+            raise
+        return cls(db, redis, keys, bus, settings.keyring)
+
+    async def close(self) -> None:
+        """Stop the bus, then close the pools."""
+        await self.bus.stop()
+        await self.redis.aclose()
+        await self.db.close()
+
+
+async def open_database_pool(settings: Settings) -> AsyncConnectionPool:
+    """A pool whose connections see only DATABASE_SCHEMA, opened and checked."""
+    pool = AsyncConnectionPool(
+        settings.database_url,
+        min_size=1,
+        max_size=settings.database_pool_size,
+        # Only the service's schema: with `public` on the path, a missing table could
+        # silently resolve there.
+        kwargs={"options": f"-c search_path={settings.database_schema}"},
+        open=False,
+    )
+    await pool.open(wait=True, timeout=OPEN_TIMEOUT_S)
+    return pool

@@ -1,0 +1,198 @@
+"""The plumbing behind conftest.py: names, per-worker namespaces, and an in-process server.
+
+conftest.py shows the shape of the fixture stack; this module holds what it is made of.
+"""
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import psycopg
+import uvicorn
+from psycopg import sql
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from websockets.asyncio.client import connect
+
+from {{ cookiecutter.package_name }}.app import Service
+from {{ cookiecutter.package_name }}.keys import RedisKeys
+from {{ cookiecutter.package_name }}.migrations import migrate
+from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
+from {{ cookiecutter.package_name }}.settings import Settings
+
+from wsclient import WsClient
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+SERVER_START_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 5.0
+UNLINK_BATCH = 500
+
+
+def database_url() -> str:
+    """The shared test database: TEST_DATABASE_URL, or the local default."""
+    return os.environ.get("TEST_DATABASE_URL", DEFAULT_DATABASE_URL)
+
+
+def redis_url() -> str:
+    """The shared test Redis: TEST_REDIS_URL, or the local default."""
+    return os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
+
+
+def current_worker() -> str:
+    """The xdist worker running this process ("gw0", "gw1", ...), or "master" without xdist."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "master")
+
+
+def new_run_id() -> str:
+    """A short id for a run; xdist shares its own with every worker of the run."""
+    return os.environ.get("PYTEST_XDIST_TESTRUNUID", secrets.token_hex(8))[:8]
+
+
+def _safe(part: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", part.lower())
+
+
+def schema_name(run_id: str, worker: str) -> str:
+    """`test_<run>_<worker>_<random>`: lowercase, well under Postgres's 63-byte limit."""
+    return f"test_{_safe(run_id)}_{_safe(worker)}_{secrets.token_hex(3)}"[:63]
+
+
+def redis_prefix(run_id: str, worker: str) -> str:
+    """`test:<run>:<worker>:`, the worker's slice of the shared Redis."""
+    return f"test:{run_id}:{worker}:"
+
+
+@contextlib.contextmanager
+def migrated_schema(url: str, schema: str) -> Iterator[str]:
+    """Create `schema`, apply the migrations into it, and drop it with everything in it after."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        migrate(conn, schema)
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+async def unlink_prefix(url: str, prefix: str) -> int:
+    """Unlink every key under `prefix` (SCAN + batched UNLINK); return how many."""
+    redis = Redis.from_url(url, decode_responses=True)
+    removed = 0
+    try:
+        batch: list[str] = []
+        async for key in redis.scan_iter(match=RedisKeys(prefix).match_all(), count=1000):
+            batch.append(key)
+            if len(batch) >= UNLINK_BATCH:
+                removed += await redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            removed += await redis.unlink(*batch)
+    finally:
+        await redis.aclose()
+    return removed
+
+
+@dataclass(frozen=True, slots=True)
+class TestUser:
+    """A user row in the worker's schema, with a valid token for it."""
+
+    id: str
+    token: str
+
+
+class _InProcessServer(uvicorn.Server):
+    """uvicorn, run as a task on the test loop, announcing when it listens."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # pytest owns the signals: Ctrl-C must stop the run, not just this server.
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.listening.set()
+
+
+@dataclass(frozen=True, slots=True)
+class LiveApp:
+    """An app served on a real socket, and the way to open sessions to it."""
+
+    app: Starlette
+    url: str
+
+    @property
+    def service(self) -> Service:
+        service: Service = self.app.state.service
+        return service
+
+    @contextlib.asynccontextmanager
+    async def websocket_session(self, user: TestUser) -> AsyncIterator[WsClient]:
+        """A fresh connection for `user`; on exit, closed and drained from the server."""
+        async with connect(
+            f"{self.url}/ws", subprotocols=[PROTOCOL, BEARER_PREFIX + user.token]
+        ) as connection:
+            client = WsClient(connection)
+            welcome = await client.next_of_type("welcome")
+            try:
+                yield client
+            finally:
+                await connection.close()
+                await self.wait_drained(welcome["session"])
+
+    async def wait_drained(self, session_id: str) -> None:
+        """Wait until the server has forgotten a session, so no state crosses into the next test."""
+        session = self.service.registry.get(session_id)
+        if session is None:
+            return
+        try:
+            await asyncio.wait_for(session.drained.wait(), DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            raise AssertionError(
+                f"the server did not drain session {session_id} within {DRAIN_TIMEOUT_S}s"
+            ) from None
+
+
+@contextlib.asynccontextmanager
+async def serve_in_process(app: Starlette, settings: Settings) -> AsyncIterator[LiveApp]:
+    """Run the app's lifespan and a uvicorn server on a free port of 127.0.0.1."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        lifespan="off",  # run below, so a startup failure raises here instead of SystemExit
+        log_config=None,
+        access_log=False,
+        ws="websockets-sansio",
+        ws_max_size=settings.max_message_bytes,
+    )
+    server = _InProcessServer(config)
+    async with app.router.lifespan_context(app):
+        serving = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
+        listening = asyncio.create_task(server.listening.wait())
+        await asyncio.wait(
+            {serving, listening},
+            timeout=SERVER_START_TIMEOUT_S,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if not server.listening.is_set():
+            listening.cancel()
+            serving.cancel()
+            raise RuntimeError(f"the test server did not start on port {port}")
+        try:
+            yield LiveApp(app, f"ws://127.0.0.1:{port}")
+        finally:
+            server.should_exit = True
+            await serving

@@ -1,0 +1,102 @@
+"""A WebSocket client for tests: JSON frames, request/reply matching, a timeout on every wait.
+
+A hung server fails the test within seconds, with the last frames seen, instead of hanging the run.
+"""
+
+import asyncio
+import itertools
+import json
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+RECEIVE_TIMEOUT_S = 5.0
+REPLY_TYPES = frozenset({"ack", "error", "pong"})
+
+Frame = dict[str, Any]
+
+
+class WsClient:
+    """Wraps a `websockets` connection; frames that arrive out of turn wait in a backlog."""
+
+    def __init__(self, connection: ClientConnection, timeout: float = RECEIVE_TIMEOUT_S) -> None:
+        self.connection = connection
+        self.timeout = timeout
+        self.seen: list[Frame] = []
+        self._backlog: list[Frame] = []
+        self._ids = itertools.count(1)
+
+    async def send(self, frame: Frame) -> None:
+        await self.connection.send(json.dumps(frame))
+
+    async def request(self, kind: str, **fields: Any) -> Frame:
+        """Send a request with a fresh id; return its reply (ack, error or pong)."""
+        request_id = next(self._ids)
+        await self.send({"type": kind, "id": request_id, **fields})
+        return await self.expect(lambda f: f["type"] in REPLY_TYPES and f.get("id") == request_id)
+
+    async def subscribe(self, channel: str) -> Frame:
+        return _acked(await self.request("subscribe", channel=channel))
+
+    async def unsubscribe(self, channel: str) -> Frame:
+        return _acked(await self.request("unsubscribe", channel=channel))
+
+    async def publish(self, channel: str, data: Any) -> Frame:
+        return _acked(await self.request("publish", channel=channel, data=data))
+
+    async def next_message(self, channel: str | None = None) -> Frame:
+        """The next published message delivered to this client (on `channel` if given)."""
+        return await self.expect(
+            lambda f: f["type"] == "message" and channel in (None, f["channel"])
+        )
+
+    async def next_of_type(self, kind: str) -> Frame:
+        return await self.expect(lambda f: f["type"] == kind)
+
+    async def expect(self, wanted: Any) -> Frame:
+        """The first frame, from the backlog or the wire, for which `wanted(frame)` is true."""
+        for index, frame in enumerate(self._backlog):
+            if wanted(frame):
+                return self._backlog.pop(index)
+        while True:
+            frame = await self.receive()
+            if wanted(frame):
+                return frame
+            self._backlog.append(frame)
+
+    async def receive(self) -> Frame:
+        """The next frame off the wire."""
+        try:
+            raw = await asyncio.wait_for(self.connection.recv(), self.timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"no frame within {self.timeout}s; last frames seen: {self.seen[-5:]}"
+            ) from None
+        frame: Frame = json.loads(raw)
+        self.seen.append(frame)
+        return frame
+
+    async def assert_silent(self) -> None:
+        """Nothing is waiting: a ping round-trip brings back only its pong."""
+        pong = await self.request("ping")
+        assert pong["type"] == "pong"
+        assert not self._backlog, f"unexpected frames: {self._backlog}"
+
+    async def closed_with(self) -> int | None:
+        """Wait until the server closes the connection; return the close code."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    self.seen.append(json.loads(await self.connection.recv()))
+        except ConnectionClosed:
+            return self.connection.close_code
+        except TimeoutError:
+            raise AssertionError(
+                f"connection still open after {self.timeout}s; last frames: {self.seen[-5:]}"
+            ) from None
+
+
+def _acked(reply: Frame) -> Frame:
+    assert reply["type"] == "ack", f"expected an ack, got {reply}"
+    return reply
