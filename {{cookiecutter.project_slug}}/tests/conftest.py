@@ -10,7 +10,7 @@ Every async fixture and test runs on one event loop per worker (see pyproject.to
 pools opened once are usable by every test.
 """
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -22,7 +22,8 @@ from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness import (
     LiveApp,
-    TestUser,
+    User,
+    UserFactory,
     current_worker,
     database_url,
     migrated_schema,
@@ -34,8 +35,6 @@ from harness import (
     unlink_prefix,
 )
 from wsclient import WsClient
-
-UserFactory = Callable[[str], Awaitable[TestUser]]
 
 
 @pytest.fixture(scope="session")
@@ -106,10 +105,10 @@ async def make_user(
     """Creates users with tokens for this test; deletes them, and what they sent, afterwards."""
     created: list[str] = []
 
-    async def make(name: str = "test user") -> TestUser:
+    async def make(name: str = "test user") -> User:
         user_id = await store.create_user(shared_resources.db, name)
         created.append(user_id)
-        return TestUser(user_id, signing_key.issue(user_id))
+        return User(user_id, signing_key.issue(user_id))
 
     yield make
     for user_id in created:
@@ -117,13 +116,13 @@ async def make_user(
 
 
 @pytest.fixture
-async def test_user(make_user: UserFactory) -> TestUser:
+async def test_user(make_user: UserFactory) -> User:
     """A user row created in the worker's schema, and a signed token for it."""
     return await make_user("test user")
 
 
 @pytest.fixture
-async def ws_session(shared_app: LiveApp, test_user: TestUser) -> AsyncIterator[WsClient]:
+async def ws_session(shared_app: LiveApp, test_user: User) -> AsyncIterator[WsClient]:
     """A fresh WebSocket for `test_user`; the test ends only once the server drained it."""
     async with shared_app.websocket_session(user=test_user) as ws:
         yield ws

@@ -9,7 +9,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -69,16 +69,23 @@ def redis_prefix(run_id: str, worker: str) -> str:
 
 
 @contextlib.contextmanager
-def migrated_schema(url: str, schema: str) -> Iterator[str]:
-    """Create `schema`, apply the migrations into it, and drop it with everything in it after."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        migrate(conn, schema)
+def dropped_at_exit(url: str, schema: str) -> Iterator[str]:
+    """Drop `schema`, with everything in it, when the block ends."""
     try:
         yield schema
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@contextlib.contextmanager
+def migrated_schema(url: str, schema: str) -> Iterator[str]:
+    """Create `schema` and apply the migrations into it, for the length of the block."""
+    with dropped_at_exit(url, schema):
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            migrate(conn, schema)
+        yield schema
 
 
 async def unlink_prefix(url: str, prefix: str) -> int:
@@ -100,11 +107,15 @@ async def unlink_prefix(url: str, prefix: str) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class TestUser:
+class User:
     """A user row in the worker's schema, with a valid token for it."""
 
     id: str
     token: str
+
+
+UserFactory = Callable[[str], Awaitable[User]]
+"""Makes a user (given a name) for the current test; see the `make_user` fixture."""
 
 
 class _InProcessServer(uvicorn.Server):
@@ -137,7 +148,7 @@ class LiveApp:
         return service
 
     @contextlib.asynccontextmanager
-    async def websocket_session(self, user: TestUser) -> AsyncIterator[WsClient]:
+    async def websocket_session(self, user: User) -> AsyncIterator[WsClient]:
         """A fresh connection for `user`; on exit, closed and drained from the server."""
         async with connect(
             f"{self.url}/ws", subprotocols=[PROTOCOL, BEARER_PREFIX + user.token]

@@ -1,0 +1,65 @@
+"""The migration runner: per-schema history, idempotence, and safety when processes race."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+from psycopg import sql
+
+from {{ cookiecutter.package_name }}.migrations import load_migrations, migrate
+from {{ cookiecutter.package_name }}.resources import Resources
+
+from harness import database_url, dropped_at_exit, migrated_schema
+
+
+def tables_in(conn: psycopg.Connection, schema: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [schema]
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def test_worker_schema_holds_the_tables_and_its_own_history(worker_db_schema: str):
+    with psycopg.connect(database_url()) as conn:
+        assert tables_in(conn, worker_db_schema) == {"users", "messages", "schema_migrations"}
+        versions = conn.execute(
+            sql.SQL("SELECT version FROM {} ORDER BY version").format(
+                sql.Identifier(worker_db_schema, "schema_migrations")
+            )
+        ).fetchall()
+    assert [row[0] for row in versions] == [m.version for m in load_migrations()]
+
+
+def test_migrating_again_applies_nothing(worker_db_schema: str):
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        assert migrate(conn, worker_db_schema) == []
+
+
+def test_racing_migrations_apply_each_file_once(worker_db_schema: str):
+    schema = f"{worker_db_schema}_race"[:63]
+
+    def run(_: int) -> int:
+        with psycopg.connect(database_url(), autocommit=True) as conn:
+            return len(migrate(conn, schema))
+
+    with dropped_at_exit(database_url(), schema), ThreadPoolExecutor(4) as pool:
+        applied = list(pool.map(run, range(4)))
+        with psycopg.connect(database_url()) as conn:
+            assert tables_in(conn, schema) == {"users", "messages", "schema_migrations"}
+    assert sum(applied) == len(load_migrations())
+
+
+async def test_pool_sees_only_the_worker_schema(shared_resources: Resources, worker_db_schema: str):
+    async with shared_resources.db.connection() as conn:
+        cursor = await conn.execute("SELECT current_schemas(false)")
+        row = await cursor.fetchone()
+    assert row == ([worker_db_schema],)
+
+
+def test_migrated_schema_is_dropped_with_its_contents(worker_db_schema: str):
+    schema = f"{worker_db_schema}_tmp"[:63]
+    with migrated_schema(database_url(), schema):
+        pass
+    with psycopg.connect(database_url()) as conn:
+        assert not tables_in(conn, schema)
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema]).fetchone()
+    assert found is None

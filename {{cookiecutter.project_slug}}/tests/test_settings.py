@@ -1,0 +1,71 @@
+"""Settings from the environment: defaults, and errors that name the variable at fault."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from {{ cookiecutter.package_name }}.auth import SigningKey
+from {{ cookiecutter.package_name }}.settings import ConfigError, Settings
+
+
+@pytest.fixture(scope="module")
+def environ() -> dict[str, str]:
+    return {
+        "DATABASE_URL": "postgresql://db/app",
+        "REDIS_URL": "redis://cache/0",
+        "AUTH_KEYS": json.dumps(SigningKey.generate("idp").jwks()),
+    }
+
+
+def test_minimal_environment_gives_working_defaults(environ: dict[str, str]):
+    settings = Settings.from_env(environ)
+    assert settings.database_schema == "public"
+    assert settings.redis_prefix.endswith(":")
+    assert settings.allowed_origins == frozenset()
+    assert len(settings.keyring.keys) == 1
+
+
+def test_lists_and_numbers_are_parsed(environ: dict[str, str]):
+    settings = Settings.from_env(
+        {**environ, "ALLOWED_ORIGINS": "https://a.example, https://b.example ,", "PORT": "9000"}
+    )
+    assert settings.allowed_origins == {"https://a.example", "https://b.example"}
+    assert settings.port == 9000
+
+
+def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path):
+    path = tmp_path / "jwks.json"
+    path.write_text(environ["AUTH_KEYS"])
+    without_inline = {k: v for k, v in environ.items() if k != "AUTH_KEYS"}
+    settings = Settings.from_env({**without_inline, "AUTH_KEYS_FILE": str(path)})
+    assert len(settings.keyring.keys) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"DATABASE_URL": ""}, "DATABASE_URL is not set"),
+        ({"REDIS_URL": " "}, "REDIS_URL is not set"),
+        ({"PORT": "eighty"}, "PORT 'eighty' is not an integer"),
+        ({"SEND_QUEUE_SIZE": "0"}, "SEND_QUEUE_SIZE '0' must be positive"),
+        ({"DATABASE_SCHEMA": "Robert'); DROP"}, "DATABASE_SCHEMA"),
+        ({"AUTH_KEYS": "{not json"}, "AUTH_KEYS does not hold a valid JWKS"),
+        ({"AUTH_KEYS": '{"keys": []}'}, "AUTH_KEYS does not hold a valid JWKS: the keyring"),
+    ],
+)
+def test_bad_variable_is_named(environ: dict[str, str], change: dict[str, str], complaint: str):
+    with pytest.raises(ConfigError, match=complaint.replace("(", r"\(").replace(")", r"\)")):
+        Settings.from_env({**environ, **change})
+
+
+def test_missing_keyring_says_how_to_make_one(environ: dict[str, str]):
+    without = {k: v for k, v in environ.items() if k != "AUTH_KEYS"}
+    with pytest.raises(ConfigError, match=r"AUTH_KEYS or AUTH_KEYS_FILE must be set.*keygen"):
+        Settings.from_env(without)
+
+
+def test_unreadable_keyring_file_is_named(environ: dict[str, str], tmp_path: Path):
+    without = {k: v for k, v in environ.items() if k != "AUTH_KEYS"}
+    with pytest.raises(ConfigError, match=r"AUTH_KEYS_FILE .* cannot be read"):
+        Settings.from_env({**without, "AUTH_KEYS_FILE": str(tmp_path / "missing.json")})
