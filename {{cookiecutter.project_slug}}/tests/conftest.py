@@ -20,6 +20,8 @@ from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
+import run_context
+import run_report
 from harness import (
     LiveApp,
     User,
@@ -27,7 +29,6 @@ from harness import (
     current_worker,
     database_url,
     migrated_schema,
-    new_run_id,
     redis_prefix,
     redis_url,
     schema_name,
@@ -38,9 +39,9 @@ from wsclient import WsClient
 
 
 @pytest.fixture(scope="session")
-def run_id() -> str:
+def run_id(pytestconfig: pytest.Config) -> str:
     """One id for the whole run, shared by its xdist workers; it names everything the run makes."""
-    return new_run_id()
+    return run_context.run_id(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -50,16 +51,20 @@ def worker_id() -> str:
 
 
 @pytest.fixture(scope="session")
-def worker_db_schema(run_id: str, worker_id: str) -> Iterator[str]:
+def worker_db_schema(pytestconfig: pytest.Config, run_id: str, worker_id: str) -> Iterator[str]:
     """Each worker gets a fresh schema in the shared test DB, with the migrations applied."""
     with migrated_schema(database_url(), schema_name(run_id, worker_id)) as schema:
+        run_report.record(pytestconfig, worker=worker_id, schema=schema)
         yield schema
 
 
 @pytest.fixture(scope="session")
-async def worker_redis_prefix(run_id: str, worker_id: str) -> AsyncIterator[str]:
+async def worker_redis_prefix(
+    pytestconfig: pytest.Config, run_id: str, worker_id: str
+) -> AsyncIterator[str]:
     """Each worker gets its own Redis key prefix; every key under it is unlinked at the end."""
     prefix = redis_prefix(run_id, worker_id)
+    run_report.record(pytestconfig, worker=worker_id, prefix=prefix)
     yield prefix
     await unlink_prefix(redis_url(), prefix)
 
@@ -126,3 +131,33 @@ async def ws_session(shared_app: LiveApp, test_user: User) -> AsyncIterator[WsCl
     """A fresh WebSocket for `test_user`; the test ends only once the server drained it."""
     async with shared_app.websocket_session(user=test_user) as ws:
         yield ws
+
+
+# Run-level plumbing: the xdist controller shares the run id and gathers the workers' reports.
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    run_context.configure(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: object) -> None:
+    """xdist controller: hand each starting worker what the run shares."""
+    run_context.configure_node(node)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """xdist controller: keep what a finished worker reported."""
+    run_report.collect(node)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    report: pytest.TestReport = yield
+    run_report.count(item.config, report)
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    run_report.finish(session.config, run_context.run_id(session.config))

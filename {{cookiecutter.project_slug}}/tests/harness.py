@@ -49,11 +49,6 @@ def current_worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "master")
 
 
-def new_run_id() -> str:
-    """A short id for a run; xdist shares its own with every worker of the run."""
-    return os.environ.get("PYTEST_XDIST_TESTRUNUID", secrets.token_hex(8))[:8]
-
-
 def _safe(part: str) -> str:
     return re.sub(r"[^a-z0-9]", "", part.lower())
 
