@@ -3,7 +3,12 @@
 import jwt
 import pytest
 
-from {{ cookiecutter.package_name }}.auth import AuthError, Keyring, KeyringError, SigningKey
+from {{ cookiecutter.package_name }}.auth import (
+    AuthError,
+    Keyring,
+    KeyringError,
+    SigningKey,
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Command line: `python -m {{ cookiecutter.package_name }} serve|migrate|add-user|keygen|token`."""
+"""The command line: serve, migrate, add-user, keygen and token."""
 
 import argparse
 import asyncio
@@ -75,7 +75,7 @@ def token(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    commands = argparse.ArgumentParser(prog="python -m {{ cookiecutter.package_name }}")
+    commands = argparse.ArgumentParser(prog=f"python -m {__package__}")
     sub = commands.add_subparsers(required=True)
     sub.add_parser("serve", help=serve.__doc__).set_defaults(run=serve)
     sub.add_parser("migrate", help=run_migrations.__doc__).set_defaults(run=run_migrations)

@@ -95,7 +95,7 @@ def _keyring(environ: Mapping[str, str]) -> Keyring:
     else:
         raise ConfigError(
             "AUTH_KEYS or AUTH_KEYS_FILE must be set: the JWKS of the token issuers' public keys "
-            "(`python -m {{ cookiecutter.package_name }} keygen` makes one for development)"
+            f"(`python -m {__package__} keygen` makes one for development)"
         )
     try:
         return Keyring.from_jwks(json.loads(text))

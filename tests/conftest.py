@@ -1,0 +1,160 @@
+"""Bake the template into throwaway directories, through the API or through the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cookiecutter.main import cookiecutter
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent
+TEMPLATE_CONTEXT: dict[str, Any] = json.loads(
+    (TEMPLATE_DIR / "cookiecutter.json").read_text(encoding="utf-8")
+)
+# The answers a baked project echoes verbatim, as opposed to the derived slug and package.
+DIRECT_ANSWERS = ("project_name", "description", "author_name", "author_email", "python_version")
+
+
+def default_answer(key: str) -> str:
+    """Return the template's default for an answer that is not derived from another one."""
+    value = TEMPLATE_CONTEXT[key]
+    # A choice defaults to its first option.
+    return value[0] if isinstance(value, list) else value
+
+
+def baked_metadata(project_dir: Path) -> dict[str, Any]:
+    """Return what the baked project states about itself: README title and pyproject metadata."""
+    readme = (project_dir / "README.md").read_text(encoding="utf-8")
+    pyproject = tomllib.loads((project_dir / "pyproject.toml").read_text(encoding="utf-8"))
+    project = pyproject["project"]
+    return {
+        "title": readme.splitlines()[0],
+        "name": project["name"],
+        "description": project["description"],
+        "authors": project["authors"],
+        "requires-python": project["requires-python"],
+    }
+
+
+def expected_metadata(project_dir: Path, **context: str) -> dict[str, Any]:
+    """Return the baked_metadata that a bake with these answers over the defaults must have."""
+    answers = {key: context.get(key, default_answer(key)) for key in DIRECT_ANSWERS}
+    return {
+        "title": f"# {answers['project_name']}",
+        "name": project_dir.name,
+        "description": answers["description"],
+        "authors": [{"name": answers["author_name"], "email": answers["author_email"]}],
+        "requires-python": f">={answers['python_version']}",
+    }
+
+
+def bake_into(output_dir: Path, config_file: Path, **context: str) -> Path:
+    """Bake the template non-interactively into output_dir and return the project directory."""
+    project_dir = cookiecutter(
+        str(TEMPLATE_DIR),
+        no_input=True,
+        output_dir=str(output_dir),
+        config_file=str(config_file),
+        extra_context=context,
+    )
+    return Path(project_dir)
+
+
+@pytest.fixture(scope="session")
+def cookiecutter_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Write a cookiecutter user config whose replay and clone dirs are private to this session."""
+    # Keeps ~/.cookiecutterrc defaults out of the answers, and parallel workers out of each
+    # other's replay files.
+    home = tmp_path_factory.mktemp("cookiecutter-home")
+    config_file = home / "config.yaml"
+    config = {
+        "cookiecutters_dir": str(home / "cookiecutters"),
+        "replay_dir": str(home / "replay"),
+    }
+    # JSON is valid YAML.
+    config_file.write_text(json.dumps(config), encoding="utf-8")
+    return config_file
+
+
+@pytest.fixture(scope="session")
+def bake(
+    tmp_path_factory: pytest.TempPathFactory, cookiecutter_config: Path
+) -> Callable[..., Path]:
+    """Return `bake(**context) -> project dir`; each context is baked once per session."""
+    # Tests share the baked projects, so they must only read them.
+    baked: dict[tuple[tuple[str, str], ...], Path] = {}
+
+    def bake_once(**context: str) -> Path:
+        key = tuple(sorted(context.items()))
+        if key not in baked:
+            output_dir = tmp_path_factory.mktemp("bake")
+            baked[key] = bake_into(output_dir, cookiecutter_config, **context)
+        return baked[key]
+
+    return bake_once
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path, cookiecutter_config: Path
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Return `cli(*args)`: run the cookiecutter CLI on the template into `tmp_path / "out"`."""
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "cookiecutter",
+        str(TEMPLATE_DIR),
+        "--output-dir",
+        str(output_dir),
+        "--config-file",
+        str(cookiecutter_config),
+    ]
+    # UTF-8 mode makes the child's stderr decodable whatever the locale.
+    env = {**os.environ, "PYTHONUTF8": "1"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *args],
+            # A prompt that should not happen fails on end of input instead of hanging.
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            encoding="utf-8",
+            env=env,
+            timeout=300,
+            check=False,
+        )
+
+    return run
+
+
+@pytest.fixture
+def cli_fails(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> Callable[..., str]:
+    """Return `cli_fails(*args) -> stderr`: run the CLI, assert it failed and left nothing."""
+
+    def run(*args: str) -> str:
+        result = cli(*args)
+        assert result.returncode != 0, result.stdout
+        # Looking at tmp_path, not just the output dir, also catches slugs like '../escape'.
+        assert [path.name for path in tmp_path.rglob("*")] == ["out"]
+        return result.stderr
+
+    return run
+
+
+@pytest.fixture
+def bake_fails(cli_fails: Callable[..., str]) -> Callable[..., str]:
+    """Return `bake_fails(**context) -> stderr` for a non-interactive CLI bake that must fail."""
+
+    def run(**context: str) -> str:
+        return cli_fails("--no-input", *(f"{key}={value}" for key, value in context.items()))
+
+    return run

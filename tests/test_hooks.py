@@ -1,0 +1,355 @@
+"""The toml filter, the hook helpers, and the hooks as cookiecutter runs them."""
+
+import json
+import subprocess
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cookiecutter.environment import StrictEnvironment
+from cookiecutter.exceptions import FailedHookException
+
+from hooks.post_gen_project import main as post_gen_main
+from hooks.post_gen_project import next_steps
+from hooks.pre_gen_project import (
+    DEPENDENCY_IMPORT_NAMES,
+    PYTHON_VERSIONS,
+    main,
+    validate,
+)
+from local_extensions import toml_string
+from tests.conftest import (
+    TEMPLATE_CONTEXT,
+    TEMPLATE_DIR,
+    bake_into,
+    baked_metadata,
+    default_answer,
+    expected_metadata,
+)
+
+VALID = {
+    "project_name": "Chat Service",
+    "project_slug": "chat-service",
+    "package_name": "chat_service",
+    "description": "A real-time WebSocket service.",
+    "author_name": "Platform Team",
+    "author_email": "platform@example.com",
+    "python_version": "3.12",
+}
+BLANK = "it must not be blank"
+NAME_TOO_LONG = "it must be at most 300 characters long"
+ONE_LINE = "it must be a single line without control characters"
+SLUG_SHAPE = (
+    "it must be lowercase ASCII letters and digits in words joined by single hyphens,"
+    " starting with a letter"
+)
+SLUG_TOO_LONG = "it must be at most 50 characters long"
+PACKAGE_SHAPE = (
+    "it must be lowercase ASCII letters, digits and underscores, not starting with a digit"
+)
+KEYWORD = "it is a Python keyword"
+EMAIL_SHAPE = "it must look like name@example.com"
+VERSION = "it must be one of 3.11, 3.12, 3.13"
+NOT_STRING = "it must be a string"
+
+
+def error_line(field: str, value: object, reason: str) -> str:
+    """Return the line the pre-gen hook prints for an invalid answer."""
+    return f"ERROR: {field} {value!r} is invalid: {reason}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain",
+        'say "hi"',
+        "it's",
+        "back\\slash \\n \\u0041",
+        'three """ double',
+        "three ''' single",
+        "line\nbreak\r\n",
+        "tab\there",
+        "nul\x00 del\x7f bell\x07 escape\x1b",
+        "c1 control\x85 and nbsp\xa0",
+        "Zoë Ærøskøbing 日本語",
+        "rocket 🚀, astral 𝄞",
+        "".join(map(chr, range(0x80))),
+        "",
+    ],
+)
+def test_toml_string_round_trips(value: str) -> None:
+    assert tomllib.loads(f"x = {toml_string(value)}")["x"] == value
+
+
+def test_toml_string_escapes_every_ascii_control_character() -> None:
+    rendered = toml_string("".join(map(chr, range(0x20))) + "\x7f")
+    assert rendered.isprintable()
+    assert rendered == (
+        r'"\u0000\u0001\u0002\u0003\u0004\u0005\u0006\u0007\b\t\n\u000B\f\r\u000E\u000F'
+        r"\u0010\u0011\u0012\u0013\u0014\u0015\u0016\u0017\u0018\u0019\u001A\u001B\u001C"
+        r'\u001D\u001E\u001F\u007F"'
+    )
+
+
+def test_toml_string_escapes_quotes_and_backslashes_and_keeps_non_ascii() -> None:
+    assert toml_string('a "b" \\c') == r'"a \"b\" \\c"'
+    assert toml_string("Zoë 🚀") == '"Zoë 🚀"'
+
+
+def test_toml_filter_is_loaded_from_cookiecutter_json() -> None:
+    env = StrictEnvironment(context={"cookiecutter": TEMPLATE_CONTEXT})
+    rendered = env.from_string("x = {{ value | toml }}").render(value='"""\n🚀')
+    assert tomllib.loads(rendered)["x"] == '"""\n🚀'
+
+
+def test_valid_answers_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    assert validate(VALID) is None
+    assert main(VALID) == 0
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("project_name", "Zoë Ærøskøbing 日本語 🚀"),
+        ("project_name", "O'Brien's \"quoted\" back\\slash"),
+        ("project_name", "x" * 300),
+        ("project_slug", "chat"),
+        ("project_slug", "chat-service-2"),
+        ("project_slug", "a" * 50),
+        ("package_name", "chat_service"),
+        ("package_name", "_private2"),
+        # Soft keywords are valid identifiers.
+        ("package_name", "match"),
+        ("package_name", "type"),
+        ("author_email", "first.last+tag@mail.example.co.uk"),
+        ("author_email", "zoë@exämple.dk"),
+        *(("python_version", version) for version in TEMPLATE_CONTEXT["python_version"]),
+    ],
+)
+def test_valid_value_passes(field: str, value: str) -> None:
+    assert validate({**VALID, field: value}) is None
+
+
+INVALID = [
+    ("project_name", "", BLANK),
+    ("project_name", " \t ", BLANK),
+    ("project_name", "x" * 301, NAME_TOO_LONG),
+    ("project_name", "Chat\nService", ONE_LINE),
+    ("project_name", "Chat\x7fService", ONE_LINE),
+    ("project_slug", "", SLUG_SHAPE),
+    ("project_slug", "Chat-Service", SLUG_SHAPE),
+    ("project_slug", "chat_service", SLUG_SHAPE),
+    ("project_slug", "chat service", SLUG_SHAPE),
+    ("project_slug", "-chat", SLUG_SHAPE),
+    ("project_slug", "chat-", SLUG_SHAPE),
+    ("project_slug", "chat--service", SLUG_SHAPE),
+    ("project_slug", "2chat", SLUG_SHAPE),
+    ("project_slug", "chat\n", SLUG_SHAPE),
+    ("project_slug", "çhat", SLUG_SHAPE),
+    ("project_slug", "../escape", SLUG_SHAPE),
+    ("project_slug", "{{ cookiecutter.project_name }}", SLUG_SHAPE),
+    ("project_slug", "a" * 51, SLUG_TOO_LONG),
+    ("package_name", "", PACKAGE_SHAPE),
+    ("package_name", "Chat", PACKAGE_SHAPE),
+    ("package_name", "chat-service", PACKAGE_SHAPE),
+    ("package_name", "2chat", PACKAGE_SHAPE),
+    ("package_name", "çhat", PACKAGE_SHAPE),
+    ("package_name", "chat\n", PACKAGE_SHAPE),
+    ("package_name", "class", KEYWORD),
+    ("package_name", "import", KEYWORD),
+    ("package_name", "json", "it would shadow the standard library module 'json'"),
+    ("package_name", "email", "it would shadow the standard library module 'email'"),
+    *(
+        ("package_name", name, f"it would shadow the dependency {name!r}")
+        for name in sorted(DEPENDENCY_IMPORT_NAMES)
+    ),
+    ("package_name", "src", "it would clash with the project's own top-level 'src'"),
+    ("package_name", "tests", "it would clash with the project's own top-level 'tests'"),
+    ("author_email", "", EMAIL_SHAPE),
+    ("author_email", "platform", EMAIL_SHAPE),
+    ("author_email", "platform@example", EMAIL_SHAPE),
+    ("author_email", "plat form@example.com", EMAIL_SHAPE),
+    ("author_email", "a@b@example.com", EMAIL_SHAPE),
+    ("author_email", "platform@example.com\n", EMAIL_SHAPE),
+    ("python_version", "3.10", VERSION),
+    ("python_version", "3.14", VERSION),
+    ("python_version", " 3.12", VERSION),
+    ("python_version", 3.12, NOT_STRING),
+    ("project_name", None, NOT_STRING),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), INVALID)
+def test_invalid_value_is_reported_on_one_line(
+    field: str, value: object, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = error_line(field, value, reason)
+    assert validate({**VALID, field: value}) == expected
+    assert main({**VALID, field: value}) == 1
+    assert capsys.readouterr() == ("", f"{expected}\n")
+
+
+def test_first_failing_check_wins() -> None:
+    answers = {**VALID, "python_version": "2.7", "author_email": "nobody", "package_name": "redis"}
+    assert validate(answers) == error_line(
+        "package_name", "redis", "it would shadow the dependency 'redis'"
+    )
+
+
+def test_python_versions_match_the_template_choices() -> None:
+    assert sorted(PYTHON_VERSIONS) == sorted(TEMPLATE_CONTEXT["python_version"])
+
+
+@pytest.mark.parametrize("hook", sorted((TEMPLATE_DIR / "hooks").glob("*_project.py")))
+def test_hooks_hold_no_jinja_but_the_answers(hook: Path) -> None:
+    # Cookiecutter renders hooks as templates; any other Jinja syntax would be a silent bug.
+    source = hook.read_text(encoding="utf-8")
+    assert source.count("{{") == source.count('r"""{{ cookiecutter | tojson }}"""') == 1
+    assert "{%" not in source
+    assert "{#" not in source
+
+
+def test_next_steps_name_the_project_commands_and_test_services(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    project_dir = Path("/srv/my projects/chat-service")
+    post_gen_main({"project_name": "Chat Service"}, project_dir)
+    printed = capsys.readouterr().out
+    assert printed == next_steps({"project_name": "Chat Service"}, project_dir) + "\n"
+    assert "Created Chat Service in /srv/my projects/chat-service\n" in printed
+    assert "cd '/srv/my projects/chat-service'\n" in printed
+    assert "make test" in printed
+    assert "TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres)" in printed
+    assert "TEST_REDIS_URL (default redis://127.0.0.1:6379/0)" in printed
+    assert "make dev" in printed
+
+
+def test_cli_bake_prints_next_steps(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    result = cli("--no-input")
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = next_steps(
+        {"project_name": default_answer("project_name")}, tmp_path / "out" / "chat-service"
+    )
+    assert expected in result.stdout
+
+
+CLI_REJECTIONS = [
+    # Blank names slugify to '', which cookiecutter refuses before any hook, unless a slug is given.
+    ({"project_name": "  ", "project_slug": "chat"}, error_line("project_name", "  ", BLANK)),
+    ({"project_name": "Chat\nService"}, error_line("project_name", "Chat\nService", ONE_LINE)),
+    ({"project_name": "x " * 151}, error_line("project_name", "x " * 151, NAME_TOO_LONG)),
+    ({"project_slug": "../escape"}, error_line("project_slug", "../escape", SLUG_SHAPE)),
+    # Cookiecutter renders answers as templates once; the result must still be a valid slug.
+    (
+        {"project_slug": "{% raw %}{{ x }}{% endraw %}"},
+        error_line("project_slug", "{{ x }}", SLUG_SHAPE),
+    ),
+    ({"project_slug": "a" * 51}, error_line("project_slug", "a" * 51, SLUG_TOO_LONG)),
+    ({"package_name": "Chat"}, error_line("package_name", "Chat", PACKAGE_SHAPE)),
+    ({"package_name": "class"}, error_line("package_name", "class", KEYWORD)),
+    # Derived from the project name through the slug.
+    (
+        {"project_name": "Email"},
+        error_line("package_name", "email", "it would shadow the standard library module 'email'"),
+    ),
+    (
+        {"project_name": "Redis"},
+        error_line("package_name", "redis", "it would shadow the dependency 'redis'"),
+    ),
+    (
+        {"package_name": "tests"},
+        error_line(
+            "package_name", "tests", "it would clash with the project's own top-level 'tests'"
+        ),
+    ),
+    ({"author_email": "platform"}, error_line("author_email", "platform", EMAIL_SHAPE)),
+]
+
+
+@pytest.mark.parametrize(("context", "expected"), CLI_REJECTIONS)
+def test_cli_rejects_invalid_answer_and_leaves_nothing(
+    bake_fails: Callable[..., str], context: dict[str, str], expected: str
+) -> None:
+    assert bake_fails(**context).splitlines() == [expected]
+
+
+def test_cli_rejects_python_version_from_a_replay_file(
+    cli_fails: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The CLI refuses an unknown choice before any hook runs; a hand-edited replay file does not.
+    replay_file = tmp_path_factory.mktemp("replay") / "answers.json"
+    answers = {**TEMPLATE_CONTEXT, **VALID, "python_version": "3.10"}
+    replay_file.write_text(json.dumps({"cookiecutter": answers}), encoding="utf-8")
+    stderr = cli_fails("--replay-file", str(replay_file))
+    assert stderr.splitlines() == [error_line("python_version", "3.10", VERSION)]
+
+
+def test_cli_refuses_unknown_python_version_choice(bake_fails: Callable[..., str]) -> None:
+    assert "python_version" in bake_fails(python_version="3.10")
+
+
+def test_api_bake_raises_failed_hook_and_removes_the_project(
+    tmp_path: Path, cookiecutter_config: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(FailedHookException):
+        bake_into(tmp_path, cookiecutter_config, package_name="redis")
+    assert list(tmp_path.iterdir()) == []
+    # The hook runs in a child process that writes straight to file descriptor 2.
+    stderr = capfd.readouterr().err
+    assert error_line("package_name", "redis", "it would shadow the dependency 'redis'") in stderr
+
+
+# Attempts to end the string literal that carries the answers into the hooks and run code.
+BREAKOUTS = {
+    "double-quote": '"; import os; os.system("touch MARKER"); x = "',
+    "triple-double-quote": '"""; import os; os.system("touch MARKER"); x = """',
+    "triple-single-quote": "'''; import os; os.system('touch MARKER'); x = '''",
+    "escaped-quote": '\\"""; import os; os.system("touch MARKER"); x = """',
+    "close-json-first": '"}"""; import os; os.system("touch MARKER"); r"""{"',
+}
+
+
+@pytest.mark.parametrize("field", ["project_name", "description", "author_name"])
+@pytest.mark.parametrize("breakout", list(BREAKOUTS.values()), ids=list(BREAKOUTS))
+def test_quotes_in_answers_stay_literal_text(
+    bake: Callable[..., Path], tmp_path: Path, field: str, breakout: str
+) -> None:
+    marker = tmp_path / "pwned"
+    value = breakout.replace("MARKER", str(marker))
+    project_dir = bake(**{field: value})
+    assert baked_metadata(project_dir) == expected_metadata(project_dir, **{field: value})
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("answer", "description"),
+    [
+        # Cookiecutter renders every answer as a template once, before the hooks run, ...
+        ("{{ cookiecutter.project_name }}!", "Chat Service!"),
+        # ... and then only ever inserts the result as data.
+        ("{% raw %}{{ cookiecutter.project_name }}{% endraw %}", "{{ cookiecutter.project_name }}"),
+    ],
+)
+def test_jinja_in_answers_is_rendered_once_then_kept_as_data(
+    bake: Callable[..., Path], answer: str, description: str
+) -> None:
+    assert baked_metadata(bake(description=answer))["description"] == description
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        # Answers are rendered in order, so a later one is still undefined.
+        {"project_name": "{{ cookiecutter.author_name }}"},
+        {"description": "{% raw %}{{ unterminated"},
+        {"author_name": "{{ no_such_name }}"},
+    ],
+)
+def test_jinja_errors_in_answers_fail_cleanly(
+    bake_fails: Callable[..., str], context: dict[str, str]
+) -> None:
+    bake_fails(**context)
