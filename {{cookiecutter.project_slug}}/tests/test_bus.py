@@ -1,10 +1,13 @@
 """Messages fan out through the Redis stream to every app and every instance."""
 
+import pytest
+
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness import LiveApp, User, serve_in_process
+from wsclient import WsClient
 
 
 async def test_two_apps_on_shared_resources_both_deliver(
@@ -51,3 +54,22 @@ async def test_app_that_owns_no_resources_opens_and_closes_its_own(settings: Set
         resources = app.state.service.resources
         assert await resources.redis.ping()
     assert resources.db.closed
+
+
+async def test_bus_reconnects_when_redis_drops_its_connection(
+    ws_session: WsClient, shared_resources: Resources, caplog: pytest.LogCaptureFixture
+):
+    await ws_session.subscribe("room:reconnect")
+    redis = shared_resources.redis
+    own_name = await redis.client_getname()
+    readers = [
+        client
+        for client in await redis.client_list()
+        if client["name"] == own_name and client["cmd"] == "xreadgroup"
+    ]
+    assert readers, "the bus reader should be blocked in XREADGROUP"
+    for reader in readers:
+        await redis.client_kill_filter(_id=reader["id"])
+    await ws_session.publish("room:reconnect", "after the drop")
+    assert (await ws_session.next_message())["data"] == "after the drop"
+    assert "bus lost Redis" in caplog.text

@@ -24,32 +24,43 @@ Listener = Callable[[str, str], None]
 """Called with (channel, frame) for every message read from the stream."""
 
 STREAM_MAX_LENGTH = 10_000
-READ_BLOCK_MS = 5_000
+# Well under redis-py's socket timeout (5 s by default), which would otherwise cut a blocking
+# read on an idle stream short.
+READ_BLOCK_MS = 1_000
 READ_BATCH = 100
-RECONNECT_DELAY_S = 0.5
+RETRY_DELAY_S = 0.5
+
+
+def new_instance_id() -> str:
+    """Names this process's instance: host, pid and a random part, readable in CLIENT LIST."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Bus:
     """This instance's consumer group on the message stream, and the local listeners."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+    def __init__(self, redis: Redis, keys: RedisKeys, instance: str) -> None:
         self._redis = redis
         self.stream = keys.stream("messages")
-        self.group = f"instance:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.group = f"instance:{instance}"
         self._listeners: set[Listener] = set()
         self._reader: asyncio.Task[None] | None = None
+        self._reading = False
 
     async def start(self) -> None:
         """Register this instance's group at the stream's end and start reading."""
         await self._create_group()
+        self._reading = True
         self._reader = asyncio.create_task(self._read_forever(), name=f"bus {self.group}")
 
     async def stop(self) -> None:
         """Stop reading and remove this instance's group."""
         if self._reader is not None:
+            # redis-py may turn a cancellation that lands while it connects into a ConnectionError,
+            # which the reader survives by design: the flag ends its loop all the same.
+            self._reading = False
             self._reader.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._reader
+            await asyncio.wait({self._reader})
             self._reader = None
         with suppress(redis_errors.RedisError):
             await self._redis.xgroup_destroy(self.stream, self.group)
@@ -80,17 +91,27 @@ class Bus:
                 raise
 
     async def _read_forever(self) -> None:
-        while True:
+        # Whatever goes wrong, the reader logs it and carries on: a dead reader would silently
+        # stop every delivery of this instance.
+        group_missing = False
+        while self._reading:
             try:
+                if group_missing:
+                    await self._create_group()
+                    group_missing = False
                 await self._read_batch()
-            except redis_errors.ConnectionError as error:
-                log.warning("bus lost Redis (%s); reconnecting in %.1fs", error, RECONNECT_DELAY_S)
-                await asyncio.sleep(RECONNECT_DELAY_S)
+                continue
             except redis_errors.ResponseError as error:
-                if "NOGROUP" not in str(error):
-                    raise
-                log.warning("bus group %s vanished (stream deleted); recreating it", self.group)
-                await self._create_group()
+                if "NOGROUP" in str(error):
+                    log.warning("bus group %s vanished (stream deleted); recreating", self.group)
+                    group_missing = True
+                    continue
+                log.exception("bus read refused")
+            except redis_errors.RedisError as error:
+                log.warning("bus lost Redis (%s); reconnecting", error)
+            except Exception:
+                log.exception("bus reader failed")
+            await asyncio.sleep(RETRY_DELAY_S)
 
     async def _read_batch(self) -> None:
         batches = await self._redis.xreadgroup(

@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from .auth import Keyring
-from .bus import Bus
+from .bus import Bus, new_instance_id
 from .keys import RedisKeys
 from .settings import Settings
 
@@ -32,11 +32,16 @@ class Resources:
     async def open(cls, settings: Settings) -> "Resources":
         """Open the pools and register the bus; fail fast if Postgres or Redis is unreachable."""
         db = await open_database_pool(settings)
-        redis: Redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        instance = new_instance_id()
+        redis: Redis = Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            client_name=f"{settings.redis_prefix}{instance}",
+        )
         try:
             await redis.ping()
             keys = RedisKeys(settings.redis_prefix)
-            bus = Bus(redis, keys)
+            bus = Bus(redis, keys, instance)
             await bus.start()
         except BaseException:
             await redis.aclose()
