@@ -1,8 +1,5 @@
 """The generated suite, run for real under xdist against Postgres and Redis, and proven isolated."""
 
-import json
-import os
-import re
 import shutil
 import subprocess
 import sys
@@ -10,81 +7,26 @@ import tomllib
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
-import redis
 from packaging.requirements import Requirement
 
-DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-SUITE_TIMEOUT_S = 600
+from tests.generated_runs import (
+    MIN_GENERATED_TESTS,
+    check_run,
+    clean_environment,
+    passed_count,
+    run_suite,
+)
+
 MAKE_TEST_TIMEOUT_S = 900
-MIN_GENERATED_TESTS = 40
-
-
-def clean_environment(**extra: str) -> dict[str, str]:
-    """This process's environment without the pytest and xdist variables of the outer run."""
-    inherited = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PYTEST_", "HARNESS_"))
-    }
-    return {**inherited, **extra}
-
-
-def run_suite(project: Path, *args: str, report: Path) -> subprocess.CompletedProcess[str]:
-    """Run the baked project's suite with this environment's Python, without installing it."""
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
-        cwd=project,
-        env=clean_environment(HARNESS_REPORT=str(report)),
-        capture_output=True,
-        text=True,
-        timeout=SUITE_TIMEOUT_S,
-        check=False,
-    )
-
-
-def passed_count(output: str) -> int:
-    """The number of passed tests on pytest's closing line."""
-    match = re.search(r"(\d+) passed", output.strip().splitlines()[-1])
-    assert match, f"no pass count in: {output[-2000:]}"
-    return int(match[1])
-
-
-def leftovers(run_id: str) -> dict[str, list[str]]:
-    """Schemas and Redis keys a run with this id left behind."""
-    with psycopg.connect(DATABASE_URL) as conn:
-        rows = conn.execute(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", [f"test\\_{run_id}\\_%"]
-        ).fetchall()
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        keys = list(client.scan_iter(match=f"test:{run_id}:*", count=1000))
-    finally:
-        client.close()
-    return {"schemas": [row[0] for row in rows], "keys": keys}
+pytestmark = pytest.mark.xdist_group("generated-suite")
 
 
 @pytest.fixture(scope="module")
 def project(bake: Callable[..., Path]) -> Path:
     """The default bake, shared read-only by this module's tests."""
     return bake()
-
-
-def check_run(result: subprocess.CompletedProcess[str], report_path: Path) -> dict[str, Any]:
-    """Assert the run passed and left nothing behind; return its report."""
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    report = json.loads(report_path.read_text(encoding="utf-8"))
-    passed = passed_count(result.stdout)
-    assert passed >= MIN_GENERATED_TESTS
-    assert sum(worker["passed"] for worker in report["workers"].values()) == passed
-    assert all(worker["failed"] == 0 for worker in report["workers"].values())
-    assert leftovers(report["run_id"]) == {"schemas": [], "keys": []}
-    return report
 
 
 def test_generated_suite_runs_under_xdist_with_a_namespace_per_worker(

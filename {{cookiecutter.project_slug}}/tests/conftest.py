@@ -1,16 +1,22 @@
 """The fixture stack: share the expensive parts per xdist worker, isolate the stateful parts.
 
-    worker (session scope = once per xdist worker)    test (function scope)
-    worker_db_schema   its own Postgres schema        test_user   a user row + token
-    worker_redis_prefix its own Redis key prefix      ws_session  a fresh WebSocket, drained after
-    shared_resources   pools, bus, keyring
-    shared_app         the app on a real server
+    run (xdist controller, once)   services, run id, signing key, reaping of dead runs' leftovers
+    worker (session scope)         worker_db_schema     its own Postgres schema, migrated
+                                   worker_redis_prefix  its own Redis key prefix
+                                   shared_resources     pools, bus, keyring
+                                   shared_app           the app on a real server
+    test (function scope)          test_user / make_user  user rows + tokens, deleted after
+                                   ws_session            a fresh WebSocket, drained after
+                                   leak_guard            fails a test that leaves state behind
 
 Every async fixture and test runs on one event loop per worker (see pyproject.toml), so the
-pools opened once are usable by every test.
+pools opened once serve every test. `--app-scope=function` builds Resources and app per test
+instead, to measure on this suite what sharing buys. The plumbing lives in `harness/`.
 """
 
+import os
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -20,67 +26,78 @@ from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
-import run_context
-import run_report
-from harness import (
-    LiveApp,
-    User,
-    UserFactory,
-    current_worker,
-    database_url,
-    migrated_schema,
-    redis_prefix,
-    redis_url,
-    schema_name,
-    serve_in_process,
-    unlink_prefix,
-)
-from wsclient import WsClient
+from harness import report, run
+from harness.leaks import LeakGuard
+from harness.namespaces import redis_prefix, schema_name, unlink_prefix, worker_schema
+from harness.server import LiveApp, User, UserFactory, serve_in_process
+from harness.wsclient import WsClient
+
+
+def app_scope(fixture_name: str, config: pytest.Config) -> str:
+    """The scope of the app and its Resources: per worker, or per test with --app-scope."""
+    return str(config.getoption("app_scope"))
 
 
 @pytest.fixture(scope="session")
-def run_id(pytestconfig: pytest.Config) -> str:
+def run_context(pytestconfig: pytest.Config) -> run.RunContext:
+    """What the controller decided for the whole run: services, run id, signing key."""
+    return run.context(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def run_id(run_context: run.RunContext) -> str:
     """One id for the whole run, shared by its xdist workers; it names everything the run makes."""
-    return run_context.run_id(pytestconfig)
+    return run_context.run_id
 
 
 @pytest.fixture(scope="session")
 def worker_id() -> str:
     """This worker's name ("gw0", ...), or "master" when the run has no xdist."""
-    return current_worker()
+    return os.environ.get("PYTEST_XDIST_WORKER", "master")
 
 
 @pytest.fixture(scope="session")
-def worker_db_schema(pytestconfig: pytest.Config, run_id: str, worker_id: str) -> Iterator[str]:
+def worker_redis_prefix(
+    pytestconfig: pytest.Config, run_context: run.RunContext, worker_id: str
+) -> Iterator[str]:
+    """Each worker gets its own Redis key prefix; every key under it is unlinked at the end."""
+    prefix = redis_prefix(run_context.run_id, worker_id)
+    report.record(pytestconfig, worker=worker_id, prefix=prefix)
+    yield prefix
+    unlink_prefix(run_context.redis_url, prefix)
+
+
+@pytest.fixture(scope="session")
+def worker_db_schema(
+    pytestconfig: pytest.Config,
+    run_context: run.RunContext,
+    worker_id: str,
+    worker_redis_prefix: str,
+) -> Iterator[str]:
     """Each worker gets a fresh schema in the shared test DB, with the migrations applied."""
-    with migrated_schema(database_url(), schema_name(run_id, worker_id)) as schema:
-        run_report.record(pytestconfig, worker=worker_id, schema=schema)
+    name = schema_name(run_context.run_id, worker_id)
+    with worker_schema(run_context.database_url, name, worker_redis_prefix) as schema:
+        report.record(pytestconfig, schema=schema)
         yield schema
 
 
 @pytest.fixture(scope="session")
-async def worker_redis_prefix(
-    pytestconfig: pytest.Config, run_id: str, worker_id: str
-) -> AsyncIterator[str]:
-    """Each worker gets its own Redis key prefix; every key under it is unlinked at the end."""
-    prefix = redis_prefix(run_id, worker_id)
-    run_report.record(pytestconfig, worker=worker_id, prefix=prefix)
-    yield prefix
-    await unlink_prefix(redis_url(), prefix)
+def signing_key(run_context: run.RunContext) -> SigningKey:
+    """The run's token-signing key, made by the controller; its public half is the keyring."""
+    return run_context.signing_key
 
 
 @pytest.fixture(scope="session")
-def signing_key() -> SigningKey:
-    """The key that signs the tests' tokens; its public half is the app's keyring."""
-    return SigningKey.generate(issuer="tests")
-
-
-@pytest.fixture(scope="session")
-def settings(worker_db_schema: str, worker_redis_prefix: str, signing_key: SigningKey) -> Settings:
+def settings(
+    run_context: run.RunContext,
+    worker_db_schema: str,
+    worker_redis_prefix: str,
+    signing_key: SigningKey,
+) -> Settings:
     """Settings pointing the service at this worker's schema and prefix."""
     return Settings(
-        database_url=database_url(),
-        redis_url=redis_url(),
+        database_url=run_context.database_url,
+        redis_url=run_context.redis_url,
         keyring=signing_key.keyring(),
         database_schema=worker_db_schema,
         redis_prefix=worker_redis_prefix,
@@ -88,7 +105,7 @@ def settings(worker_db_schema: str, worker_redis_prefix: str, signing_key: Signi
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope=app_scope)
 async def shared_resources(settings: Settings) -> AsyncIterator[Resources]:
     """Postgres pool, Redis client, bus and keyring: opened once per worker."""
     resources = await Resources.open(settings)
@@ -96,16 +113,40 @@ async def shared_resources(settings: Settings) -> AsyncIterator[Resources]:
     await resources.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope=app_scope)
 async def shared_app(settings: Settings, shared_resources: Resources) -> AsyncIterator[LiveApp]:
     """The app, built once per worker on the shared resources and served on a real socket."""
     async with serve_in_process(create_app(settings, shared_resources), settings) as live:
         yield live
 
 
+@pytest.fixture(autouse=True)
+def leak_guard(request: pytest.FixtureRequest) -> LeakGuard:
+    """Tracks what the test makes; `leak_check` fails the test if any of it outlives it."""
+    # Asked for here rather than as arguments, so tests without a database need none; asking
+    # during setup also makes pytest tear the guard down before them. Sync on purpose: an
+    # async fixture cannot set up other async fixtures from inside the running loop.
+    resources = _requested(request, "shared_resources")
+    app = _requested(request, "shared_app")
+    return LeakGuard(resources, app.service.registry if app is not None else None)
+
+
+@pytest.fixture(autouse=True)
+async def leak_check(leak_guard: LeakGuard) -> AsyncIterator[None]:
+    """After the test's own teardown: no session, row or key of it may be left."""
+    yield
+    leaks = await leak_guard.leaks()
+    if leaks:
+        pytest.fail("state leaked past the test's teardown: " + "; ".join(leaks), pytrace=False)
+
+
+def _requested(request: pytest.FixtureRequest, name: str) -> Any:
+    return request.getfixturevalue(name) if name in request.fixturenames else None
+
+
 @pytest.fixture
 async def make_user(
-    shared_resources: Resources, signing_key: SigningKey
+    shared_resources: Resources, signing_key: SigningKey, leak_guard: LeakGuard
 ) -> AsyncIterator[UserFactory]:
     """Creates users with tokens for this test; deletes them, and what they sent, afterwards."""
     created: list[str] = []
@@ -113,6 +154,7 @@ async def make_user(
     async def make(name: str = "test user") -> User:
         user_id = await store.create_user(shared_resources.db, name)
         created.append(user_id)
+        leak_guard.track(user_id)
         return User(user_id, signing_key.issue(user_id))
 
     yield make
@@ -133,31 +175,56 @@ async def ws_session(shared_app: LiveApp, test_user: User) -> AsyncIterator[WsCl
         yield ws
 
 
-# Run-level plumbing: the xdist controller shares the run id and gathers the workers' reports.
+# Run-level plumbing. The xdist controller builds the run's context and hands it to each
+# worker, cleans up after crashed workers, and gathers the workers' reports.
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--app-scope",
+        choices=("session", "function"),
+        default=os.environ.get("HARNESS_APP_SCOPE", "session"),
+        help="build Resources and the app once per worker (session) or per test (function)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    run_context.configure(config)
+    run.start(config)
+    config.pluginmanager.register(report.FixtureTimer(), "harness-fixture-timer")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run.stop(config)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: object) -> None:
-    """xdist controller: hand each starting worker what the run shares."""
-    run_context.configure_node(node)
+    run.hand_to_worker(node)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: object, error: object) -> None:
-    """xdist controller: keep what a finished worker reported."""
-    run_report.collect(node)
+    report.collect(node)
+    if error is not None:
+        run.clean_up_crashed_worker(node)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
-    report: pytest.TestReport = yield
-    run_report.count(item.config, report)
-    return report
+    test_report: pytest.TestReport = yield
+    report.count(item.config, test_report)
+    return test_report
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    run_report.finish(session.config, run_context.run_id(session.config))
+    report.finish(session.config, run.summary(session.config))
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    lines = report.summary_lines(config, run.summary(config))
+    if lines:
+        terminalreporter.section("fixture stack")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -6,8 +6,8 @@ from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from harness import LiveApp, User, serve_in_process
-from wsclient import WsClient
+from harness.server import LiveApp, User, serve_in_process
+from harness.wsclient import WsClient
 
 
 async def test_two_apps_on_shared_resources_both_deliver(

@@ -3,8 +3,8 @@
 from {{ cookiecutter.package_name }}.channels import personal_channel
 from {{ cookiecutter.package_name }}.resources import Resources
 
-from harness import LiveApp, User, UserFactory
-from wsclient import WsClient
+from harness.server import LiveApp, User, UserFactory
+from harness.wsclient import WsClient
 
 
 async def test_subscribe_is_acked_with_the_request_id(ws_session: WsClient):

@@ -8,8 +8,8 @@ from websockets.exceptions import InvalidStatus
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
 
-from harness import LiveApp, User
-from wsclient import WsClient
+from harness.server import LiveApp, User
+from harness.wsclient import WsClient
 
 
 async def refused_status(live: LiveApp, **options: object) -> int:

@@ -6,7 +6,7 @@ from redis.asyncio import Redis
 from {{ cookiecutter.package_name }} import health
 from {{ cookiecutter.package_name }}.resources import Resources
 
-from harness import LiveApp
+from harness.server import LiveApp
 
 
 def http_url(live: LiveApp) -> str:

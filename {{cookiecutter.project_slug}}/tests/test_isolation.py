@@ -1,12 +1,36 @@
-"""Each xdist worker works in its own Postgres schema and under its own Redis prefix."""
+"""Each worker works in its own Postgres schema and under its own Redis prefix, and dead
+workers' namespaces are reaped."""
 
-from redis.asyncio import Redis
+import json
+import secrets
+import threading
+
+import psycopg
+import redis
+from psycopg import sql
 
 from {{ cookiecutter.package_name }}.keys import RedisKeys
 from {{ cookiecutter.package_name }}.resources import Resources
 
-from harness import redis_prefix, redis_url, schema_name, unlink_prefix
-from wsclient import WsClient
+from harness.leaks import LeakGuard
+from harness.namespaces import (
+    MARKER,
+    alive_lock_key,
+    reap_orphans,
+    redis_prefix,
+    schema_name,
+    unlink_prefix,
+    worker_schema,
+)
+from harness.run import RunContext
+from harness.server import LiveApp, UserFactory
+from harness.wsclient import WsClient
+
+
+def schema_exists(url: str, schema: str) -> bool:
+    with psycopg.connect(url) as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema])
+        return found.fetchone() is not None
 
 
 def test_schema_name_carries_run_and_worker(run_id: str, worker_id: str, worker_db_schema: str):
@@ -22,7 +46,7 @@ def test_schema_names_are_valid_for_any_worker_name():
 
 
 def test_prefix_carries_run_and_worker(run_id: str, worker_id: str, worker_redis_prefix: str):
-    assert worker_redis_prefix == f"test:{run_id}:{worker_id}:"
+    assert worker_redis_prefix == redis_prefix(run_id, worker_id) == f"test:{run_id}:{worker_id}:"
 
 
 async def test_published_messages_stay_under_the_worker_prefix(
@@ -38,16 +62,96 @@ def test_scan_pattern_escapes_glob_characters():
     assert keys.match_all() == "test:\\[a\\]\\*\\?\\\\:*"
 
 
-async def test_cleanup_unlinks_only_its_own_prefix(run_id: str):
-    redis = Redis.from_url(redis_url(), decode_responses=True)
-    mine, neighbour = redis_prefix(run_id, "cleanup-a"), redis_prefix(run_id, "cleanup-a*")
+def test_cleanup_unlinks_only_its_own_prefix(run_context: RunContext, worker_redis_prefix: str):
+    client = redis.Redis.from_url(run_context.redis_url, decode_responses=True)
+    mine, neighbour = f"{worker_redis_prefix}clean:", f"{worker_redis_prefix}clean*:"
     try:
-        await redis.set(f"{mine}k1", "1")
-        await redis.xadd(f"{mine}stream", {"f": "v"})
-        await redis.set(f"{neighbour}k1", "1")
-        assert await unlink_prefix(redis_url(), mine) == 2
-        assert await redis.exists(f"{mine}k1", f"{mine}stream") == 0
-        assert await redis.exists(f"{neighbour}k1") == 1
+        client.set(f"{mine}k1", "1")
+        client.xadd(f"{mine}stream", {"f": "v"})
+        client.set(f"{neighbour}k1", "1")
+        assert unlink_prefix(run_context.redis_url, mine) == 2
+        assert client.exists(f"{mine}k1", f"{mine}stream") == 0
+        assert client.exists(f"{neighbour}k1") == 1
     finally:
-        await unlink_prefix(redis_url(), neighbour)
-        await redis.aclose()
+        unlink_prefix(run_context.redis_url, neighbour)
+        client.close()
+
+
+def test_live_worker_schema_is_marked_and_locked(run_context: RunContext, worker_db_schema: str):
+    with psycopg.connect(run_context.database_url) as conn:
+        comment = conn.execute(
+            "SELECT obj_description(%s::regnamespace, 'pg_namespace')", [worker_db_schema]
+        ).fetchone()
+        taken = conn.execute(
+            "SELECT pg_try_advisory_lock(%s)", [alive_lock_key(worker_db_schema)]
+        ).fetchone()
+    assert comment is not None
+    assert json.loads(comment[0])["made_by"] == MARKER
+    assert taken == (False,), "the worker must hold its schema's liveness lock"
+
+
+def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
+    run_context: RunContext, run_id: str, worker_id: str
+):
+    url, redis_url = run_context.database_url, run_context.redis_url
+    dead = schema_name(run_id, f"{worker_id}dead")
+    dead_prefix = redis_prefix(run_id, f"{worker_id}dead")
+    foreign = f"test_not_ours_{secrets.token_hex(4)}"
+    client = redis.Redis.from_url(redis_url)
+    claimed, release = threading.Event(), threading.Event()
+
+    def dead_worker() -> None:
+        # Claims a schema like a worker, then "dies": its connection closes, its lock goes.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(dead)))
+            owner = json.dumps({"made_by": MARKER, "redis_prefix": dead_prefix})
+            conn.execute(
+                sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+                    sql.Identifier(dead), sql.Literal(owner)
+                )
+            )
+        client.set(f"{dead_prefix}leftover", "1")
+
+    def live_worker(schema: str) -> None:
+        with worker_schema(url, schema, redis_prefix(run_id, f"{worker_id}live")):
+            claimed.set()
+            release.wait(10)
+
+    live = schema_name(run_id, f"{worker_id}live")
+    holder = threading.Thread(target=live_worker, args=(live,))
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(foreign)))
+        dead_worker()
+        holder.start()
+        assert claimed.wait(10)
+        reap_orphans(url, redis_url)
+        assert not schema_exists(url, dead)
+        assert client.exists(f"{dead_prefix}leftover") == 0
+        assert schema_exists(url, live)
+        assert schema_exists(url, foreign)
+    finally:
+        release.set()
+        if holder.ident is not None:
+            holder.join()
+        with psycopg.connect(url, autocommit=True) as conn:
+            for schema in (dead, foreign):
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(schema)))
+        client.close()
+    assert not schema_exists(url, live)
+
+
+async def test_leak_guard_names_what_a_test_still_holds(
+    shared_app: LiveApp, make_user: UserFactory, leak_guard: LeakGuard
+):
+    user = await make_user("leaky")
+    async with shared_app.websocket_session(user=user) as ws:
+        await ws.publish("room:leak", "kept")
+        leaks = await leak_guard.leaks()
+    assert any("is still registered" in leak for leak in leaks)
+    assert f"user row of user {user.id}" in leaks
+    assert any(leak.startswith("message row") for leak in leaks)
+    assert await leak_guard.leaks() == [
+        f"user row of user {user.id}",
+        *[leak for leak in leaks if leak.startswith("message row")],
+    ]

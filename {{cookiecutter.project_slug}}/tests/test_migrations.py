@@ -8,7 +8,8 @@ from psycopg import sql
 from {{ cookiecutter.package_name }}.migrations import load_migrations, migrate
 from {{ cookiecutter.package_name }}.resources import Resources
 
-from harness import database_url, dropped_at_exit, migrated_schema
+from harness.namespaces import drop_schema
+from harness.run import RunContext
 
 
 def tables_in(conn: psycopg.Connection, schema: str) -> set[str]:
@@ -18,8 +19,10 @@ def tables_in(conn: psycopg.Connection, schema: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-def test_worker_schema_holds_the_tables_and_its_own_history(worker_db_schema: str):
-    with psycopg.connect(database_url()) as conn:
+def test_worker_schema_holds_the_tables_and_its_own_history(
+    run_context: RunContext, worker_db_schema: str
+):
+    with psycopg.connect(run_context.database_url) as conn:
         assert tables_in(conn, worker_db_schema) == {"users", "messages", "schema_migrations"}
         versions = conn.execute(
             sql.SQL("SELECT version FROM {} ORDER BY version").format(
@@ -29,22 +32,26 @@ def test_worker_schema_holds_the_tables_and_its_own_history(worker_db_schema: st
     assert [row[0] for row in versions] == [m.version for m in load_migrations()]
 
 
-def test_migrating_again_applies_nothing(worker_db_schema: str):
-    with psycopg.connect(database_url(), autocommit=True) as conn:
+def test_migrating_again_applies_nothing(run_context: RunContext, worker_db_schema: str):
+    with psycopg.connect(run_context.database_url, autocommit=True) as conn:
         assert migrate(conn, worker_db_schema) == []
 
 
-def test_racing_migrations_apply_each_file_once(worker_db_schema: str):
+def test_racing_migrations_apply_each_file_once(run_context: RunContext, worker_db_schema: str):
     schema = f"{worker_db_schema}_race"[:63]
 
     def run(_: int) -> int:
-        with psycopg.connect(database_url(), autocommit=True) as conn:
+        with psycopg.connect(run_context.database_url, autocommit=True) as conn:
             return len(migrate(conn, schema))
 
-    with dropped_at_exit(database_url(), schema), ThreadPoolExecutor(4) as pool:
-        applied = list(pool.map(run, range(4)))
-        with psycopg.connect(database_url()) as conn:
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            applied = list(pool.map(run, range(4)))
+        with psycopg.connect(run_context.database_url) as conn:
             assert tables_in(conn, schema) == {"users", "messages", "schema_migrations"}
+    finally:
+        with psycopg.connect(run_context.database_url, autocommit=True) as conn:
+            drop_schema(conn, schema)
     assert sum(applied) == len(load_migrations())
 
 
@@ -53,13 +60,3 @@ async def test_pool_sees_only_the_worker_schema(shared_resources: Resources, wor
         cursor = await conn.execute("SELECT current_schemas(false)")
         row = await cursor.fetchone()
     assert row == ([worker_db_schema],)
-
-
-def test_migrated_schema_is_dropped_with_its_contents(worker_db_schema: str):
-    schema = f"{worker_db_schema}_tmp"[:63]
-    with migrated_schema(database_url(), schema):
-        pass
-    with psycopg.connect(database_url()) as conn:
-        assert not tables_in(conn, schema)
-        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema]).fetchone()
-    assert found is None

@@ -5,7 +5,7 @@ import pytest
 from {{ cookiecutter.package_name }}.protocol import CloseCode
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from wsclient import WsClient
+from harness.wsclient import WsClient
 
 
 @pytest.mark.parametrize(

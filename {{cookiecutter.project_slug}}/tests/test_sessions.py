@@ -5,7 +5,7 @@ import pytest
 from {{ cookiecutter.package_name }}.protocol import CloseCode
 from {{ cookiecutter.package_name }}.sessions import SessionRegistry
 
-from harness import LiveApp, User
+from harness.server import LiveApp, User
 
 
 async def test_disconnect_drains_session(shared_app: LiveApp, test_user: User):

@@ -1,104 +1,23 @@
-"""The plumbing behind conftest.py: names, per-worker namespaces, and an in-process server.
-
-conftest.py shows the shape of the fixture stack; this module holds what it is made of.
-"""
+"""The app on a real socket: uvicorn in-process on the test loop, and sessions to it."""
 
 import asyncio
 import contextlib
-import os
-import re
-import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
-import psycopg
 import uvicorn
-from psycopg import sql
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from websockets.asyncio.client import connect
 
 from {{ cookiecutter.package_name }}.app import Service
-from {{ cookiecutter.package_name }}.keys import RedisKeys
-from {{ cookiecutter.package_name }}.migrations import migrate
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from wsclient import WsClient
+from .wsclient import WsClient
 
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 SERVER_START_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 5.0
-UNLINK_BATCH = 500
-
-
-def database_url() -> str:
-    """The shared test database: TEST_DATABASE_URL, or the local default."""
-    return os.environ.get("TEST_DATABASE_URL", DEFAULT_DATABASE_URL)
-
-
-def redis_url() -> str:
-    """The shared test Redis: TEST_REDIS_URL, or the local default."""
-    return os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
-
-
-def current_worker() -> str:
-    """The xdist worker running this process ("gw0", "gw1", ...), or "master" without xdist."""
-    return os.environ.get("PYTEST_XDIST_WORKER", "master")
-
-
-def _safe(part: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", part.lower())
-
-
-def schema_name(run_id: str, worker: str) -> str:
-    """`test_<run>_<worker>_<random>`: lowercase, well under Postgres's 63-byte limit."""
-    return f"test_{_safe(run_id)}_{_safe(worker)}_{secrets.token_hex(3)}"[:63]
-
-
-def redis_prefix(run_id: str, worker: str) -> str:
-    """`test:<run>:<worker>:`, the worker's slice of the shared Redis."""
-    return f"test:{run_id}:{worker}:"
-
-
-@contextlib.contextmanager
-def dropped_at_exit(url: str, schema: str) -> Iterator[str]:
-    """Drop `schema`, with everything in it, when the block ends."""
-    try:
-        yield schema
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-@contextlib.contextmanager
-def migrated_schema(url: str, schema: str) -> Iterator[str]:
-    """Create `schema` and apply the migrations into it, for the length of the block."""
-    with dropped_at_exit(url, schema):
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-            migrate(conn, schema)
-        yield schema
-
-
-async def unlink_prefix(url: str, prefix: str) -> int:
-    """Unlink every key under `prefix` (SCAN + batched UNLINK); return how many."""
-    redis = Redis.from_url(url, decode_responses=True)
-    removed = 0
-    try:
-        batch: list[str] = []
-        async for key in redis.scan_iter(match=RedisKeys(prefix).match_all(), count=1000):
-            batch.append(key)
-            if len(batch) >= UNLINK_BATCH:
-                removed += await redis.unlink(*batch)
-                batch.clear()
-        if batch:
-            removed += await redis.unlink(*batch)
-    finally:
-        await redis.aclose()
-    return removed
 
 
 @dataclass(frozen=True, slots=True)

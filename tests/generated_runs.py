@@ -1,0 +1,82 @@
+"""Running a baked project's suite as a subprocess, and inspecting what a run left behind."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+
+DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SUITE_TIMEOUT_S = 600
+MIN_GENERATED_TESTS = 40
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """This process's environment without the pytest, xdist and harness variables of the outer
+    run, plus `extra`."""
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PYTEST_", "HARNESS_"))
+    }
+    return {**inherited, **extra}
+
+
+def suite_command(*args: str) -> list[str]:
+    """The command that runs a baked suite with this environment's Python, uninstalled."""
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+
+
+def run_suite(
+    project: Path, *args: str, report: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the baked project's suite to completion; its JSON report goes to `report`."""
+    return subprocess.run(
+        suite_command(*args),
+        cwd=project,
+        env=clean_environment(HARNESS_REPORT=str(report), **env),
+        capture_output=True,
+        text=True,
+        timeout=SUITE_TIMEOUT_S,
+        check=False,
+    )
+
+
+def passed_count(output: str) -> int:
+    """The number of passed tests on pytest's closing line."""
+    match = re.search(r"(\d+) passed", output.strip().splitlines()[-1])
+    assert match, f"no pass count in: {output[-2000:]}"
+    return int(match[1])
+
+
+def leftovers(run_id: str) -> dict[str, list[str]]:
+    """Schemas and Redis keys a run with this id left behind."""
+    with psycopg.connect(DATABASE_URL) as conn:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", [f"test\\_{run_id}\\_%"]
+        ).fetchall()
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        keys = list(client.scan_iter(match=f"test:{run_id}:*", count=1000))
+    finally:
+        client.close()
+    return {"schemas": [row[0] for row in rows], "keys": keys}
+
+
+def check_run(result: subprocess.CompletedProcess[str], report_path: Path) -> dict[str, Any]:
+    """Assert the run passed every test and left nothing behind; return its report."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    passed = passed_count(result.stdout)
+    assert passed >= MIN_GENERATED_TESTS
+    assert sum(worker["passed"] for worker in report["workers"].values()) == passed
+    assert all(worker["failed"] == 0 for worker in report["workers"].values())
+    assert leftovers(report["run_id"]) == {"schemas": [], "keys": []}
+    return report

@@ -1,0 +1,165 @@
+"""The generated harness's embedded mode: throwaway Postgres and Redis, started and cleaned up."""
+
+import importlib.util
+import os
+import socket
+import stat
+import time
+from pathlib import Path
+from types import ModuleType
+
+import psycopg
+import pytest
+import redis
+
+from tests.conftest import TEMPLATE_DIR
+
+EMBEDDED_PY = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "tests" / "harness" / "embedded.py"
+EXIT_TIMEOUT_S = 5.0
+
+
+def load_embedded() -> ModuleType:
+    """Import embedded.py straight from the template: it is plain Python, no Jinja in it."""
+    spec = importlib.util.spec_from_file_location("template_harness_embedded", EMBEDDED_PY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+embedded = load_embedded()
+
+
+class BodyFailed(Exception):
+    """Raised inside the context managers, to check that they clean up after a failing body."""
+
+
+def uids(pid: int) -> list[int]:
+    """The real, effective, saved and filesystem uids of a running process."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    return [int(uid) for uid in line.split()[1:]]
+
+
+def gone(pid: int) -> bool:
+    """Whether `pid` has exited, waiting for it a little; a zombie counts as exited."""
+    # The stopped postmaster is nobody's child here, and a container's init may never reap it.
+    deadline = time.monotonic() + EXIT_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return True
+        if "\nState:\tZ" in status:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def assert_runs_unprivileged(pid: int) -> None:
+    """Root hands the server to another user; anyone else runs it as themselves."""
+    if os.geteuid() == 0:
+        assert 0 not in uids(pid)
+    else:
+        assert set(uids(pid)) == {os.geteuid()}
+
+
+def test_postgres_starts_unprivileged_and_is_deleted_after(tmp_path: Path) -> None:
+    workdir = tmp_path / "postgres"
+    with pytest.raises(BodyFailed), embedded.embedded_postgres(workdir) as url:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            fsync, data_directory, superuser = conn.execute(
+                "SELECT current_setting('fsync'), current_setting('data_directory'),"
+                " current_setting('is_superuser')"
+            ).fetchone()
+            backend_pid = conn.info.backend_pid
+            assert_runs_unprivileged(backend_pid)
+        assert (fsync, superuser) == ("off", "on")
+        data = Path(data_directory)
+        postmaster_pid = int((data / "postmaster.pid").read_text().splitlines()[0])
+        assert_runs_unprivileged(postmaster_pid)
+        raise BodyFailed
+
+    assert gone(postmaster_pid)
+    assert gone(backend_pid)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=2)
+    assert not data.exists()
+    # As root the cluster may have moved out of a workdir its user cannot reach: that goes too.
+    assert data.parent == workdir or not data.parent.exists()
+
+
+def test_postgres_retries_once_when_its_port_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken, embedded._free_port()])
+        monkeypatch.setattr(embedded, "_free_port", lambda: next(ports))
+        with embedded.embedded_postgres(tmp_path) as url, psycopg.connect(url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert f":{taken}/" not in url
+
+
+def test_redis_starts_and_stops(tmp_path: Path) -> None:
+    with pytest.raises(BodyFailed), embedded.embedded_redis(tmp_path) as url:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2)
+        assert client.ping()
+        client.set("harness:probe", "1")
+        assert client.get("harness:probe") == b"1"
+        config = client.config_get("save") | client.config_get("appendonly")
+        assert config == {"save": "", "appendonly": "no"}
+        pid = client.info("server")["process_id"]
+        client.close()
+        raise BodyFailed
+
+    assert gone(pid)
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+
+
+@pytest.mark.parametrize(
+    ("start", "search_dirs", "advice"),
+    [
+        ("embedded_postgres", "POSTGRES_SEARCH_DIRS", "install PostgreSQL"),
+        ("embedded_redis", "REDIS_SEARCH_DIRS", "install redis-server"),
+    ],
+)
+def test_no_binary_says_what_to_install_or_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: str, search_dirs: str, advice: str
+) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr(embedded, search_dirs, ())
+    variable = "TEST_DATABASE_URL" if start == "embedded_postgres" else "TEST_REDIS_URL"
+
+    with pytest.raises(embedded.EmbeddedUnavailable) as raised, getattr(embedded, start)(tmp_path):
+        pytest.fail("started without a binary")
+
+    message = str(raised.value)
+    assert advice in message
+    assert variable in message
+    assert "\n" not in message
+
+
+def test_search_prefers_path_then_the_highest_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fake_bindir(path: Path) -> Path:
+        path.mkdir(parents=True)
+        for name in ("initdb", "pg_ctl", "postgres"):
+            (path / name).touch(mode=stat.S_IRWXU)
+        return path
+
+    for version in ("9.6", "15", "10"):
+        fake_bindir(tmp_path / "pg" / version / "bin")
+    monkeypatch.setattr(embedded, "POSTGRES_SEARCH_DIRS", (str(tmp_path / "pg" / "*" / "bin"),))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert embedded._postgres_bindir() == tmp_path / "pg" / "15" / "bin"
+
+    on_path = fake_bindir(tmp_path / "on-path")
+    monkeypatch.setenv("PATH", str(on_path))
+    assert embedded._postgres_bindir() == on_path

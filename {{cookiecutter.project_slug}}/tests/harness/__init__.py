@@ -1,0 +1,1 @@
+"""The machinery behind conftest.py: names, namespaces, services, the live server, reports."""

@@ -1,0 +1,281 @@
+"""Embedded mode: throwaway PostgreSQL and Redis servers, started once per test run.
+
+services.py falls back to these when no Postgres or Redis is configured or reachable. They
+listen on free 127.0.0.1 ports, trade durability for speed, and vanish when the run ends.
+"""
+
+import contextlib
+import glob
+import itertools
+import os
+import pwd
+import re
+import shlex
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+# Where server binaries live when PATH lacks them, in order; within a glob the highest
+# version comes first.
+POSTGRES_SEARCH_DIRS = (
+    "/usr/lib/postgresql/*/bin",  # Debian, Ubuntu
+    "/usr/pgsql-*/bin",  # RHEL, Fedora (PGDG packages)
+    "/usr/local/pgsql/bin",  # built from source
+    "/opt/homebrew/opt/postgresql@*/bin",  # Homebrew's versioned formulae are not linked
+    "/opt/homebrew/bin",
+    "/usr/local/bin",
+)
+REDIS_SEARCH_DIRS = ("/usr/bin", "/usr/local/bin", "/opt/homebrew/bin")
+
+PG_START_TIMEOUT_S = 30
+REDIS_START_TIMEOUT_S = 10.0
+REDIS_STOP_TIMEOUT_S = 5.0
+LOG_TAIL_LINES = 20
+# Durability buys nothing for a cluster deleted at the end of the run. No Unix socket: its
+# path may not exceed 107 bytes, which a deep workdir would, and every client uses TCP anyway;
+# pg_ctl also hands these options to a shell, so they had better hold no path to quote.
+PG_SERVER_OPTIONS = (
+    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    " -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+)
+
+
+class EmbeddedUnavailable(RuntimeError):
+    """No binary to start one with; the message says what to install or which variable to set."""
+
+
+@contextlib.contextmanager
+def embedded_postgres(workdir: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster in workdir on a free 127.0.0.1 port; yields its URL (trust
+    auth, database postgres, a superuser role); stopped and deleted after."""
+    bindir = _postgres_bindir()
+    user = _server_user()
+    with contextlib.ExitStack() as stack:
+        home = stack.enter_context(_cluster_home(workdir.resolve(), user))
+        data, log = home / "pgdata", home / "postgres.log"
+        _say(f"creating a throwaway PostgreSQL cluster (initdb) in {data}")
+        # C locale: the same collation on every host, whatever locales it has installed.
+        options = ["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--no-locale"]
+        _run([str(bindir / "initdb"), "-D", str(data), *options], user)
+        stack.callback(shutil.rmtree, data, ignore_errors=True)
+        pg_ctl = str(bindir / "pg_ctl")
+        stack.callback(_stop_postgres, pg_ctl, data, user)
+        port = _start_postgres(pg_ctl, data, log, user)
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+
+@contextlib.contextmanager
+def embedded_redis(workdir: Path) -> Iterator[str]:
+    """A throwaway redis-server on a free 127.0.0.1 port, nothing persisted; yields
+    redis://127.0.0.1:<port>/0; stopped after."""
+    bindir = _redis_bindir()
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, log = _free_port(), workdir / "redis.log"
+    _say(f"starting a throwaway redis-server in {workdir} on port {port}")
+    command = [str(bindir / "redis-server"), "--port", str(port), "--bind", "127.0.0.1"]
+    command += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)]
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=workdir)
+    try:
+        _wait_for_redis(process, port, log)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=REDIS_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _postgres_bindir() -> Path:
+    """The directory of initdb, pg_ctl and the postgres they run."""
+    bindir = _find_bindir(("initdb", "pg_ctl", "postgres"), _postgres_fallback_dirs())
+    if bindir is None:
+        raise EmbeddedUnavailable(
+            "no PostgreSQL server binaries (initdb, pg_ctl) found: install PostgreSQL"
+            " (e.g. apt-get install postgresql) or set TEST_DATABASE_URL"
+        )
+    return bindir
+
+
+def _redis_bindir() -> Path:
+    """The directory of redis-server."""
+    bindir = _find_bindir(("redis-server",), _expand(REDIS_SEARCH_DIRS))
+    if bindir is None:
+        raise EmbeddedUnavailable(
+            "no redis-server found: install redis-server (e.g. apt-get install redis-server)"
+            " or set TEST_REDIS_URL"
+        )
+    return bindir
+
+
+def _find_bindir(names: tuple[str, ...], fallbacks: Iterable[Path]) -> Path | None:
+    """The first directory holding all of `names`: PATH's entries, then `fallbacks`."""
+    on_path = (Path(entry) for entry in os.get_exec_path() if entry)
+    candidates = itertools.chain(on_path, fallbacks)
+    return next((d for d in candidates if all(shutil.which(n, path=str(d)) for n in names)), None)
+
+
+def _postgres_fallback_dirs() -> Iterator[Path]:
+    """`pg_config --bindir` when pg_config is on PATH, then POSTGRES_SEARCH_DIRS."""
+    pg_config = shutil.which("pg_config")
+    if pg_config is not None:
+        result = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        if result.returncode == 0:
+            yield Path(result.stdout.strip())
+    yield from _expand(POSTGRES_SEARCH_DIRS)
+
+
+def _expand(patterns: Iterable[str]) -> Iterator[Path]:
+    """The directories each glob pattern matches, highest version number first."""
+    for pattern in patterns:
+        yield from sorted(map(Path, glob.glob(pattern)), key=_version, reverse=True)
+
+
+def _version(path: Path) -> list[int]:
+    """The numbers in `path`, compared numerically so that 9.6 sorts below 15."""
+    return [int(number) for number in re.findall(r"\d+", str(path))]
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """Who runs Postgres: ourselves (None), unless we are root, which Postgres refuses to be."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        return pwd.getpwnam("nobody")
+
+
+@contextlib.contextmanager
+def _cluster_home(workdir: Path, user: pwd.struct_passwd | None) -> Iterator[Path]:
+    """A directory `user` can write, for the cluster and its log: workdir when `user` can reach
+    it, else a fresh one under /tmp, deleted after."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if user is None:
+        yield workdir
+        return
+    # Root's temporary directories (tempfile's, pytest's tmp_path) are 0700: the server user
+    # could not even reach a cluster inside them, so it goes to a directory of its own.
+    relocated = not _traversable(workdir, user)
+    home = Path(tempfile.mkdtemp(prefix="harness-postgres-", dir="/tmp")) if relocated else workdir
+    os.chown(home, user.pw_uid, user.pw_gid)
+    try:
+        yield home
+    finally:
+        if relocated:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _traversable(path: Path, user: pwd.struct_passwd) -> bool:
+    """Whether `user` may pass through every directory above `path` (ACLs aside)."""
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    for parent in path.resolve().parents:
+        info = parent.stat()
+        if info.st_uid == user.pw_uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return False
+    return True
+
+
+def _start_postgres(pg_ctl: str, data: Path, log: Path, user: pwd.struct_passwd | None) -> int:
+    """Start the cluster in `data` on a free port and return the port."""
+    try:
+        return _pg_ctl_start(pg_ctl, data, log, user)
+    except RuntimeError as error:
+        # The port was free when picked but not reserved, and someone took it first.
+        if "Address already in use" not in str(error):
+            raise
+    return _pg_ctl_start(pg_ctl, data, log, user)
+
+
+def _pg_ctl_start(pg_ctl: str, data: Path, log: Path, user: pwd.struct_passwd | None) -> int:
+    """One attempt at starting the cluster in `data` on a free port; returns the port."""
+    port = _free_port()
+    _say(f"starting that PostgreSQL (pg_ctl) on 127.0.0.1:{port}")
+    options = f"{PG_SERVER_OPTIONS} -c port={port}"
+    command = [pg_ctl, "-D", str(data), "-w", "-t", str(PG_START_TIMEOUT_S), "-o", options]
+    _run([*command, "-l", str(log), "start"], user, log)
+    return port
+
+
+def _stop_postgres(pg_ctl: str, data: Path, user: pwd.struct_passwd | None) -> None:
+    """Stop the cluster in `data` if it runs, without the checkpoint nobody will need."""
+    # Even a failed start may leave a server behind (pg_ctl -w gives up after its timeout).
+    if (data / "postmaster.pid").exists():
+        _run([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], user)
+
+
+def _run(command: list[str], user: pwd.struct_passwd | None, log: Path | None = None) -> None:
+    """Run a Postgres tool as `user`; a failure raises with the tail of its output and `log`."""
+    # As root, drop root's supplementary groups as well as its uid and gid.
+    uid, gid, groups = (None, None, None) if user is None else (user.pw_uid, user.pw_gid, [])
+    result = subprocess.run(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        user=uid,
+        group=gid,
+        extra_groups=groups,
+    )
+    if result.returncode != 0:
+        details = _tail(result.stdout)
+        if log is not None and log.exists():
+            details += f"\n{log}:\n{_tail(log.read_text(errors='replace'))}"
+        raise RuntimeError(f"{shlex.join(command)} failed (exit {result.returncode}):\n{details}")
+
+
+def _wait_for_redis(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Return once the redis-server on `port` answers PING; raise if it exits or stays mute."""
+    # We poll ourselves: redis-py 6+ would otherwise retry each failed PING with backoff.
+    client = redis.Redis("127.0.0.1", port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                if client.ping():
+                    return
+            time.sleep(0.02)
+    finally:
+        client.close()
+    if process.poll() is None:
+        problem = f"did not answer PING within {REDIS_START_TIMEOUT_S:g} s"
+    else:
+        problem = f"exited with status {process.returncode}"
+    log_tail = _tail(log.read_text(errors="replace"))
+    raise RuntimeError(f"redis-server on port {port} {problem}; {log}:\n{log_tail}")
+
+
+def _free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _tail(text: str) -> str:
+    """The last lines of a tool's output, where its error is."""
+    return "\n".join(text.strip().splitlines()[-LOG_TAIL_LINES:])
+
+
+def _say(what: str) -> None:
+    """Tell the user, who is waiting, what the harness is doing."""
+    print(f"harness: {what}", file=sys.stderr, flush=True)

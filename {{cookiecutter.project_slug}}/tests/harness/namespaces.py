@@ -1,0 +1,165 @@
+"""Per-worker namespaces in the shared Postgres and Redis: naming, lifecycle, and reaping.
+
+A worker's schema is `test_<run>_<worker>_<random>` and its Redis prefix `test:<run>:<worker>:`.
+While the worker lives, a dedicated connection holds a session-level advisory lock keyed by its
+schema; the schema's comment records who made it and which Redis prefix goes with it. A schema
+whose lock anybody can take belongs to a dead worker: the reaper drops it and unlinks its keys.
+"""
+
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import re
+import secrets
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import redis
+from psycopg import sql
+
+from {{ cookiecutter.package_name }}.keys import RedisKeys
+from {{ cookiecutter.package_name }}.migrations import migrate
+
+SCHEMA_PATTERN = re.compile(r"test_([0-9a-z]+)_([0-9a-z]+)_[0-9a-f]{6}")
+MARKER = "ws-service-test-harness"
+UNLINK_BATCH = 500
+CRASHED_WORKER_LOCK_TIMEOUT = "10s"
+
+
+def _safe(part: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", part.lower())
+
+
+def schema_name(run_id: str, worker: str) -> str:
+    """`test_<run>_<worker>_<random>`: lowercase, well under Postgres's 63-byte limit."""
+    return f"test_{_safe(run_id)}_{_safe(worker)}_{secrets.token_hex(3)}"[:63]
+
+
+def redis_prefix(run_id: str, worker: str) -> str:
+    """`test:<run>:<worker>:`, the worker's slice of the shared Redis."""
+    return f"test:{run_id}:{worker}:"
+
+
+def alive_lock_key(schema: str) -> int:
+    """The advisory-lock key a live worker holds for its schema."""
+    digest = hashlib.blake2b(f"alive:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextlib.contextmanager
+def worker_schema(database_url: str, schema: str, prefix: str) -> Iterator[str]:
+    """Claim `schema` for this process, migrate it, and drop it when the block ends."""
+    with psycopg.connect(database_url, autocommit=True) as liveness:
+        # Held on its own connection for the worker's lifetime: if the process dies, Postgres
+        # drops the connection and the lock with it, and the reaper knows the schema is orphaned.
+        liveness.execute("SELECT pg_advisory_lock(%s)", [alive_lock_key(schema)])
+        try:
+            with liveness.transaction():
+                liveness.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+                liveness.execute(
+                    sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+                        sql.Identifier(schema), sql.Literal(_owner_comment(prefix))
+                    )
+                )
+            migrate(liveness, schema)
+            yield schema
+        finally:
+            drop_schema(liveness, schema)
+
+
+def _owner_comment(prefix: str) -> str:
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    return json.dumps(
+        {
+            "made_by": MARKER,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": started,
+            "redis_prefix": prefix,
+        }
+    )
+
+
+def drop_schema(conn: psycopg.Connection, schema: str) -> None:
+    """Drop `schema` and everything in it, if it exists."""
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def unlink_prefix(redis_url: str, prefix: str) -> int:
+    """Unlink every key under `prefix` (SCAN + batched UNLINK); return how many."""
+    client = redis.Redis.from_url(redis_url)
+    removed = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=RedisKeys(prefix).match_all(), count=1000):
+            batch.append(key)
+            if len(batch) >= UNLINK_BATCH:
+                removed += client.unlink(*batch)
+                batch.clear()
+        if batch:
+            removed += client.unlink(*batch)
+    finally:
+        client.close()
+    return removed
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    """What a cleanup removed."""
+
+    schemas: list[str]
+    keys: int
+
+
+def reap_orphans(database_url: str, redis_url: str) -> Reaped:
+    """Drop the harness schemas no live worker holds, and unlink their Redis keys."""
+    schemas, keys = [], 0
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for schema, comment in _harness_schemas(conn):
+            key = alive_lock_key(schema)
+            taken = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+            if not (taken and taken[0]):
+                continue
+            try:
+                drop_schema(conn, schema)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+            schemas.append(schema)
+            keys += unlink_prefix(redis_url, comment["redis_prefix"])
+    return Reaped(schemas, keys)
+
+
+def reap_worker(database_url: str, redis_url: str, run_id: str, worker: str) -> Reaped:
+    """Drop what a crashed worker of this run left, once Postgres has noticed it is gone."""
+    schemas = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(CRASHED_WORKER_LOCK_TIMEOUT))
+        for schema, _comment in _harness_schemas(conn):
+            if not schema.startswith(f"test_{_safe(run_id)}_{_safe(worker)}_"):
+                continue
+            conn.execute("SELECT pg_advisory_lock(%s)", [alive_lock_key(schema)])
+            drop_schema(conn, schema)
+            conn.execute("SELECT pg_advisory_unlock(%s)", [alive_lock_key(schema)])
+            schemas.append(schema)
+    return Reaped(schemas, unlink_prefix(redis_url, redis_prefix(run_id, worker)))
+
+
+def _harness_schemas(conn: psycopg.Connection) -> list[tuple[str, dict[str, str]]]:
+    """Schemas this harness made, with their owner comments; others are never touched."""
+    rows = conn.execute(
+        "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace"
+        " WHERE nspname LIKE 'test\\_%'"
+    ).fetchall()
+    found = []
+    for schema, comment in rows:
+        if not SCHEMA_PATTERN.fullmatch(schema) or not comment:
+            continue
+        with contextlib.suppress(ValueError):
+            owner = json.loads(comment)
+            if isinstance(owner, dict) and owner.get("made_by") == MARKER:
+                found.append((schema, owner))
+    return found

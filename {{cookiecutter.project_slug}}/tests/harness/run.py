@@ -1,0 +1,106 @@
+"""What a whole run shares, decided once by the xdist controller and handed to every worker.
+
+The controller (or the lone process of a run without xdist) resolves the services, reaps what
+dead runs left behind, picks the run id and makes the key that signs the tests' tokens. Workers
+receive all of it through `workerinput` and build nothing the controller already built.
+"""
+
+import contextlib
+import dataclasses
+import secrets
+import sys
+from typing import Any
+
+import pytest
+
+from {{ cookiecutter.package_name }}.auth import SigningKey
+
+from .embedded import EmbeddedUnavailable
+from .namespaces import reap_orphans, reap_worker
+from .services import ServiceUnreachable, resolve
+
+WORKER_INPUT_KEY = "harness_run"
+_context = pytest.StashKey["RunContext"]()
+_services = pytest.StashKey[contextlib.ExitStack]()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunContext:
+    """The run's id, services and token-signing key."""
+
+    run_id: str
+    database_url: str
+    redis_url: str
+    origin: dict[str, str]
+    signing_jwk: dict[str, Any]
+
+    @property
+    def signing_key(self) -> SigningKey:
+        return SigningKey.from_jwk(self.signing_jwk)
+
+
+def start(config: pytest.Config) -> None:
+    """Set up the run's context: take it from the controller, or build it if we are the run."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        config.stash[_context] = RunContext(**workerinput[WORKER_INPUT_KEY])
+        return
+    services = contextlib.ExitStack()
+    config.stash[_services] = services
+    try:
+        resolved = resolve(services)
+    except (ServiceUnreachable, EmbeddedUnavailable) as error:
+        services.close()
+        pytest.exit(f"harness: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
+    reaped = reap_orphans(resolved.database_url, resolved.redis_url)
+    if reaped.schemas:
+        print(
+            f"harness: reaped {len(reaped.schemas)} schema(s) and {reaped.keys} Redis key(s)"
+            " left by dead test runs",
+            file=sys.stderr,
+        )
+    config.stash[_context] = RunContext(
+        run_id=secrets.token_hex(4),
+        database_url=resolved.database_url,
+        redis_url=resolved.redis_url,
+        origin=resolved.origin,
+        signing_jwk=SigningKey.generate(issuer="tests").private_jwk(),
+    )
+
+
+def hand_to_worker(node: Any) -> None:
+    """On the controller: give a starting worker (an xdist WorkerController) the context."""
+    node.workerinput[WORKER_INPUT_KEY] = dataclasses.asdict(node.config.stash[_context])
+
+
+def clean_up_crashed_worker(node: Any) -> None:
+    """On the controller: drop the schema and keys of a worker that died mid-run."""
+    context = node.config.stash[_context]
+    worker = node.workerinput["workerid"]
+    reaped = reap_worker(context.database_url, context.redis_url, context.run_id, worker)
+    print(
+        f"harness: worker {worker} crashed; dropped {', '.join(reaped.schemas) or 'no schema'}"
+        f" and {reaped.keys} Redis key(s)",
+        file=sys.stderr,
+    )
+
+
+def summary(config: pytest.Config) -> dict[str, Any]:
+    """The run-level facts for the report."""
+    context = config.stash[_context]
+    return {
+        "run_id": context.run_id,
+        "origin": context.origin,
+        "app_scope": config.getoption("app_scope"),
+    }
+
+
+def stop(config: pytest.Config) -> None:
+    """On the controller: stop the servers embedded mode started, if any."""
+    services = config.stash.get(_services, None)
+    if services is not None:
+        services.close()
+
+
+def context(config: pytest.Config) -> RunContext:
+    return config.stash[_context]
