@@ -159,7 +159,7 @@ async def make_user(
 
     yield make
     for user_id in created:
-        await store.delete_user(shared_resources.db, user_id)
+        await shared_resources.forget_user(user_id)
 
 
 @pytest.fixture

@@ -1,13 +1,26 @@
 """Messages fan out through the Redis stream to every app and every instance."""
 
+import asyncio
+import dataclasses
+import json
+import uuid
+
 import pytest
 
 from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.bus import GROUP_PREFIX, Bus
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness.server import LiveApp, User, serve_in_process
 from harness.wsclient import WsClient
+
+DELIVERY_TIMEOUT_S = 5.0
+
+
+def another_instance(settings: Settings) -> Settings:
+    """The same deployment (schema, prefix) as another process would run it."""
+    return dataclasses.replace(settings, instance_id=f"other-{uuid.uuid4().hex[:8]}")
 
 
 async def test_two_apps_on_shared_resources_both_deliver(
@@ -28,32 +41,74 @@ async def test_two_apps_on_shared_resources_both_deliver(
         assert len(second.service.registry) == 0
 
 
-async def test_another_instance_receives_everything(
+async def test_two_instances_deliver_to_each_other(
     shared_app: LiveApp, settings: Settings, test_user: User
 ):
-    other_instance = await Resources.open(settings)
+    other_settings = another_instance(settings)
+    other_instance = await Resources.open(other_settings)
     try:
-        async with serve_in_process(create_app(settings, other_instance), settings) as other:
+        app = create_app(other_settings, other_instance)
+        async with serve_in_process(app, other_settings) as other:
             assert other_instance.bus.group != shared_app.service.resources.bus.group
             async with (
                 shared_app.websocket_session(user=test_user) as here,
                 other.websocket_session(user=test_user) as there,
             ):
+                await here.subscribe("room:instances")
                 await there.subscribe("room:instances")
-                await here.publish("room:instances", "across")
-                assert (await there.next_message())["data"] == "across"
+                await here.publish("room:instances", "here to there")
+                assert (await there.next_message())["data"] == "here to there"
+                await there.publish("room:instances", "there to here")
+                received = [(await here.next_message())["data"] for _ in range(2)]
+                assert received == ["here to there", "there to here"]
     finally:
         await other_instance.close()
     groups = await shared_app.service.resources.redis.xinfo_groups(other_instance.bus.stream)
     assert other_instance.bus.group not in {group["name"] for group in groups}
 
 
-async def test_app_that_owns_no_resources_opens_and_closes_its_own(settings: Settings):
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        resources = app.state.service.resources
-        assert await resources.redis.ping()
-    assert resources.db.closed
+async def test_groups_of_dead_instances_are_removed(
+    shared_resources: Resources, settings: Settings
+):
+    stream = shared_resources.bus.stream
+    dead_group = f"{GROUP_PREFIX}crashed-{uuid.uuid4().hex[:8]}"
+    await shared_resources.redis.xgroup_create(stream, dead_group, id="$", mkstream=True)
+    starting = await Resources.open(another_instance(settings))
+    await starting.close()
+    names = {group["name"] for group in await shared_resources.redis.xinfo_groups(stream)}
+    assert dead_group not in names
+    assert shared_resources.bus.group in names, "a live instance's group must survive"
+
+
+async def test_restarted_instance_first_delivers_what_it_never_acknowledged(
+    shared_resources: Resources,
+):
+    redis, stream = shared_resources.redis, shared_resources.bus.stream
+    instance = f"restarting-{uuid.uuid4().hex[:8]}"
+    await redis.xgroup_create(stream, GROUP_PREFIX + instance, id="$", mkstream=True)
+    frames = [json.dumps({"n": n}) for n in range(3)]
+    for n, frame in enumerate(frames):
+        await redis.xadd(stream, {"channel": "room:pending", "id": n, "frame": frame})
+    # The instance read them, then died before acknowledging.
+    await redis.xreadgroup(GROUP_PREFIX + instance, "reader", {stream: ">"})
+
+    received: list[str] = []
+    all_received = asyncio.Event()
+
+    def listener(channel: str, message_id: int, frame: str) -> None:
+        if channel == "room:pending":
+            received.append(frame)
+            if len(received) == len(frames):
+                all_received.set()
+
+    restarted = Bus(redis, shared_resources.keys, instance)
+    with restarted.listening(listener):
+        await restarted.start()
+        try:
+            await asyncio.wait_for(all_received.wait(), DELIVERY_TIMEOUT_S)
+        finally:
+            await restarted.stop()
+    assert received == frames
 
 
 async def test_bus_reconnects_when_redis_drops_its_connection(
@@ -73,3 +128,11 @@ async def test_bus_reconnects_when_redis_drops_its_connection(
     await ws_session.publish("room:reconnect", "after the drop")
     assert (await ws_session.next_message())["data"] == "after the drop"
     assert "bus lost Redis" in caplog.text
+
+
+async def test_app_that_owns_no_resources_opens_and_closes_its_own(settings: Settings):
+    app = create_app(another_instance(settings))
+    async with app.router.lifespan_context(app):
+        resources = app.state.service.resources
+        assert await resources.redis.ping()
+    assert resources.db.closed

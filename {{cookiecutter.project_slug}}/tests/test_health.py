@@ -1,10 +1,14 @@
 """Liveness and readiness probes, over real HTTP."""
 
+import dataclasses
+
 import httpx
 from redis.asyncio import Redis
 
 from {{ cookiecutter.package_name }} import health
 from {{ cookiecutter.package_name }}.resources import Resources
+from {{ cookiecutter.package_name }}.service import Service
+from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness.server import LiveApp
 
@@ -26,19 +30,22 @@ async def test_readiness_reports_both_backends(shared_app: LiveApp):
     assert response.json()["checks"] == {"postgres": "ok", "redis": "ok"}
 
 
-async def test_readiness_is_503_naming_an_unreachable_redis(shared_resources: Resources):
+async def test_readiness_is_503_naming_an_unreachable_redis(
+    settings: Settings, shared_resources: Resources
+):
     unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
-    broken = Resources(
-        shared_resources.db,
-        unreachable,
-        shared_resources.keys,
-        shared_resources.bus,
-        shared_resources.keyring,
-    )
+    broken = dataclasses.replace(shared_resources, redis=unreachable)
     try:
-        response = await health.readiness(broken)
+        response = await health.readiness(Service(settings, broken))
     finally:
         await unreachable.aclose()
     assert response.status_code == 503
     assert b'"postgres":"ok"' in response.body
     assert b'"redis":"unreachable' in response.body
+
+
+async def test_readiness_is_503_while_draining(settings: Settings, shared_resources: Resources):
+    service = Service(settings, shared_resources)
+    service.start_draining()
+    response = await health.readiness(service)
+    assert (response.status_code, response.body) == (503, b'{"status":"draining"}')

@@ -54,7 +54,7 @@ def test_full_queue_is_replaced_by_a_slow_consumer_close():
     session = registry.open("u1", queue_size=2)
     registry.subscribe(session, "news")
     for n in range(3):
-        registry.deliver("news", f"frame {n}")
+        registry.deliver("news", n, f"frame {n}")
     assert session.outgoing.qsize() == 1
     assert session.outgoing.get_nowait() == CloseCode.SLOW_CONSUMER
 
@@ -63,6 +63,8 @@ def test_full_queue_is_replaced_by_a_slow_consumer_close():
 def test_close_keeps_pending_frames_unless_discarded(discard: bool):
     session = SessionRegistry().open("u1", queue_size=4)
     session.send("pending")
-    session.close(CloseCode.GOING_AWAY, discard_pending=discard)
+    session.close(CloseCode.SERVICE_RESTART, discard_pending=discard)
     queued = [session.outgoing.get_nowait() for _ in range(session.outgoing.qsize())]
-    assert queued == ([CloseCode.GOING_AWAY] if discard else ["pending", CloseCode.GOING_AWAY])
+    assert queued == (
+        [CloseCode.SERVICE_RESTART] if discard else ["pending", CloseCode.SERVICE_RESTART]
+    )

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import psycopg
-import uvicorn
 
-from . import store
+from . import logs, store
 from .app import create_app
 from .auth import SigningKey
 from .migrations import migrate
 from .resources import open_database_pool
+from .server import serve
 from .settings import ConfigError, Settings
 
 
@@ -25,16 +25,10 @@ def settings_or_exit() -> Settings:
         sys.exit(f"configuration error: {error}")
 
 
-def serve(args: argparse.Namespace) -> None:
+def run_server(args: argparse.Namespace) -> None:
     """Run the service under uvicorn."""
     settings = settings_or_exit()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        ws="websockets-sansio",
-        ws_max_size=settings.max_message_bytes,
-    )
+    serve(create_app(settings), settings)
 
 
 def run_migrations(args: argparse.Namespace) -> None:
@@ -77,7 +71,7 @@ def token(args: argparse.Namespace) -> None:
 def parser() -> argparse.ArgumentParser:
     commands = argparse.ArgumentParser(prog=f"python -m {__package__}")
     sub = commands.add_subparsers(required=True)
-    sub.add_parser("serve", help=serve.__doc__).set_defaults(run=serve)
+    sub.add_parser("serve", help=run_server.__doc__).set_defaults(run=run_server)
     sub.add_parser("migrate", help=run_migrations.__doc__).set_defaults(run=run_migrations)
     user = sub.add_parser("add-user", help=add_user.__doc__)
     user.add_argument("name")
@@ -96,7 +90,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(logging.INFO)
     args.run(args)
 
 

@@ -1,15 +1,17 @@
 """Fan-out of published messages between service instances, through one Redis stream.
 
 Consumer groups share out entries among their consumers; they do not copy them. So every
-instance (every Resources) registers a group of its own and reads the whole stream, then hands
-each entry to the apps listening in this process.
+instance registers a group of its own (`instance:<INSTANCE_ID>`) and reads the whole stream,
+then hands each entry to the apps listening in this process.
+
+An instance refreshes a heartbeat key while it lives. At start, groups whose instance has no
+heartbeat are destroyed, so dead instances do not pin the stream forever. An instance that
+restarts under the same INSTANCE_ID first re-reads what it had received but not acknowledged.
 """
 
 import asyncio
 import logging
-import os
-import socket
-import uuid
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
@@ -20,20 +22,18 @@ from .keys import RedisKeys
 
 log = logging.getLogger(__name__)
 
-Listener = Callable[[str, str], None]
-"""Called with (channel, frame) for every message read from the stream."""
+Listener = Callable[[str, int, str], None]
+"""Called with (channel, message id, frame) for every message read from the stream."""
 
+GROUP_PREFIX = "instance:"
 STREAM_MAX_LENGTH = 10_000
 # Well under redis-py's socket timeout (5 s by default), which would otherwise cut a blocking
 # read on an idle stream short.
 READ_BLOCK_MS = 1_000
 READ_BATCH = 100
 RETRY_DELAY_S = 0.5
-
-
-def new_instance_id() -> str:
-    """Names this process's instance: host, pid and a random part, readable in CLIENT LIST."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+HEARTBEAT_TTL_S = 30
+HEARTBEAT_EVERY_S = 10
 
 
 class Bus:
@@ -41,20 +41,25 @@ class Bus:
 
     def __init__(self, redis: Redis, keys: RedisKeys, instance: str) -> None:
         self._redis = redis
+        self._keys = keys
+        self.instance = instance
         self.stream = keys.stream("messages")
-        self.group = f"instance:{instance}"
+        self.group = GROUP_PREFIX + instance
         self._listeners: set[Listener] = set()
         self._reader: asyncio.Task[None] | None = None
         self._reading = False
+        self._next_heartbeat = 0.0
 
     async def start(self) -> None:
-        """Register this instance's group at the stream's end and start reading."""
+        """Clear dead instances' groups, register ours at the stream's end, start reading."""
+        await self._beat()
+        await self._destroy_dead_groups()
         await self._create_group()
         self._reading = True
         self._reader = asyncio.create_task(self._read_forever(), name=f"bus {self.group}")
 
     async def stop(self) -> None:
-        """Stop reading and remove this instance's group."""
+        """Stop reading and remove this instance's group and heartbeat."""
         if self._reader is not None:
             # redis-py may turn a cancellation that lands while it connects into a ConnectionError,
             # which the reader survives by design: the flag ends its loop all the same.
@@ -64,12 +69,13 @@ class Bus:
             self._reader = None
         with suppress(redis_errors.RedisError):
             await self._redis.xgroup_destroy(self.stream, self.group)
+            await self._redis.unlink(self._heartbeat_key(self.instance))
 
-    async def publish(self, channel: str, frame: str) -> None:
+    async def publish(self, channel: str, message_id: int, frame: str) -> None:
         """Append a message frame to the stream, for every instance to deliver."""
         await self._redis.xadd(
             self.stream,
-            {"channel": channel, "frame": frame},
+            {"channel": channel, "id": message_id, "frame": frame},
             maxlen=STREAM_MAX_LENGTH,
             approximate=True,
         )
@@ -83,6 +89,24 @@ class Bus:
         finally:
             self._listeners.discard(listener)
 
+    def _heartbeat_key(self, instance: str) -> str:
+        return self._keys.key("instance", instance)
+
+    async def _beat(self) -> None:
+        await self._redis.set(self._heartbeat_key(self.instance), "alive", ex=HEARTBEAT_TTL_S)
+        self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY_S
+
+    async def _destroy_dead_groups(self) -> None:
+        with suppress(redis_errors.ResponseError):  # no stream yet: no groups either
+            for group in await self._redis.xinfo_groups(self.stream):
+                name = group["name"]
+                instance = name.removeprefix(GROUP_PREFIX)
+                if name != self.group and not await self._redis.exists(
+                    self._heartbeat_key(instance)
+                ):
+                    log.info("bus removes the group of dead instance %s", instance)
+                    await self._redis.xgroup_destroy(self.stream, name)
+
     async def _create_group(self) -> None:
         try:
             await self._redis.xgroup_create(self.stream, self.group, id="$", mkstream=True)
@@ -94,12 +118,17 @@ class Bus:
         # Whatever goes wrong, the reader logs it and carries on: a dead reader would silently
         # stop every delivery of this instance.
         group_missing = False
+        # "0" first: entries this group received before a restart but never acknowledged.
+        position = "0"
         while self._reading:
             try:
                 if group_missing:
                     await self._create_group()
                     group_missing = False
-                await self._read_batch()
+                if time.monotonic() >= self._next_heartbeat:
+                    await self._beat()
+                if not await self._read_batch(position):
+                    position = ">"
                 continue
             except redis_errors.ResponseError as error:
                 if "NOGROUP" in str(error):
@@ -113,18 +142,25 @@ class Bus:
                 log.exception("bus reader failed")
             await asyncio.sleep(RETRY_DELAY_S)
 
-    async def _read_batch(self) -> None:
+    async def _read_batch(self, position: str) -> int:
+        """Deliver and acknowledge one batch; return how many entries it held."""
         batches = await self._redis.xreadgroup(
-            self.group, "reader", {self.stream: ">"}, count=READ_BATCH, block=READ_BLOCK_MS
+            self.group, "reader", {self.stream: position}, count=READ_BATCH, block=READ_BLOCK_MS
         )
+        read = 0
         for _stream, entries in batches:
             for _entry_id, fields in entries:
-                self._dispatch(fields["channel"], fields["frame"])
-            await self._redis.xack(self.stream, self.group, *(entry_id for entry_id, _ in entries))
+                # A pending entry that was trimmed away since comes back without fields.
+                if fields:
+                    self._dispatch(fields["channel"], int(fields["id"]), fields["frame"])
+            if entries:
+                await self._redis.xack(self.stream, self.group, *(entry for entry, _ in entries))
+            read += len(entries)
+        return read
 
-    def _dispatch(self, channel: str, frame: str) -> None:
+    def _dispatch(self, channel: str, message_id: int, frame: str) -> None:
         for listener in list(self._listeners):
             try:
-                listener(channel, frame)
+                listener(channel, message_id, frame)
             except Exception:
-                log.exception("a bus listener failed on a message for %s", channel)
+                log.exception("a bus listener failed on message %s of %s", message_id, channel)

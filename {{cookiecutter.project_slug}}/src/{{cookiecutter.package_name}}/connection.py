@@ -1,21 +1,21 @@
 """One WebSocket connection, from handshake to drain.
 
-The handshake is refused (HTTP 403) for a disallowed Origin or a missing or bad token. Once
-accepted, the connection runs two loops: this task receives and handles requests, a sender task
-writes the session's queued frames. Whatever ends the connection, the session is drained from the
-registry before the handler returns.
+The handshake is refused (HTTP 403) for a disallowed Origin, a missing or bad token, or while
+the service drains. Once accepted, the connection runs two loops: this task receives and handles
+requests, a sender task writes the session's queued frames. Whatever ends the connection, the
+session is drained from the registry before the handler returns.
 """
 
 import asyncio
 import logging
-from contextlib import suppress
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from starlette.websockets import WebSocket
 
-from . import store
+from . import logs, store
 from .auth import AuthError, Identity
 from .channels import may_use
 from .protocol import (
@@ -36,9 +36,8 @@ from .protocol import (
     message_frame,
     parse_request,
 )
-from .resources import Resources
-from .sessions import Session, SessionRegistry
-from .settings import Settings
+from .service import Service
+from .sessions import Session
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +76,13 @@ def credentials(websocket: WebSocket) -> Credentials:
 class Connection:
     """Serves one accepted-or-refused WebSocket for one app."""
 
-    def __init__(
-        self,
-        websocket: WebSocket,
-        settings: Settings,
-        resources: Resources,
-        registry: SessionRegistry,
-    ) -> None:
+    def __init__(self, websocket: WebSocket, service: Service) -> None:
         self.websocket = websocket
-        self.settings = settings
-        self.resources = resources
-        self.registry = registry
+        self.service = service
+        self.settings = service.settings
+        self.resources = service.resources
+        self.registry = service.registry
+        self.metrics = service.metrics
 
     async def serve(self) -> None:
         """Handshake, then serve until the client or the server closes."""
@@ -95,25 +90,35 @@ class Connection:
             identity, subprotocol = await self._authenticate()
         except HandshakeRefused as refusal:
             log.info("handshake refused: %s", refusal)
+            self.metrics.handshakes_refused += 1
             await self.websocket.close()
             return
         await self.websocket.accept(subprotocol=subprotocol)
+        self.metrics.connections_accepted += 1
         session = self.registry.open(identity.user_id, self.settings.send_queue_size)
+        logs.session_id.set(session.id)
+        logs.user_id.set(session.user_id)
         session.send(encode({"type": "welcome", "session": session.id, "user": session.user_id}))
         sender = asyncio.create_task(self._send_loop(session), name=f"send {session.id}")
+        expiry = asyncio.get_running_loop().call_later(
+            max(0.0, identity.expires_at - time.time()), session.close, CloseCode.TOKEN_EXPIRED
+        )
         try:
             await self._receive_loop(session)
         except Exception:
-            log.exception("session %s failed", session.id)
+            log.exception("session failed")
             session.close(CloseCode.INTERNAL_ERROR, discard_pending=True)
             await asyncio.wait({sender}, timeout=CLOSE_TIMEOUT_S)
         finally:
+            expiry.cancel()
             sender.cancel()
-            with suppress(asyncio.CancelledError):
-                await sender
+            await asyncio.wait({sender})
+            self.metrics.frames_dropped += session.dropped
             self.registry.drain(session)
 
     async def _authenticate(self) -> tuple[Identity, str | None]:
+        if self.service.draining:
+            raise HandshakeRefused("the service is draining")
         origin = self.websocket.headers.get("origin")
         if origin is not None and origin not in self.settings.allowed_origins:
             raise HandshakeRefused(f"origin {origin!r} is not allowed")
@@ -130,7 +135,9 @@ class Connection:
         while True:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
+                self.metrics.closes[message.get("code", 1005)] += 1
                 return
+            self.metrics.messages_received += 1
             text = message.get("text")
             if text is None:
                 session.close(CloseCode.UNSUPPORTED_DATA)
@@ -145,21 +152,41 @@ class Connection:
         while True:
             item = await session.outgoing.get()
             if isinstance(item, CloseCode):
+                self.metrics.closes[item] += 1
                 await self.websocket.close(item)
                 return
             await self.websocket.send_text(item)
+            self.metrics.messages_sent += 1
 
     async def _handle(self, session: Session, request: Request) -> dict[str, Any]:
         match request:
-            case Subscribe(request_id, channel):
+            case Subscribe(request_id, channel, since):
                 self._authorize(session, channel, request_id)
+                if channel not in session.channels and (
+                    len(session.channels) >= self.settings.max_channels
+                ):
+                    raise ProtocolError(
+                        ErrorCode.TOO_MANY_CHANNELS,
+                        f"at most {self.settings.max_channels} channels per connection",
+                        request_id,
+                    )
                 self.registry.subscribe(session, channel)
-                return ack_frame(request_id)
+                if since is None:
+                    return ack_frame(request_id)
+                replayed, complete = await self._replay(session, channel, since)
+                return ack_frame(request_id, replayed=replayed, complete=complete)
             case Unsubscribe(request_id, channel):
                 self.registry.unsubscribe(session, channel)
                 return ack_frame(request_id)
             case Publish(request_id, channel, data):
                 self._authorize(session, channel, request_id)
+                retry_after = await self.resources.publish_limiter.check(session.user_id)
+                if retry_after is not None:
+                    raise ProtocolError(
+                        ErrorCode.RATE_LIMITED,
+                        f"too many messages; retry in {retry_after:.1f}s",
+                        request_id,
+                    )
                 message_id = await self._publish(session, channel, data, request_id)
                 return ack_frame(request_id, message_id=message_id)
             case Ping(request_id):
@@ -168,6 +195,27 @@ class Connection:
     def _authorize(self, session: Session, channel: str, request_id: RequestId) -> None:
         if not may_use(session.user_id, channel):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"not allowed on {channel!r}", request_id)
+
+    async def _replay(self, session: Session, channel: str, since: int) -> tuple[int, bool]:
+        """Send the channel's messages after `since`, then the live ones held back meanwhile,
+        skipping those the replay already sent: no gap, no duplicate."""
+        session.held_back[channel] = []
+        try:
+            history, complete = await store.messages_after(
+                self.resources.db, channel, since, self.settings.history_limit
+            )
+        finally:
+            held = session.held_back.pop(channel)
+        for message in history:
+            frame = message_frame(
+                message.id, channel, message.sender_id, message.data, message.sent_at
+            )
+            session.send(encode(frame))
+        replayed = {message.id for message in history}
+        for message_id, frame in held:
+            if message_id not in replayed:
+                session.send(frame)
+        return len(history), complete
 
     async def _publish(
         self, session: Session, channel: str, data: Any, request_id: RequestId
@@ -179,5 +227,5 @@ class Connection:
                 ErrorCode.INVALID_DATA, f"data cannot be stored: {error}", request_id
             ) from None
         frame = message_frame(message.id, channel, session.user_id, data, message.sent_at)
-        await self.resources.bus.publish(channel, encode(frame))
+        await self.resources.bus.publish(channel, message.id, encode(frame))
         return message.id

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .resources import Resources
+from .service import Service
 
 PROBE_TIMEOUT_S = 2.0
 
@@ -16,8 +17,11 @@ async def liveness(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-async def readiness(resources: Resources) -> JSONResponse:
-    """Postgres and Redis both answer; 503 naming the one that does not."""
+async def readiness(service: Service) -> JSONResponse:
+    """Postgres and Redis both answer and the service is not draining; else 503 saying why."""
+    if service.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    resources = service.resources
     checks = {"postgres": _postgres(resources), "redis": _redis(resources)}
     results = await asyncio.gather(*(_probe(check) for check in checks.values()))
     report = dict(zip(checks, results, strict=True))

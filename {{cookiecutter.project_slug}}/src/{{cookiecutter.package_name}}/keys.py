@@ -24,6 +24,6 @@ class RedisKeys:
         """A Redis stream."""
         return self.key("stream", name)
 
-    def match_all(self) -> str:
-        """A SCAN pattern matching every name under the prefix, and nothing else."""
-        return _GLOB_SPECIAL.sub(r"\\\1", self.prefix) + "*"
+    def match(self, *parts: str) -> str:
+        """A SCAN pattern for every name starting with key(*parts), and nothing else."""
+        return _GLOB_SPECIAL.sub(r"\\\1", self.key(*parts)) + "*"

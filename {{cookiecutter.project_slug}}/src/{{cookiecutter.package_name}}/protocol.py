@@ -2,12 +2,14 @@
 
 Client -> server (every request may carry an `id`, echoed in the reply):
     {"type": "subscribe", "id": 1, "channel": "room:lobby"}
+    {"type": "subscribe", "id": 1, "channel": "room:lobby", "since": 41}   replay ids > 41 first
     {"type": "unsubscribe", "id": 2, "channel": "room:lobby"}
     {"type": "publish", "id": 3, "channel": "room:lobby", "data": {...any JSON...}}
     {"type": "ping", "id": 4}
 Server -> client:
     {"type": "welcome", "session": "...", "user": "..."}          first frame after accept
     {"type": "ack", "id": 1}                                        subscribe / unsubscribe done
+    {"type": "ack", "id": 1, "replayed": 3, "complete": true}       after a replay
     {"type": "ack", "id": 3, "message_id": 17}                      publish stored and sent out
     {"type": "pong", "id": 4}
     {"type": "message", "id": 17, "channel": "...", "sender": "...", "data": ..., "sent_at": "..."}
@@ -35,11 +37,11 @@ RequestId = str | int | None
 class CloseCode(IntEnum):
     """Close codes the server sends, as documented in the README."""
 
-    NORMAL = 1000
-    GOING_AWAY = 1001
     UNSUPPORTED_DATA = 1003
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TOKEN_EXPIRED = 4001
     SLOW_CONSUMER = 4008
 
 
@@ -53,6 +55,8 @@ class ErrorCode(StrEnum):
     INVALID_CHANNEL = "invalid_channel"
     INVALID_DATA = "invalid_data"
     FORBIDDEN = "forbidden"
+    TOO_MANY_CHANNELS = "too_many_channels"
+    RATE_LIMITED = "rate_limited"
 
 
 class ProtocolError(Exception):
@@ -68,6 +72,7 @@ class ProtocolError(Exception):
 class Subscribe:
     id: RequestId
     channel: str
+    since: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +111,7 @@ def parse_request(text: str) -> Request:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`id` must be a string or an integer")
     match body.get("type"):
         case "subscribe":
-            return Subscribe(request_id, _channel(body, request_id))
+            return Subscribe(request_id, _channel(body, request_id), _since(body, request_id))
         case "unsubscribe":
             return Unsubscribe(request_id, _channel(body, request_id))
         case "publish":
@@ -132,6 +137,17 @@ def _channel(body: dict[str, Any], request_id: RequestId) -> str:
             request_id,
         )
     return channel
+
+
+def _since(body: dict[str, Any], request_id: RequestId) -> int | None:
+    since = body.get("since")
+    if since is None:
+        return None
+    if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE, "`since` must be a message id (an integer >= 0)", request_id
+        )
+    return since
 
 
 def encode(frame: dict[str, Any]) -> str:

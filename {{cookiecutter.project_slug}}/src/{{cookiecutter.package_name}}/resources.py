@@ -2,7 +2,7 @@
 
 A Resources is what the test harness builds once per xdist worker and hands to every app it
 creates: the Postgres pool (bound to one schema), the Redis client (bound to one key prefix), the
-message bus with its consumer group, and the keyring.
+message bus with its consumer group, the rate limiter and the keyring.
 """
 
 from dataclasses import dataclass
@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from . import store
 from .auth import Keyring
-from .bus import Bus, new_instance_id
+from .bus import Bus
 from .keys import RedisKeys
+from .ratelimit import RateLimiter
 from .settings import Settings
 
 OPEN_TIMEOUT_S = 10.0
@@ -20,40 +22,48 @@ OPEN_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True, slots=True)
 class Resources:
-    """Connection pools, bus and keyring that any number of apps can run on."""
+    """Connection pools, bus, limiter and keyring that any number of apps can run on."""
 
     db: AsyncConnectionPool
     redis: Redis
     keys: RedisKeys
     bus: Bus
+    publish_limiter: RateLimiter
     keyring: Keyring
 
     @classmethod
     async def open(cls, settings: Settings) -> "Resources":
         """Open the pools and register the bus; fail fast if Postgres or Redis is unreachable."""
         db = await open_database_pool(settings)
-        instance = new_instance_id()
         redis: Redis = Redis.from_url(
             settings.redis_url,
             decode_responses=True,
-            client_name=f"{settings.redis_prefix}{instance}",
+            client_name=f"{settings.redis_prefix}{settings.instance_id}",
         )
+        keys = RedisKeys(settings.redis_prefix)
         try:
             await redis.ping()
-            keys = RedisKeys(settings.redis_prefix)
-            bus = Bus(redis, keys, instance)
+            bus = Bus(redis, keys, settings.instance_id)
             await bus.start()
         except BaseException:
             await redis.aclose()
             await db.close()
             raise
-        return cls(db, redis, keys, bus, settings.keyring)
+        limiter = RateLimiter(
+            redis, keys, "publish", settings.publish_limit, settings.publish_window_s
+        )
+        return cls(db, redis, keys, bus, limiter, settings.keyring)
 
     async def close(self) -> None:
         """Stop the bus, then close the pools."""
         await self.bus.stop()
         await self.redis.aclose()
         await self.db.close()
+
+    async def forget_user(self, user_id: str) -> None:
+        """Delete a user, the messages it sent, and its counters in Redis."""
+        await store.delete_user(self.db, user_id)
+        await self.publish_limiter.forget(user_id)
 
 
 async def open_database_pool(settings: Settings) -> AsyncConnectionPool:

@@ -24,6 +24,9 @@ class Session:
         self.channels: set[str] = set()
         self.outgoing: asyncio.Queue[Outgoing] = asyncio.Queue(queue_size)
         self.drained = asyncio.Event()
+        self.dropped = 0
+        # Channels being replayed from history: live messages wait here meanwhile.
+        self.held_back: dict[str, list[tuple[int, str]]] = {}
 
     def send(self, frame: str) -> None:
         """Queue a frame; a full queue means a slow consumer, which is closed."""
@@ -37,7 +40,16 @@ class Session:
         if discard_pending or self.outgoing.full():
             while not self.outgoing.empty():
                 self.outgoing.get_nowait()
+                self.dropped += 1
         self.outgoing.put_nowait(code)
+
+    def deliver(self, message_id: int, channel: str, frame: str) -> None:
+        """Send a live message, or hold it back while its channel's history is replayed."""
+        held = self.held_back.get(channel)
+        if held is None:
+            self.send(frame)
+        else:
+            held.append((message_id, frame))
 
 
 class SessionRegistry:
@@ -86,10 +98,10 @@ class SessionRegistry:
     def all(self) -> list[Session]:
         return list(self._sessions.values())
 
-    def deliver(self, channel: str, frame: str) -> None:
-        """Queue `frame` for every session subscribed to `channel`."""
+    def deliver(self, channel: str, message_id: int, frame: str) -> None:
+        """Hand a message to every session subscribed to `channel`."""
         for session in self._by_channel.get(channel, ()):
-            session.send(frame)
+            session.deliver(message_id, channel, frame)
 
 
 def _discard(index: defaultdict[str, set[Session]], key: str, session: Session) -> None:

@@ -3,9 +3,11 @@
 import json
 import os
 import re
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .auth import Keyring
 
@@ -26,12 +28,21 @@ class Settings:
     keyring: Keyring
     database_schema: str = "public"
     redis_prefix: str = DEFAULT_REDIS_PREFIX
-    allowed_origins: frozenset[str] = field(default_factory=frozenset)
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    allowed_origins: frozenset[str] = frozenset()
     host: str = "127.0.0.1"
     port: int = 8000
     database_pool_size: int = 10
     max_message_bytes: int = 64 * 1024
     send_queue_size: int = 256
+    max_channels: int = 100
+    publish_limit: int = 100
+    publish_window_s: float = 10.0
+    history_limit: int = 1000
+    ping_interval_s: float = 20.0
+    ping_timeout_s: float = 20.0
+    shutdown_delay_s: float = 0.0
+    shutdown_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not SCHEMA_NAME.fullmatch(self.database_schema):
@@ -43,32 +54,28 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
         """Read the settings from `environ`, raising ConfigError on the first bad variable."""
+        given = {
+            name: parse(variable, environ[variable])
+            for name, (variable, parse) in OPTIONAL.items()
+            if variable in environ
+        }
         return cls(
             database_url=_required(environ, "DATABASE_URL", "postgresql://user@host:5432/db"),
             redis_url=_required(environ, "REDIS_URL", "redis://host:6379/0"),
             keyring=_keyring(environ),
-            database_schema=environ.get("DATABASE_SCHEMA", "public"),
-            redis_prefix=environ.get("REDIS_PREFIX", DEFAULT_REDIS_PREFIX),
-            allowed_origins=frozenset(_split(environ.get("ALLOWED_ORIGINS", ""))),
-            host=environ.get("HOST", "127.0.0.1"),
-            port=_integer(environ, "PORT", 8000),
-            database_pool_size=_integer(environ, "DATABASE_POOL_SIZE", 10),
-            max_message_bytes=_integer(environ, "MAX_MESSAGE_BYTES", 64 * 1024),
-            send_queue_size=_integer(environ, "SEND_QUEUE_SIZE", 256),
+            **given,
         )
 
 
-def _required(environ: Mapping[str, str], name: str, example: str) -> str:
-    value = environ.get(name, "").strip()
-    if not value:
-        raise ConfigError(f"{name} is not set: expected a URL such as {example}")
-    return value
+def _text(name: str, raw: str) -> str:
+    return raw
 
 
-def _integer(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name)
-    if raw is None:
-        return default
+def _origins(name: str, raw: str) -> frozenset[str]:
+    return frozenset(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _integer(name: str, raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
@@ -78,8 +85,43 @@ def _integer(environ: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _split(raw: str) -> list[str]:
-    return [item.strip() for item in raw.split(",") if item.strip()]
+def _seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} {raw!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise ConfigError(f"{name} {raw!r} must not be negative")
+    return value
+
+
+OPTIONAL: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "database_schema": ("DATABASE_SCHEMA", _text),
+    "redis_prefix": ("REDIS_PREFIX", _text),
+    "instance_id": ("INSTANCE_ID", _text),
+    "allowed_origins": ("ALLOWED_ORIGINS", _origins),
+    "host": ("HOST", _text),
+    "port": ("PORT", _integer),
+    "database_pool_size": ("DATABASE_POOL_SIZE", _integer),
+    "max_message_bytes": ("MAX_MESSAGE_BYTES", _integer),
+    "send_queue_size": ("SEND_QUEUE_SIZE", _integer),
+    "max_channels": ("MAX_CHANNELS", _integer),
+    "publish_limit": ("PUBLISH_LIMIT", _integer),
+    "publish_window_s": ("PUBLISH_WINDOW_S", _seconds),
+    "history_limit": ("HISTORY_LIMIT", _integer),
+    "ping_interval_s": ("PING_INTERVAL_S", _seconds),
+    "ping_timeout_s": ("PING_TIMEOUT_S", _seconds),
+    "shutdown_delay_s": ("SHUTDOWN_DELAY_S", _seconds),
+    "shutdown_timeout_s": ("SHUTDOWN_TIMEOUT_S", _seconds),
+}
+"""Settings field -> (environment variable, parser); absent variables keep the defaults."""
+
+
+def _required(environ: Mapping[str, str], name: str, example: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set: expected a URL such as {example}")
+    return value
 
 
 def _keyring(environ: Mapping[str, str]) -> Keyring:

@@ -59,3 +59,19 @@ async def save_message(
         row = await cursor.fetchone()
     assert row is not None
     return StoredMessage(row[0], channel, sender_id, data, row[1])
+
+
+async def messages_after(
+    pool: AsyncConnectionPool, channel: str, since: int, limit: int
+) -> tuple[list[StoredMessage], bool]:
+    """Up to `limit` messages of `channel` with ids above `since`, oldest first, and whether
+    that is all of them (when not, the newest `limit` are returned)."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT id, sender_id::text, data, sent_at FROM messages"
+            " WHERE channel = %s AND id > %s ORDER BY id DESC LIMIT %s",
+            [channel, since, limit + 1],
+        )
+        rows = await cursor.fetchall()
+    newest = [StoredMessage(row[0], channel, row[1], row[2], row[3]) for row in rows[:limit]]
+    return newest[::-1], len(rows) <= limit

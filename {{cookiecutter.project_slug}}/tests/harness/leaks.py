@@ -36,7 +36,7 @@ class LeakGuard:
             )
             found += [f"{what} of user {user_id}" for what, user_id in await cursor.fetchall()]
         for user_id in self.user_ids:
-            pattern = resources.keys.match_all() + user_id + "*"
+            pattern = resources.keys.match() + user_id + "*"
             async for key in resources.redis.scan_iter(match=pattern, count=1000):
                 found.append(f"Redis key {key!r} of user {user_id}")
         return found

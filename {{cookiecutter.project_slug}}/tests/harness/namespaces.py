@@ -95,7 +95,7 @@ def unlink_prefix(redis_url: str, prefix: str) -> int:
     removed = 0
     try:
         batch: list[bytes] = []
-        for key in client.scan_iter(match=RedisKeys(prefix).match_all(), count=1000):
+        for key in client.scan_iter(match=RedisKeys(prefix).match(), count=1000):
             batch.append(key)
             if len(batch) >= UNLINK_BATCH:
                 removed += client.unlink(*batch)

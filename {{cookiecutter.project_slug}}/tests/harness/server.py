@@ -10,8 +10,9 @@ import uvicorn
 from starlette.applications import Starlette
 from websockets.asyncio.client import connect
 
-from {{ cookiecutter.package_name }}.app import Service
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
+from {{ cookiecutter.package_name }}.server import uvicorn_config
+from {{ cookiecutter.package_name }}.service import Service
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from .wsclient import WsClient
@@ -95,13 +96,12 @@ async def serve_in_process(app: Starlette, settings: Settings) -> AsyncIterator[
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app,
+        settings,
         lifespan="off",  # run below, so a startup failure raises here instead of SystemExit
         log_config=None,
         access_log=False,
-        ws="websockets-sansio",
-        ws_max_size=settings.max_message_bytes,
     )
     server = _InProcessServer(config)
     async with app.router.lifespan_context(app):

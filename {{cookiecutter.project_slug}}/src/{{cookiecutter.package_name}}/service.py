@@ -1,0 +1,50 @@
+"""One app instance's state: its session registry and metrics, over Resources it may share."""
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from starlette.applications import Starlette
+
+from .metrics import Metrics
+from .protocol import CloseCode
+from .resources import Resources
+from .sessions import SessionRegistry
+from .settings import Settings
+
+
+class Service:
+    """Per-app state; the Resources are opened by the lifespan only when none were given."""
+
+    def __init__(self, settings: Settings, resources: Resources | None = None) -> None:
+        self.settings = settings
+        self.registry = SessionRegistry()
+        self.metrics = Metrics()
+        self.draining = False
+        self._given_resources = resources
+        self._resources = resources
+
+    @property
+    def resources(self) -> Resources:
+        if self._resources is None:
+            raise RuntimeError("the service has not started: its lifespan opens the Resources")
+        return self._resources
+
+    def start_draining(self) -> None:
+        """Turn readiness off and refuse new connections; live ones carry on for now."""
+        self.draining = True
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """Open Resources if none were given, listen to the bus, close sessions at shutdown."""
+        async with AsyncExitStack() as stack:
+            if self._given_resources is None:
+                self._resources = await Resources.open(self.settings)
+                stack.push_async_callback(self._close_own_resources)
+            stack.enter_context(self.resources.bus.listening(self.registry.deliver))
+            yield
+            for session in self.registry.all():
+                session.close(CloseCode.SERVICE_RESTART)
+
+    async def _close_own_resources(self) -> None:
+        await self.resources.close()
+        self._resources = None
