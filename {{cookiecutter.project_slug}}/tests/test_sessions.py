@@ -1,7 +1,5 @@
 """The server-side session registry: what it records, and that a disconnect drains it."""
 
-import pytest
-
 from {{ cookiecutter.package_name }}.protocol import CloseCode
 from {{ cookiecutter.package_name }}.sessions import SessionRegistry
 
@@ -49,22 +47,29 @@ def test_drain_forgets_every_subscription():
     assert session.drained.is_set()
 
 
-def test_full_queue_is_replaced_by_a_slow_consumer_close():
+def test_full_queue_drops_its_frames_and_flags_a_slow_consumer():
     registry = SessionRegistry()
     session = registry.open("u1", queue_size=2)
     registry.subscribe(session, "news")
     for n in range(3):
         registry.deliver("news", n, f"frame {n}")
-    assert session.outgoing.qsize() == 1
-    assert session.outgoing.get_nowait() == CloseCode.SLOW_CONSUMER
+    assert session.overflowed.is_set()
+    assert session.outgoing.empty()
+    assert session.dropped == 2
 
 
-@pytest.mark.parametrize("discard", [False, True])
-def test_close_keeps_pending_frames_unless_discarded(discard: bool):
+def test_close_comes_after_the_frames_already_queued():
     session = SessionRegistry().open("u1", queue_size=4)
     session.send("pending")
-    session.close(CloseCode.SERVICE_RESTART, discard_pending=discard)
+    session.close(CloseCode.SERVICE_RESTART)
     queued = [session.outgoing.get_nowait() for _ in range(session.outgoing.qsize())]
-    assert queued == (
-        [CloseCode.SERVICE_RESTART] if discard else ["pending", CloseCode.SERVICE_RESTART]
-    )
+    assert queued == ["pending", CloseCode.SERVICE_RESTART]
+    assert not session.overflowed.is_set()
+
+
+def test_held_back_messages_wait_for_the_replay_to_finish():
+    session = SessionRegistry().open("u1", queue_size=4)
+    session.held_back["news"] = []
+    session.deliver(7, "news", "live frame")
+    assert session.outgoing.empty()
+    assert session.held_back["news"] == [(7, "live frame")]

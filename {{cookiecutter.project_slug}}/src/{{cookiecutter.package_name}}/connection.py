@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from starlette.websockets import WebSocket
 
-from . import logs, store
+from . import logs, ratelimit, store
 from .auth import AuthError, Identity
 from .channels import may_use
 from .protocol import (
@@ -100,19 +100,30 @@ class Connection:
         logs.user_id.set(session.user_id)
         session.send(encode({"type": "welcome", "session": session.id, "user": session.user_id}))
         sender = asyncio.create_task(self._send_loop(session), name=f"send {session.id}")
+        receiver = asyncio.create_task(self._receive_loop(session), name=f"recv {session.id}")
+        overflow = asyncio.create_task(session.overflowed.wait())
         expiry = asyncio.get_running_loop().call_later(
             max(0.0, identity.expires_at - time.time()), session.close, CloseCode.TOKEN_EXPIRED
         )
         try:
-            await self._receive_loop(session)
-        except Exception:
-            log.exception("session failed")
-            session.close(CloseCode.INTERNAL_ERROR, discard_pending=True)
-            await asyncio.wait({sender}, timeout=CLOSE_TIMEOUT_S)
+            done, _ = await asyncio.wait(
+                {sender, receiver, overflow}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if overflow in done:
+                # The sender may be stuck writing to a client that stopped reading.
+                sender.cancel()
+                await self._close(CloseCode.SLOW_CONSUMER)
+            if receiver in done and not receiver.result():
+                # The receiver failed and queued a close: let the sender deliver it.
+                await asyncio.wait({sender}, timeout=CLOSE_TIMEOUT_S)
+            elif receiver not in done:
+                # The server closed: give the client a moment to answer the close frame.
+                await asyncio.wait({receiver}, timeout=CLOSE_TIMEOUT_S)
         finally:
             expiry.cancel()
-            sender.cancel()
-            await asyncio.wait({sender})
+            for task in (sender, receiver, overflow):
+                task.cancel()
+            await asyncio.wait({sender, receiver, overflow})
             self.metrics.frames_dropped += session.dropped
             self.registry.drain(session)
 
@@ -131,32 +142,45 @@ class Connection:
             raise HandshakeRefused(f"user {identity.user_id!r} is unknown or disabled")
         return identity, presented.subprotocol
 
-    async def _receive_loop(self, session: Session) -> None:
-        while True:
-            message = await self.websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                self.metrics.closes[message.get("code", 1005)] += 1
-                return
-            self.metrics.messages_received += 1
-            text = message.get("text")
-            if text is None:
-                session.close(CloseCode.UNSUPPORTED_DATA)
-                continue
-            try:
-                reply = await self._handle(session, parse_request(text))
-            except ProtocolError as error:
-                reply = error_frame(error)
-            session.send(encode(reply))
+    async def _receive_loop(self, session: Session) -> bool:
+        """Handle requests until the client disconnects (True) or handling fails (False)."""
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    self.metrics.closes[message.get("code", 1005)] += 1
+                    return True
+                self.metrics.messages_received += 1
+                text = message.get("text")
+                if text is None:
+                    session.close(CloseCode.UNSUPPORTED_DATA)
+                    continue
+                try:
+                    reply = await self._handle(session, parse_request(text))
+                except ProtocolError as error:
+                    reply = error_frame(error)
+                session.send(encode(reply))
+        except Exception:
+            log.exception("session failed")
+            session.close(CloseCode.INTERNAL_ERROR)
+            return False
 
     async def _send_loop(self, session: Session) -> None:
         while True:
             item = await session.outgoing.get()
             if isinstance(item, CloseCode):
-                self.metrics.closes[item] += 1
-                await self.websocket.close(item)
+                await self._close(item)
                 return
             await self.websocket.send_text(item)
             self.metrics.messages_sent += 1
+
+    async def _close(self, code: CloseCode) -> None:
+        """Send a close frame, unless the client is too stuck to take even that in time."""
+        self.metrics.closes[code] += 1
+        closing = asyncio.create_task(self.websocket.close(code))
+        done, _ = await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_S)
+        if not done:
+            closing.cancel()
 
     async def _handle(self, session: Session, request: Request) -> dict[str, Any]:
         match request:
@@ -180,7 +204,14 @@ class Connection:
                 return ack_frame(request_id)
             case Publish(request_id, channel, data):
                 self._authorize(session, channel, request_id)
-                retry_after = await self.resources.publish_limiter.check(session.user_id)
+                retry_after = await ratelimit.check(
+                    self.resources.redis,
+                    self.resources.keys,
+                    session.user_id,
+                    "publish",
+                    self.settings.publish_limit,
+                    self.settings.publish_window_s,
+                )
                 if retry_after is not None:
                     raise ProtocolError(
                         ErrorCode.RATE_LIMITED,

@@ -2,7 +2,7 @@
 
 A Resources is what the test harness builds once per xdist worker and hands to every app it
 creates: the Postgres pool (bound to one schema), the Redis client (bound to one key prefix), the
-message bus with its consumer group, the rate limiter and the keyring.
+message bus with its consumer group, and the keyring.
 """
 
 from dataclasses import dataclass
@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from . import store
+from . import ratelimit, store
 from .auth import Keyring
 from .bus import Bus
 from .keys import RedisKeys
-from .ratelimit import RateLimiter
 from .settings import Settings
 
 OPEN_TIMEOUT_S = 10.0
@@ -22,13 +21,12 @@ OPEN_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True, slots=True)
 class Resources:
-    """Connection pools, bus, limiter and keyring that any number of apps can run on."""
+    """Connection pools, bus and keyring that any number of apps can run on."""
 
     db: AsyncConnectionPool
     redis: Redis
     keys: RedisKeys
     bus: Bus
-    publish_limiter: RateLimiter
     keyring: Keyring
 
     @classmethod
@@ -49,10 +47,7 @@ class Resources:
             await redis.aclose()
             await db.close()
             raise
-        limiter = RateLimiter(
-            redis, keys, "publish", settings.publish_limit, settings.publish_window_s
-        )
-        return cls(db, redis, keys, bus, limiter, settings.keyring)
+        return cls(db, redis, keys, bus, settings.keyring)
 
     async def close(self) -> None:
         """Stop the bus, then close the pools."""
@@ -63,7 +58,7 @@ class Resources:
     async def forget_user(self, user_id: str) -> None:
         """Delete a user, the messages it sent, and its counters in Redis."""
         await store.delete_user(self.db, user_id)
-        await self.publish_limiter.forget(user_id)
+        await ratelimit.forget(self.redis, self.keys, user_id)
 
 
 async def open_database_pool(settings: Settings) -> AsyncConnectionPool:

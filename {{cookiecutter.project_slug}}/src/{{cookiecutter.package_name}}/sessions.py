@@ -24,24 +24,31 @@ class Session:
         self.channels: set[str] = set()
         self.outgoing: asyncio.Queue[Outgoing] = asyncio.Queue(queue_size)
         self.drained = asyncio.Event()
+        self.overflowed = asyncio.Event()
         self.dropped = 0
         # Channels being replayed from history: live messages wait here meanwhile.
         self.held_back: dict[str, list[tuple[int, str]]] = {}
 
     def send(self, frame: str) -> None:
-        """Queue a frame; a full queue means a slow consumer, which is closed."""
+        """Queue a frame; a full queue means a slow consumer, which is cut off."""
         try:
             self.outgoing.put_nowait(frame)
         except asyncio.QueueFull:
-            self.close(CloseCode.SLOW_CONSUMER, discard_pending=True)
+            self._overflow()
 
-    def close(self, code: CloseCode, *, discard_pending: bool = False) -> None:
-        """Ask the sender to close the connection, after the queued frames unless discarded."""
-        if discard_pending or self.outgoing.full():
-            while not self.outgoing.empty():
-                self.outgoing.get_nowait()
-                self.dropped += 1
-        self.outgoing.put_nowait(code)
+    def close(self, code: CloseCode) -> None:
+        """Ask the sender to close the connection once the frames queued before are sent."""
+        try:
+            self.outgoing.put_nowait(code)
+        except asyncio.QueueFull:
+            self._overflow()
+
+    def _overflow(self) -> None:
+        # The client stopped reading: drop what waits for it, and let the connection close it.
+        while not self.outgoing.empty():
+            self.outgoing.get_nowait()
+            self.dropped += 1
+        self.overflowed.set()
 
     def deliver(self, message_id: int, channel: str, frame: str) -> None:
         """Send a live message, or hold it back while its channel's history is replayed."""

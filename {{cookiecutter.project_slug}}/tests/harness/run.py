@@ -3,6 +3,10 @@
 The controller (or the lone process of a run without xdist) resolves the services, reaps what
 dead runs left behind, picks the run id and makes the key that signs the tests' tokens. Workers
 receive all of it through `workerinput` and build nothing the controller already built.
+
+When pytest-split runs one shard of the suite (`--splits N --group G`), the run id starts with
+`s<G>of<N>`, so shards on different machines that share one Postgres and one Redis never collide
+and every schema and key says which shard made it.
 """
 
 import contextlib
@@ -45,6 +49,7 @@ def start(config: pytest.Config) -> None:
     if workerinput is not None:
         config.stash[_context] = RunContext(**workerinput[WORKER_INPUT_KEY])
         return
+    _refuse_unseeded_shard(config)
     services = contextlib.ExitStack()
     config.stash[_services] = services
     try:
@@ -60,12 +65,35 @@ def start(config: pytest.Config) -> None:
             file=sys.stderr,
         )
     config.stash[_context] = RunContext(
-        run_id=secrets.token_hex(4),
+        run_id=shard_tag(config) + secrets.token_hex(4),
         database_url=resolved.database_url,
         redis_url=resolved.redis_url,
         origin=resolved.origin,
         signing_jwk=SigningKey.generate(issuer="tests").private_jwk(),
     )
+
+
+def shard_tag(config: pytest.Config) -> str:
+    """`s<group>of<splits>` when pytest-split runs one shard of the suite, else ""."""
+    splits = config.getoption("splits", None)
+    group = config.getoption("group", None)
+    return f"s{group}of{splits}" if splits and group else ""
+
+
+def _refuse_unseeded_shard(config: pytest.Config) -> None:
+    """Stop a sharded run whose shuffle could differ from the other shards' shuffles."""
+    # pytest-split picks a shard's tests by their place in the collection, which pytest-randomly
+    # has already shuffled: shards shuffled with different seeds would run some tests twice and
+    # others never. The parsed command line still holds the seed as given, before randomly
+    # replaces "default" with a fresh one.
+    seed = getattr(config.known_args_namespace, "randomly_seed", None)
+    shuffled = config.pluginmanager.has_plugin("randomly")
+    if shard_tag(config) and shuffled and not isinstance(seed, int):
+        pytest.exit(
+            "harness: a sharded run needs the same --randomly-seed=<integer> on every shard"
+            " (in CI, the pipeline's id), or -p no:randomly",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
 
 
 def hand_to_worker(node: Any) -> None:
