@@ -102,7 +102,8 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
 
     def dead_worker() -> None:
         # Claims a schema like a worker, then "dies": its connection closes, its lock goes.
-        with psycopg.connect(url, autocommit=True) as conn:
+        with psycopg.connect(url) as conn, conn.transaction():
+            # One transaction, like the harness: a run killed here leaves no unmarked schema.
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(dead)))
             owner = json.dumps({"made_by": MARKER, "redis_prefix": dead_prefix})
             conn.execute(

@@ -98,6 +98,7 @@ class Connection:
         session = self.registry.open(identity.user_id, self.settings.send_queue_size)
         logs.session_id.set(session.id)
         logs.user_id.set(session.user_id)
+        log.info("session opened")
         session.send(encode({"type": "welcome", "session": session.id, "user": session.user_id}))
         sender = asyncio.create_task(self._send_loop(session), name=f"send {session.id}")
         receiver = asyncio.create_task(self._receive_loop(session), name=f"recv {session.id}")
@@ -126,6 +127,7 @@ class Connection:
             await asyncio.wait({sender, receiver, overflow})
             self.metrics.frames_dropped += session.dropped
             self.registry.drain(session)
+            log.info("session closed")
 
     async def _authenticate(self) -> tuple[Identity, str | None]:
         if self.service.draining:

@@ -7,6 +7,7 @@ drain before their tasks are cancelled, and only then do the pools close. A seco
 at once.
 """
 
+import logging
 import threading
 from types import FrameType
 from typing import Any
@@ -16,6 +17,8 @@ from starlette.applications import Starlette
 
 from .service import Service
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvicorn.Config:
@@ -46,6 +49,7 @@ class GracefulServer(uvicorn.Server):
             super().handle_exit(sig, frame)
             return
         self.service.start_draining()
+        log.info("draining for %.1fs before shutting down", self.delay_s)
         # Signal handlers must return at once: the rest of the shutdown starts from a timer.
         threading.Timer(self.delay_s, super().handle_exit, (sig, frame)).start()
 
@@ -53,4 +57,6 @@ class GracefulServer(uvicorn.Server):
 def serve(app: Starlette, settings: Settings) -> None:
     """Run `app` until a signal stops it."""
     service: Service = app.state.service
-    GracefulServer(uvicorn_config(app, settings), service, settings.shutdown_delay_s).run()
+    # log_config=None: uvicorn's loggers go through the JSON handler logs.configure set up.
+    config = uvicorn_config(app, settings, log_config=None)
+    GracefulServer(config, service, settings.shutdown_delay_s).run()

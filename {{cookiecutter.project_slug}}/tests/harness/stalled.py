@@ -1,0 +1,67 @@
+"""A WebSocket client that can stop reading altogether, as a stuck browser tab does."""
+
+import asyncio
+import json
+import socket
+
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.uri import parse_uri
+
+from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
+
+TIMEOUT_S = 5.0
+
+
+class StalledClient:
+    """Speaks just enough WebSocket to subscribe, then reads only when asked to.
+
+    Built on the sans-I/O protocol over a plain stream, so no library reads behind our back:
+    unread data backs up into the server, and pings go unanswered.
+    """
+
+    def __init__(self, url: str, token: str) -> None:
+        self.protocol = ClientProtocol(
+            parse_uri(f"{url}/ws"), subprotocols=[PROTOCOL, BEARER_PREFIX + token]
+        )
+        self.url = url
+
+    async def open(self) -> None:
+        host, port = self.url.removeprefix("ws://").split(":")
+        sock = socket.socket()
+        # A tiny receive buffer, so the server's writes back up after little data.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        sock.setblocking(False)
+        self.reader, self.writer = await asyncio.open_connection(sock=sock)
+        self.protocol.send_request(self.protocol.connect())
+        await self._flush()
+        await self.next_frame()  # the welcome
+
+    async def send(self, frame: dict[str, object]) -> None:
+        self.protocol.send_text(json.dumps(frame).encode())
+        await self._flush()
+
+    async def next_frame(self) -> dict[str, object]:
+        while True:
+            for event in self.protocol.events_received():
+                if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                    return json.loads(event.data)
+            self.protocol.receive_data(await asyncio.wait_for(self.reader.read(65536), TIMEOUT_S))
+
+    async def close_code(self) -> int | None:
+        """Read everything the server sent up to its close frame; return the close code."""
+        async with asyncio.timeout(TIMEOUT_S):
+            while self.protocol.close_rcvd is None:
+                data = await self.reader.read(1 << 20)
+                if not data:
+                    break
+                self.protocol.receive_data(data)
+        await self._flush()
+        self.writer.close()
+        return self.protocol.close_rcvd.code if self.protocol.close_rcvd else None
+
+    async def _flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            self.writer.write(data)
+        await self.writer.drain()

@@ -1,0 +1,137 @@
+"""How connections end: token expiry, dead peers, failures, and the service shutting down."""
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from websockets.asyncio.client import connect
+
+from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.auth import SigningKey
+from {{ cookiecutter.package_name }}.bus import Bus
+from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL, CloseCode
+from {{ cookiecutter.package_name }}.resources import Resources
+from {{ cookiecutter.package_name }}.settings import Settings
+
+from harness.server import LiveApp, User, UserFactory, serve_in_process
+from harness.stalled import StalledClient
+from harness.wsclient import WsClient
+
+PACKAGE = "{{ cookiecutter.package_name }}"
+EXIT_TIMEOUT_S = 15.0
+
+
+async def test_expiring_token_closes_the_session_with_4001(
+    shared_app: LiveApp, test_user: User, signing_key: SigningKey
+):
+    short_lived = User(test_user.id, signing_key.issue(test_user.id, ttl=1.0))
+    async with shared_app.websocket_session(user=short_lived) as ws:
+        assert await ws.closed_with() == CloseCode.TOKEN_EXPIRED
+
+
+async def test_dead_peer_is_dropped_by_the_heartbeat(
+    shared_resources: Resources, settings: Settings, test_user: User
+):
+    impatient = dataclasses.replace(settings, ping_interval_s=0.1, ping_timeout_s=0.1)
+    async with serve_in_process(create_app(impatient, shared_resources), impatient) as live:
+        silent = StalledClient(live.url, test_user.token)
+        await silent.open()
+        session = next(iter(live.service.registry.sessions_of(test_user.id)))
+        # Nothing more is read, so the server's pings go unanswered.
+        await live.wait_drained(session.id)
+        silent.writer.close()
+
+
+async def test_unexpected_failure_closes_with_1011_and_others_carry_on(
+    shared_app: LiveApp, shared_resources: Resources, settings: Settings, make_user: UserFactory
+):
+    unreachable = Redis.from_url(
+        "redis://127.0.0.1:1/0", socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
+    broken_bus = Bus(unreachable, shared_resources.keys, "broken")
+    broken = dataclasses.replace(shared_resources, bus=broken_bus)
+    victim, bystander = await make_user("victim"), await make_user("bystander")
+    try:
+        async with (
+            serve_in_process(create_app(settings, broken), settings) as live,
+            live.websocket_session(user=victim) as ws,
+        ):
+            await ws.send({"type": "publish", "id": 1, "channel": "room:fail", "data": 1})
+            assert await ws.closed_with() == CloseCode.INTERNAL_ERROR
+    finally:
+        await unreachable.aclose()
+    async with shared_app.websocket_session(user=bystander) as healthy:
+        await healthy.publish("room:fail", "still fine")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_for_log(stream: asyncio.StreamReader, fragment: str) -> list[dict[str, object]]:
+    """Read JSON log lines until one's message contains `fragment`; return all read."""
+    lines = []
+    async with asyncio.timeout(EXIT_TIMEOUT_S):
+        while True:
+            raw = await stream.readline()
+            assert raw, f"the service exited before logging {fragment!r}: {lines}"
+            entry = json.loads(raw)
+            lines.append(entry)
+            if fragment in str(entry["message"]):
+                return lines
+
+
+async def test_sigterm_drains_then_closes_sessions_with_1012(
+    settings: Settings, signing_key: SigningKey, test_user: User, pytestconfig
+):
+    port = free_port()
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(Path(pytestconfig.rootpath) / "src"),
+        "DATABASE_URL": settings.database_url,
+        "DATABASE_SCHEMA": settings.database_schema,
+        "REDIS_URL": settings.redis_url,
+        "REDIS_PREFIX": settings.redis_prefix,
+        "AUTH_KEYS": json.dumps(signing_key.jwks()),
+        "PORT": str(port),
+        "INSTANCE_ID": f"shutdown-{port}",
+        "SHUTDOWN_DELAY_S": "0.5",
+    }
+    service = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", PACKAGE, "serve", env=environment, stderr=asyncio.subprocess.PIPE
+    )
+    assert service.stderr is not None
+    url = f"ws://127.0.0.1:{port}/ws"
+    try:
+        await wait_for_log(service.stderr, "Uvicorn running on")
+        subprotocols = [PROTOCOL, BEARER_PREFIX + test_user.token]
+        async with connect(url, subprotocols=subprotocols) as connection:  # type: ignore[list-item]
+            client = WsClient(connection)
+            await client.next_of_type("welcome")
+            service.send_signal(signal.SIGTERM)
+            await wait_for_log(service.stderr, "draining")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                readiness = await http.get("/readyz")
+            assert (readiness.status_code, readiness.json()) == (503, {"status": "draining"})
+            assert (await client.request("ping"))["type"] == "pong", "live sessions carry on"
+            assert await client.closed_with() == CloseCode.SERVICE_RESTART
+        closed = (await wait_for_log(service.stderr, "session closed"))[-1]
+        assert closed["user_id"] == test_user.id and closed["session_id"]
+        await wait_for_log(service.stderr, "Finished server process")
+        # Like uvicorn, the service re-raises the signal once it has shut down cleanly.
+        assert await asyncio.wait_for(service.wait(), EXIT_TIMEOUT_S) == -signal.SIGTERM
+    finally:
+        if service.returncode is None:
+            service.kill()
+            await service.wait()
