@@ -1,8 +1,10 @@
-"""The Starlette app: the WebSocket endpoint, probes and metrics over one Service."""
+"""The Starlette app: the WebSocket endpoint, probes, metrics and the optional demo page."""
+
+from importlib.resources import files
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -29,14 +31,19 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Starle
         body = service.metrics.render(service.registry)
         return PlainTextResponse(body, media_type=METRICS_CONTENT_TYPE)
 
-    app = Starlette(
-        routes=[
-            WebSocketRoute("/ws", websocket),
-            Route("/healthz", health.liveness),
-            Route("/readyz", readiness),
-            Route("/metrics", metrics),
-        ],
-        lifespan=service.lifespan,
-    )
+    routes = [
+        WebSocketRoute("/ws", websocket),
+        Route("/healthz", health.liveness),
+        Route("/readyz", readiness),
+        Route("/metrics", metrics),
+    ]
+    if settings.serve_demo:
+        page = files(__package__).joinpath("static", "demo.html").read_text("utf-8")
+
+        async def demo(request: Request) -> HTMLResponse:
+            return HTMLResponse(page)
+
+        routes.append(Route("/demo", demo))
+    app = Starlette(routes=routes, lifespan=service.lifespan)
     app.state.service = service
     return app

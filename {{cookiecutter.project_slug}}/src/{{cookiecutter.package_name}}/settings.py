@@ -43,6 +43,7 @@ class Settings:
     ping_timeout_s: float = 20.0
     shutdown_delay_s: float = 0.0
     shutdown_timeout_s: float = 10.0
+    serve_demo: bool = False
 
     def __post_init__(self) -> None:
         if not SCHEMA_NAME.fullmatch(self.database_schema):
@@ -85,6 +86,13 @@ def _integer(name: str, raw: str) -> int:
     return value
 
 
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("1", "true", "yes", "0", "false", "no", ""):
+        raise ConfigError(f"{name} {raw!r} is not a yes/no flag (1/0, true/false, yes/no)")
+    return value in ("1", "true", "yes")
+
+
 def _seconds(name: str, raw: str) -> float:
     try:
         value = float(raw)
@@ -113,6 +121,7 @@ OPTIONAL: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "ping_timeout_s": ("PING_TIMEOUT_S", _seconds),
     "shutdown_delay_s": ("SHUTDOWN_DELAY_S", _seconds),
     "shutdown_timeout_s": ("SHUTDOWN_TIMEOUT_S", _seconds),
+    "serve_demo": ("SERVE_DEMO", _flag),
 }
 """Settings field -> (environment variable, parser); absent variables keep the defaults."""
 
