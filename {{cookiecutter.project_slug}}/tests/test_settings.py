@@ -26,12 +26,18 @@ def test_minimal_environment_gives_working_defaults(environ: dict[str, str]):
     assert len(settings.keyring.keys) == 1
 
 
-def test_lists_and_numbers_are_parsed(environ: dict[str, str]):
+def test_lists_numbers_and_flags_are_parsed(environ: dict[str, str]):
     settings = Settings.from_env(
-        {**environ, "ALLOWED_ORIGINS": "https://a.example, https://b.example ,", "PORT": "9000"}
+        {
+            **environ,
+            "ALLOWED_ORIGINS": "https://a.example, https://b.example ,",
+            "PORT": "9000",
+            "PUBLISH_WINDOW_S": "2.5",
+            "SERVE_DEMO": "yes",
+        }
     )
     assert settings.allowed_origins == {"https://a.example", "https://b.example"}
-    assert settings.port == 9000
+    assert (settings.port, settings.publish_window_s, settings.serve_demo) == (9000, 2.5, True)
 
 
 def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path):
@@ -52,6 +58,9 @@ def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path):
         ({"DATABASE_SCHEMA": "Robert'); DROP"}, "DATABASE_SCHEMA"),
         ({"AUTH_KEYS": "{not json"}, "AUTH_KEYS does not hold a valid JWKS"),
         ({"AUTH_KEYS": '{"keys": []}'}, "AUTH_KEYS does not hold a valid JWKS: the keyring"),
+        ({"PING_INTERVAL_S": "soon"}, "PING_INTERVAL_S 'soon' is not a number of seconds"),
+        ({"SHUTDOWN_DELAY_S": "-1"}, "SHUTDOWN_DELAY_S '-1' must not be negative"),
+        ({"SERVE_DEMO": "maybe"}, "SERVE_DEMO 'maybe' is not a yes/no flag"),
     ],
 )
 def test_bad_variable_is_named(environ: dict[str, str], change: dict[str, str], complaint: str):
