@@ -14,8 +14,10 @@ pools opened once serve every test. `--app-scope=function` builds Resources and 
 instead, to measure on this suite what sharing buys. The plumbing lives in `harness/`.
 """
 
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -29,7 +31,7 @@ from {{ cookiecutter.package_name }}.settings import Settings
 from harness import report, run
 from harness.leaks import LeakGuard
 from harness.namespaces import redis_prefix, schema_name, unlink_prefix, worker_schema
-from harness.server import LiveApp, User, UserFactory, serve_in_process
+from harness.server import AppFactory, LiveApp, User, UserFactory, serve_in_process
 from harness.wsclient import WsClient
 
 
@@ -118,6 +120,20 @@ async def shared_app(settings: Settings, shared_resources: Resources) -> AsyncIt
     """The app, built once per worker on the shared resources and served on a real socket."""
     async with serve_in_process(create_app(settings, shared_resources), settings) as live:
         yield live
+
+
+@pytest.fixture
+def another_app(settings: Settings, shared_resources: Resources) -> AppFactory:
+    """Serves one more app for a test, on the worker's Resources unless given others, with
+    some settings changed: `async with another_app(max_channels=2) as live: ...`."""
+
+    def serve(
+        resources: Resources | None = None, **changes: Any
+    ) -> AbstractAsyncContextManager[LiveApp]:
+        changed = dataclasses.replace(settings, **changes)
+        return serve_in_process(create_app(changed, resources or shared_resources), changed)
+
+    return serve
 
 
 @pytest.fixture(autouse=True)

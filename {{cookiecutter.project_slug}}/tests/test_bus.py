@@ -12,7 +12,7 @@ from {{ cookiecutter.package_name }}.bus import GROUP_PREFIX, Bus
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from harness.server import LiveApp, User, serve_in_process
+from harness.server import AppFactory, LiveApp, User, serve_in_process
 from harness.wsclient import WsClient
 
 DELIVERY_TIMEOUT_S = 5.0
@@ -24,9 +24,9 @@ def another_instance(settings: Settings) -> Settings:
 
 
 async def test_two_apps_on_shared_resources_both_deliver(
-    shared_app: LiveApp, shared_resources: Resources, settings: Settings, test_user: User
+    shared_app: LiveApp, another_app: AppFactory, test_user: User
 ):
-    async with serve_in_process(create_app(settings, shared_resources), settings) as second:
+    async with another_app() as second:
         async with (
             shared_app.websocket_session(user=test_user) as on_first,
             second.websocket_session(user=test_user) as on_second,

@@ -2,13 +2,8 @@
 gap and no duplicate."""
 
 import asyncio
-import dataclasses
 
-from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.resources import Resources
-from {{ cookiecutter.package_name }}.settings import Settings
-
-from harness.server import LiveApp, UserFactory, serve_in_process
+from harness.server import AppFactory, LiveApp, UserFactory
 from harness.wsclient import WsClient
 
 
@@ -51,12 +46,11 @@ async def test_replay_racing_live_publishing_has_no_gap_and_no_duplicate(
 
 
 async def test_replay_beyond_the_history_limit_says_it_is_incomplete(
-    shared_resources: Resources, settings: Settings, make_user: UserFactory
+    another_app: AppFactory, make_user: UserFactory
 ):
-    limited = dataclasses.replace(settings, history_limit=3)
     user = await make_user()
     async with (
-        serve_in_process(create_app(limited, shared_resources), limited) as live,
+        another_app(history_limit=3) as live,
         live.websocket_session(user=user) as ws,
     ):
         ids = await publish_all(ws, "room:long", 5)

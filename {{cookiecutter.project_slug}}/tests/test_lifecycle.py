@@ -15,14 +15,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from websockets.asyncio.client import connect
 
-from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.bus import Bus
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL, CloseCode
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from harness.server import LiveApp, User, UserFactory, serve_in_process
+from harness.server import AppFactory, LiveApp, User, UserFactory
 from harness.stalled import StalledClient
 from harness.wsclient import WsClient
 
@@ -38,11 +37,8 @@ async def test_expiring_token_closes_the_session_with_4001(
         assert await ws.closed_with() == CloseCode.TOKEN_EXPIRED
 
 
-async def test_dead_peer_is_dropped_by_the_heartbeat(
-    shared_resources: Resources, settings: Settings, test_user: User
-):
-    impatient = dataclasses.replace(settings, ping_interval_s=0.1, ping_timeout_s=0.1)
-    async with serve_in_process(create_app(impatient, shared_resources), impatient) as live:
+async def test_dead_peer_is_dropped_by_the_heartbeat(another_app: AppFactory, test_user: User):
+    async with another_app(ping_interval_s=0.1, ping_timeout_s=0.1) as live:
         silent = StalledClient(live.url, test_user.token)
         await silent.open()
         session = next(iter(live.service.registry.sessions_of(test_user.id)))
@@ -52,7 +48,10 @@ async def test_dead_peer_is_dropped_by_the_heartbeat(
 
 
 async def test_unexpected_failure_closes_with_1011_and_others_carry_on(
-    shared_app: LiveApp, shared_resources: Resources, settings: Settings, make_user: UserFactory
+    shared_app: LiveApp,
+    shared_resources: Resources,
+    another_app: AppFactory,
+    make_user: UserFactory,
 ):
     unreachable = Redis.from_url(
         "redis://127.0.0.1:1/0", socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
@@ -62,7 +61,7 @@ async def test_unexpected_failure_closes_with_1011_and_others_carry_on(
     victim, bystander = await make_user("victim"), await make_user("bystander")
     try:
         async with (
-            serve_in_process(create_app(settings, broken), settings) as live,
+            another_app(broken) as live,
             live.websocket_session(user=victim) as ws,
         ):
             await ws.send({"type": "publish", "id": 1, "channel": "room:fail", "data": 1})

@@ -1,25 +1,17 @@
 """Limits: channels per connection, publish rate per user, and slow consumers."""
 
-import dataclasses
-
-from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.protocol import CloseCode
-from {{ cookiecutter.package_name }}.resources import Resources
-from {{ cookiecutter.package_name }}.settings import Settings
 
-from harness.server import UserFactory, serve_in_process
+from harness.server import AppFactory, UserFactory
 from harness.stalled import StalledClient
 
 FLOOD_FRAME_BYTES = 60_000
 
 
-async def test_channels_per_connection_are_capped(
-    shared_resources: Resources, settings: Settings, make_user: UserFactory
-):
-    capped = dataclasses.replace(settings, max_channels=2)
+async def test_channels_per_connection_are_capped(another_app: AppFactory, make_user: UserFactory):
     user = await make_user()
     async with (
-        serve_in_process(create_app(capped, shared_resources), capped) as live,
+        another_app(max_channels=2) as live,
         live.websocket_session(user=user) as ws,
     ):
         await ws.subscribe("room:1")
@@ -32,11 +24,10 @@ async def test_channels_per_connection_are_capped(
 
 
 async def test_publish_rate_is_limited_per_user_across_reconnects(
-    shared_resources: Resources, settings: Settings, make_user: UserFactory
+    another_app: AppFactory, make_user: UserFactory
 ):
-    limited = dataclasses.replace(settings, publish_limit=3, publish_window_s=60)
     flooder, bystander = await make_user("flooder"), await make_user("bystander")
-    async with serve_in_process(create_app(limited, shared_resources), limited) as live:
+    async with another_app(publish_limit=3, publish_window_s=60) as live:
         async with live.websocket_session(user=flooder) as ws:
             for n in range(3):
                 await ws.publish("room:rate", n)
@@ -51,11 +42,10 @@ async def test_publish_rate_is_limited_per_user_across_reconnects(
 
 
 async def test_slow_consumer_is_closed_and_nobody_else_is_hurt(
-    shared_resources: Resources, settings: Settings, make_user: UserFactory
+    another_app: AppFactory, make_user: UserFactory
 ):
-    small_queue = dataclasses.replace(settings, send_queue_size=4, publish_limit=10_000)
     writer, slow, fast = [await make_user(name) for name in ("writer", "slow", "fast")]
-    async with serve_in_process(create_app(small_queue, shared_resources), small_queue) as live:
+    async with another_app(send_queue_size=4, publish_limit=10_000) as live:
         registry = live.service.registry
         stalled = StalledClient(live.url, slow.token)
         await stalled.open()

@@ -89,6 +89,10 @@ class LiveApp:
             ) from None
 
 
+AppFactory = Callable[..., contextlib.AbstractAsyncContextManager[LiveApp]]
+"""Serves one more app for a test; see the `another_app` fixture."""
+
+
 @contextlib.asynccontextmanager
 async def serve_in_process(app: Starlette, settings: Settings) -> AsyncIterator[LiveApp]:
     """Run the app's lifespan and a uvicorn server on a free port of 127.0.0.1."""
