@@ -7,7 +7,8 @@
                                    shared_app           the app on a real server
     test (function scope)          test_user / make_user  user rows + tokens, deleted after
                                    ws_session            a fresh WebSocket, drained after
-                                   leak_guard            fails a test that leaves state behind
+                                   another_app           one more app with changed settings
+                                   leak_guard/leak_check fail a test that leaves state behind
 
 Every async fixture and test runs on one event loop per worker (see pyproject.toml), so the
 pools opened once serve every test. `--app-scope=function` builds Resources and app per test
