@@ -67,9 +67,14 @@ async def open_database_pool(settings: Settings) -> AsyncConnectionPool:
         settings.database_url,
         min_size=1,
         max_size=settings.database_pool_size,
-        # Only the service's schema: with `public` on the path, a missing table could
-        # silently resolve there.
-        kwargs={"options": f"-c search_path={settings.database_schema}"},
+        kwargs={
+            # Only the service's schema: with `public` on the path, a missing table could
+            # silently resolve there.
+            "options": f"-c search_path={settings.database_schema}",
+            # Every query in store.py is a single statement: autocommit spares each one its
+            # BEGIN and COMMIT round trips.
+            "autocommit": True,
+        },
         open=False,
     )
     await pool.open(wait=True, timeout=OPEN_TIMEOUT_S)
