@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 WORKERS ?= 2
+# make bench: tests per suite, rounds, a subset of configurations (all when empty), results path.
+N ?= 475
+ROUNDS ?= 3
+CONFIGS ?=
+OUTPUT ?= bench/results/latest
 
-.PHONY: install test lint bake
+.PHONY: install test lint bake bench durations
 
 $(BIN)/python:
 	@echo "Creating the virtualenv in $(VENV) with $(PYTHON)"
@@ -27,3 +32,16 @@ lint: install
 
 bake: install
 	$(BIN)/cookiecutter . --output-dir build
+
+bench: install
+	$(BIN)/python -m bench --tests $(N) --rounds $(ROUNDS) --output $(OUTPUT) $(if $(CONFIGS),--configs $(CONFIGS))
+
+# Re-times the generated suite into the template's .test_durations, which balances pytest-split's
+# shards, by running a fresh bake's own `make durations`. Run it after changing generated tests.
+# The bake asks for the Python that runs it, which its Makefile then requires.
+durations: install
+	rm -rf build/durations
+	$(BIN)/cookiecutter . --no-input --output-dir build/durations \
+		python_version=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+	$(MAKE) -C build/durations/chat-service durations PYTHON=$(PYTHON)
+	cp build/durations/chat-service/.test_durations '{{cookiecutter.project_slug}}/.test_durations'

@@ -15,6 +15,8 @@ SLUG_PATTERN = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 PACKAGE_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
+CI_SERVICES = ("github", "gitlab", "none")
+YES_NO = ("yes", "no")
 # Import names of the generated project's dependencies, direct and transitive.
 DEPENDENCY_IMPORT_NAMES = frozenset(
     {
@@ -88,11 +90,15 @@ def check_author_email(value: str) -> str | None:
     return None
 
 
-def check_python_version(value: str) -> str | None:
-    """Return why a Python version is invalid, or None if it is valid."""
-    if value not in PYTHON_VERSIONS:
-        return f"it must be one of {', '.join(PYTHON_VERSIONS)}"
-    return None
+def one_of(choices: tuple[str, ...]) -> Check:
+    """Return a check that accepts exactly the given choices."""
+
+    def check(value: str) -> str | None:
+        if value not in choices:
+            return f"it must be one of {', '.join(choices)}"
+        return None
+
+    return check
 
 
 CHECKS: tuple[tuple[str, Check], ...] = (
@@ -100,7 +106,10 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("project_slug", check_project_slug),
     ("package_name", check_package_name),
     ("author_email", check_author_email),
-    ("python_version", check_python_version),
+    # The CLI refuses an unknown choice itself; a hand-edited replay file reaches the hooks.
+    ("python_version", one_of(PYTHON_VERSIONS)),
+    ("ci", one_of(CI_SERVICES)),
+    ("docker", one_of(YES_NO)),
 )
 
 

@@ -10,11 +10,13 @@ import pytest
 from cookiecutter.environment import StrictEnvironment
 from cookiecutter.exceptions import FailedHookException
 
+from hooks.post_gen_project import OPTION_PATHS, deselected_paths, next_steps, remove_deselected
 from hooks.post_gen_project import main as post_gen_main
-from hooks.post_gen_project import next_steps
 from hooks.pre_gen_project import (
+    CI_SERVICES,
     DEPENDENCY_IMPORT_NAMES,
     PYTHON_VERSIONS,
+    YES_NO,
     main,
     validate,
 )
@@ -36,6 +38,8 @@ VALID = {
     "author_name": "Platform Team",
     "author_email": "platform@example.com",
     "python_version": "3.12",
+    "ci": "github",
+    "docker": "yes",
 }
 BLANK = "it must not be blank"
 NAME_TOO_LONG = "it must be at most 300 characters long"
@@ -51,6 +55,8 @@ PACKAGE_SHAPE = (
 KEYWORD = "it is a Python keyword"
 EMAIL_SHAPE = "it must look like name@example.com"
 VERSION = "it must be one of 3.11, 3.12, 3.13"
+CI = "it must be one of github, gitlab, none"
+DOCKER = "it must be one of yes, no"
 NOT_STRING = "it must be a string"
 
 
@@ -126,6 +132,8 @@ def test_valid_answers_pass(capsys: pytest.CaptureFixture[str]) -> None:
         ("author_email", "first.last+tag@mail.example.co.uk"),
         ("author_email", "zoë@exämple.dk"),
         *(("python_version", version) for version in TEMPLATE_CONTEXT["python_version"]),
+        *(("ci", service) for service in TEMPLATE_CONTEXT["ci"]),
+        *(("docker", answer) for answer in TEMPLATE_CONTEXT["docker"]),
     ],
 )
 def test_valid_value_passes(field: str, value: str) -> None:
@@ -177,6 +185,11 @@ INVALID = [
     ("python_version", "3.14", VERSION),
     ("python_version", " 3.12", VERSION),
     ("python_version", 3.12, NOT_STRING),
+    ("ci", "travis", CI),
+    ("ci", "GitHub", CI),
+    ("ci", "", CI),
+    ("docker", "true", DOCKER),
+    ("docker", True, NOT_STRING),
     ("project_name", None, NOT_STRING),
 ]
 
@@ -198,8 +211,60 @@ def test_first_failing_check_wins() -> None:
     )
 
 
-def test_python_versions_match_the_template_choices() -> None:
-    assert sorted(PYTHON_VERSIONS) == sorted(TEMPLATE_CONTEXT["python_version"])
+@pytest.mark.parametrize(
+    ("option", "choices"),
+    [("python_version", PYTHON_VERSIONS), ("ci", CI_SERVICES), ("docker", YES_NO)],
+)
+def test_hook_choices_match_the_template_choices(option: str, choices: tuple[str, ...]) -> None:
+    assert sorted(choices) == sorted(TEMPLATE_CONTEXT[option])
+
+
+@pytest.mark.parametrize("option", sorted(OPTION_PATHS))
+def test_option_paths_cover_exactly_the_template_choices(option: str) -> None:
+    assert sorted(OPTION_PATHS[option]) == sorted(TEMPLATE_CONTEXT[option])
+
+
+def test_option_paths_name_files_of_the_project_template() -> None:
+    # A path renamed in the template but not in the table would silently stop being removed.
+    project_template = TEMPLATE_DIR / "{{cookiecutter.project_slug}}"
+    paths = [path for answers in OPTION_PATHS.values() for p in answers.values() for path in p]
+    assert paths
+    assert [path for path in paths if not (project_template / path).exists()] == []
+
+
+@pytest.mark.parametrize(
+    ("ci", "docker", "expected"),
+    [
+        ("github", "yes", [".gitlab-ci.yml"]),
+        ("gitlab", "yes", [".github"]),
+        ("none", "yes", [".github", ".gitlab-ci.yml"]),
+        ("github", "no", [".dockerignore", ".gitlab-ci.yml", "Dockerfile", "docker-compose.yml"]),
+    ],
+)
+def test_deselected_paths_are_the_other_answers_paths(
+    ci: str, docker: str, expected: list[str]
+) -> None:
+    assert deselected_paths({"ci": ci, "docker": docker}) == expected
+
+
+def test_remove_deselected_deletes_only_deselected_paths_inside_the_project(
+    tmp_path: Path,
+) -> None:
+    project_dir = tmp_path / "project"
+    for path in (".github/workflows/ci.yml", ".gitlab-ci.yml", "Dockerfile", "src/app.py"):
+        (project_dir / path).parent.mkdir(parents=True, exist_ok=True)
+        (project_dir / path).write_text("x", encoding="utf-8")
+    # Files of the same names next to the project, as in the directory cruft renders into.
+    for path in (".gitlab-ci.yml", "Dockerfile"):
+        (tmp_path / path).write_text("outside", encoding="utf-8")
+    remove_deselected({"ci": "github", "docker": "no"}, project_dir)
+    kept = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
+    assert kept == [
+        ".gitlab-ci.yml",
+        "Dockerfile",
+        "project/.github/workflows/ci.yml",
+        "project/src/app.py",
+    ]
 
 
 @pytest.mark.parametrize("hook", sorted((TEMPLATE_DIR / "hooks").glob("*_project.py")))
@@ -212,14 +277,15 @@ def test_hooks_hold_no_jinja_but_the_answers(hook: Path) -> None:
 
 
 def test_next_steps_name_the_project_commands_and_test_services(
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    project_dir = Path("/srv/my projects/chat-service")
-    post_gen_main({"project_name": "Chat Service"}, project_dir)
+    project_dir = tmp_path / "my projects" / "chat-service"
+    post_gen_main(VALID, project_dir)
     printed = capsys.readouterr().out
-    assert printed == next_steps({"project_name": "Chat Service"}, project_dir) + "\n"
-    assert "Created Chat Service in /srv/my projects/chat-service\n" in printed
-    assert "cd '/srv/my projects/chat-service'\n" in printed
+    assert printed == next_steps(VALID, project_dir) + "\n"
+    assert f"Created Chat Service in {project_dir}\n" in printed
+    assert f"cd '{project_dir}'\n" in printed
+    assert "git init" in printed
     assert "make test" in printed
     assert "TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres)" in printed
     assert "TEST_REDIS_URL (default redis://127.0.0.1:6379/0)" in printed

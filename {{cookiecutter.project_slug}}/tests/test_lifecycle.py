@@ -17,7 +17,11 @@ from websockets.asyncio.client import connect
 
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.bus import Bus
-from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL, CloseCode
+from {{ cookiecutter.package_name }}.protocol import (
+    BEARER_PREFIX,
+    PROTOCOL,
+    CloseCode,
+)
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 

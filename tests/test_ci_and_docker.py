@@ -1,0 +1,327 @@
+"""The CI, Dependabot and Docker files of a bake, checked without a CI service or Docker engine:
+they parse, and they name the services, commands and variables the project's Makefile and code
+expect."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from tests.conftest import TEMPLATE_CONTEXT
+
+PYTHON_VERSIONS: list[str] = TEMPLATE_CONTEXT["python_version"]
+GITHUB_SHARD_ARGS = (
+    "--splits ${{ strategy.job-total }} --group ${{ matrix.group }}"
+    " --randomly-seed=${{ github.run_id }}"
+)
+GITLAB_SHARD_ARGS = "--splits $CI_NODE_TOTAL --group $CI_NODE_INDEX --randomly-seed=$CI_PIPELINE_ID"
+
+
+@pytest.fixture(scope="module")
+def github(bake: Callable[..., Path]) -> Path:
+    """A bake with GitHub Actions (and Docker, the default)."""
+    return bake(ci="github")
+
+
+@pytest.fixture(scope="module")
+def gitlab(bake: Callable[..., Path]) -> Path:
+    """A bake with GitLab CI."""
+    return bake(ci="gitlab")
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse a YAML file safely, as the CI service or Compose would."""
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def make_variables(command: str) -> dict[str, str]:
+    """The variables a `make test NAME=value ...` command line sets, as the shell passes them."""
+    words = shlex.split(command)
+    assert words[:2] == ["make", "test"], command
+    return dict(word.split("=", 1) for word in words[2:])
+
+
+def service_host_and_port(url: str) -> tuple[str | None, int | None]:
+    """Where a database or Redis URL points."""
+    parts = urlsplit(url)
+    return parts.hostname, parts.port
+
+
+def step_using(steps: list[dict[str, Any]], action: str) -> dict[str, Any]:
+    """The one step of a GitHub job that uses `action` (any version)."""
+    [step] = [step for step in steps if step.get("uses", "").startswith(f"{action}@")]
+    return step
+
+
+def test_github_workflow_runs_lint_and_every_shard_against_its_services(github: Path) -> None:
+    workflow = load_yaml(github / ".github" / "workflows" / "ci.yml")
+    # YAML 1.1 reads the key `on` as true.
+    assert {"push", "pull_request"} <= set(workflow[True])
+    lint, test = workflow["jobs"]["lint"], workflow["jobs"]["test"]
+    assert lint["steps"][-1]["run"] == "make lint PYTHON=python"
+    groups = test["strategy"]["matrix"]["group"]
+    assert len(groups) >= 2
+    assert groups == list(range(1, len(groups) + 1))
+    assert test["strategy"]["fail-fast"] is False
+    variables = make_variables(test["steps"][-1]["run"])
+    assert variables == {"PYTHON": "python", "PYTEST_ARGS": GITHUB_SHARD_ARGS}
+    postgres, redis = test["services"]["postgres"], test["services"]["redis"]
+    assert postgres["image"].startswith("postgres:")
+    assert redis["image"].startswith("redis:")
+    # The URLs carry no password, so the server must trust the runner.
+    assert postgres["env"] == {"POSTGRES_HOST_AUTH_METHOD": "trust"}
+    assert all("--health-cmd" in service["options"] for service in (postgres, redis))
+    database = service_host_and_port(test["env"]["TEST_DATABASE_URL"])
+    assert database == ("127.0.0.1", 5432)
+    assert postgres["ports"] == [f"{database[1]}:5432"]
+    cache = service_host_and_port(test["env"]["TEST_REDIS_URL"])
+    assert cache == ("127.0.0.1", 6379)
+    assert redis["ports"] == [f"{cache[1]}:6379"]
+
+
+@pytest.mark.parametrize("version", PYTHON_VERSIONS)
+def test_github_jobs_set_up_the_answered_python_with_a_pip_cache(
+    bake: Callable[..., Path], version: str
+) -> None:
+    workflow = load_yaml(bake(ci="github", python_version=version) / ".github/workflows/ci.yml")
+    for job in workflow["jobs"].values():
+        assert step_using(job["steps"], "actions/checkout")
+        assert step_using(job["steps"], "actions/setup-python")["with"] == {
+            "python-version": version,
+            "cache": "pip",
+            "cache-dependency-path": "pyproject.toml",
+        }
+
+
+def test_dependabot_updates_python_dependencies_and_actions(github: Path) -> None:
+    config = load_yaml(github / ".github" / "dependabot.yml")
+    assert config["version"] == 2
+    updates = {update["package-ecosystem"]: update for update in config["updates"]}
+    assert sorted(updates) == ["github-actions", "pip"]
+    assert all(update["directory"] == "/" for update in updates.values())
+    assert all(update["schedule"]["interval"] for update in updates.values())
+
+
+def test_gitlab_pipeline_runs_lint_and_parallel_shards_against_its_services(gitlab: Path) -> None:
+    pipeline = load_yaml(gitlab / ".gitlab-ci.yml")
+    lint, test = pipeline["lint"], pipeline["test"]
+    assert lint["script"] == ["make lint PYTHON=python"]
+    assert isinstance(test["parallel"], int)
+    assert test["parallel"] >= 2
+    assert make_variables(test["script"][-1]) == {
+        "PYTHON": "python",
+        "PYTEST_ARGS": GITLAB_SHARD_ARGS,
+    }
+    # A service is reached under its image's name.
+    hosts = {image.split(":")[0]: image for image in test["services"]}
+    assert sorted(hosts) == ["postgres", "redis"]
+    variables = test["variables"]
+    assert variables["POSTGRES_HOST_AUTH_METHOD"] == "trust"
+    assert service_host_and_port(variables["TEST_DATABASE_URL"]) == ("postgres", 5432)
+    assert service_host_and_port(variables["TEST_REDIS_URL"]) == ("redis", 6379)
+
+
+@pytest.mark.parametrize("version", PYTHON_VERSIONS)
+def test_gitlab_jobs_run_on_the_answered_python_with_a_pip_cache(
+    bake: Callable[..., Path], version: str
+) -> None:
+    pipeline = load_yaml(bake(ci="gitlab", python_version=version) / ".gitlab-ci.yml")
+    default = pipeline["default"]
+    assert default["image"] == f"python:{version}"
+    assert default["cache"]["key"] == {"files": ["pyproject.toml"]}
+    # pip's cache must be inside the project directory for GitLab to keep it.
+    cache_dir = pipeline["variables"]["PIP_CACHE_DIR"]
+    assert cache_dir.startswith("$CI_PROJECT_DIR/")
+    assert default["cache"]["paths"] == [cache_dir.removeprefix("$CI_PROJECT_DIR/")]
+
+
+def test_make_test_hands_pytest_args_to_pytest(github: Path) -> None:
+    result = subprocess.run(
+        ["make", "-n", "test", "PYTEST_ARGS=--splits 2 --group 1 --randomly-seed=7"],
+        cwd=github,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        ".venv/bin/python -m pytest -n auto --splits 2 --group 1 --randomly-seed=7"
+    )
+
+
+# Docker
+
+
+@pytest.fixture(scope="module")
+def docker(bake: Callable[..., Path]) -> Path:
+    """A bake with the Docker files."""
+    return bake(docker="yes")
+
+
+def dockerfile_stages(project: Path) -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions as (KEYWORD, arguments), one list per build stage."""
+    text = (project / "Dockerfile").read_text(encoding="utf-8")
+    stages: list[list[tuple[str, str]]] = []
+    for line in re.sub(r"\\\n", " ", text).splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        keyword, _, arguments = line.strip().partition(" ")
+        if keyword.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((keyword.upper(), arguments.strip()))
+    return stages
+
+
+def instruction(stage: list[tuple[str, str]], keyword: str) -> str:
+    """The arguments of the stage's last `keyword` instruction, the one that takes effect."""
+    arguments = [args for found, args in stage if found == keyword]
+    assert arguments, f"no {keyword} in the stage"
+    return arguments[-1]
+
+
+def image_environment(stage: list[tuple[str, str]]) -> dict[str, str]:
+    """What the stage's ENV instructions set."""
+    pairs = [word for found, args in stage if found == "ENV" for word in shlex.split(args)]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def package(project: Path) -> str:
+    """The baked package's import name."""
+    [name] = [path.name for path in (project / "src").iterdir() if path.is_dir()]
+    return name
+
+
+@pytest.mark.parametrize("version", PYTHON_VERSIONS)
+def test_dockerfile_builds_on_the_answered_slim_python(
+    bake: Callable[..., Path], version: str
+) -> None:
+    stages = dockerfile_stages(bake(docker="yes", python_version=version))
+    assert len(stages) == 2
+    bases = [instruction(stage, "FROM").split()[0] for stage in stages]
+    assert bases == [f"python:{version}-slim"] * 2
+
+
+def test_image_runs_the_service_unprivileged_on_all_interfaces(docker: Path) -> None:
+    final = dockerfile_stages(docker)[-1]
+    user = instruction(final, "USER").split(":")[0]
+    assert user not in ("root", "0")
+    environment = image_environment(final)
+    assert environment["HOST"] == "0.0.0.0"
+    assert instruction(final, "EXPOSE") == environment["PORT"]
+    assert json.loads(instruction(final, "CMD")) == ["python", "-m", package(docker), "serve"]
+    healthcheck = instruction(final, "HEALTHCHECK")
+    assert re.search(r"(^|\s)CMD\s", healthcheck)
+    assert "/healthz" in healthcheck
+    assert "/healthz" in (docker / "src" / package(docker) / "app.py").read_text(encoding="utf-8")
+
+
+def test_build_context_holds_what_the_dockerfile_copies(docker: Path) -> None:
+    ignore = (docker / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    # An allow-list: everything is left out, then the build's inputs are let back in.
+    assert ignore[ignore.index("*") + 1].startswith("!")
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    sources = [
+        source
+        for stage in dockerfile_stages(docker)
+        for keyword, args in stage
+        if keyword == "COPY" and not args.startswith("--from=")
+        for source in args.split()[:-1]
+    ]
+    assert sorted(sources) == ["README.md", "pyproject.toml", "src"]
+    assert set(sources) <= allowed
+    assert all((docker / source).exists() for source in sources)
+
+
+def test_compose_runs_postgres_redis_migrations_and_the_service(docker: Path) -> None:
+    compose = load_yaml(docker / "docker-compose.yml")
+    services = compose["services"]
+    slug = docker.name
+    assert sorted(services) == sorted(["postgres", "redis", "migrate", slug])
+    assert services["postgres"]["environment"] == {"POSTGRES_HOST_AUTH_METHOD": "trust"}
+    app, migrate = services[slug], services["migrate"]
+    assert app["build"] == migrate["build"] == "."
+    assert migrate["command"] == ["python", "-m", package(docker), "migrate"]
+    assert app["ports"] == ["127.0.0.1:8000:8000"]
+    assert app["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
+    }
+    environment = app["environment"]
+    assert migrate["environment"] == environment
+    assert {"DATABASE_URL", "REDIS_URL", "AUTH_KEYS_FILE"} <= set(environment)
+    assert urlsplit(environment["DATABASE_URL"]).hostname == "postgres"
+    assert urlsplit(environment["REDIS_URL"]).hostname == "redis"
+    # The keyring is the development key's public half, mounted as a secret.
+    assert app["secrets"] == migrate["secrets"] == ["jwks"]
+    assert environment["AUTH_KEYS_FILE"] == "/run/secrets/jwks"
+    assert compose["secrets"]["jwks"]["file"] == ".dev/jwks.json"
+
+
+def test_makefile_makes_the_key_compose_mounts(docker: Path) -> None:
+    result = subprocess.run(
+        ["make", "-n", ".dev/jwks.json"], cwd=docker, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"-m {package(docker)} keygen" in result.stdout
+
+
+def run_baked(project: Path, environment: dict[str, str], *args: str) -> str:
+    """Run this interpreter in the baked project with only `environment`; return stdout."""
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=project,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": "src", **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_commands_the_containers_run_exist(docker: Path, command: str) -> None:
+    assert "usage:" in run_baked(docker, {}, "-m", package(docker), command, "--help")
+
+
+def test_service_accepts_the_container_environment(docker: Path, tmp_path: Path) -> None:
+    name = package(docker)
+    keyring = tmp_path / "jwks.json"
+    jwks = run_baked(docker, {}, "-m", name, "keygen", "--private-key", str(tmp_path / "key.json"))
+    keyring.write_text(jwks, encoding="utf-8")
+    compose_environment = load_yaml(docker / "docker-compose.yml")["services"]["migrate"][
+        "environment"
+    ]
+    environment = {
+        **image_environment(dockerfile_stages(docker)[-1]),
+        **compose_environment,
+        # Where compose mounts the secret, here.
+        "AUTH_KEYS_FILE": str(keyring),
+    }
+    environment.pop("PATH")
+    settings = json.loads(
+        run_baked(
+            docker,
+            environment,
+            "-c",
+            f"import json; from {name}.settings import Settings; s = Settings.from_env();"
+            " print(json.dumps([s.database_url, s.redis_url, s.host, s.port]))",
+        )
+    )
+    assert settings == [
+        environment["DATABASE_URL"],
+        environment["REDIS_URL"],
+        "0.0.0.0",
+        int(environment["PORT"]),
+    ]
