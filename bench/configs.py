@@ -1,0 +1,33 @@
+"""The configurations a bench compares: which suite, with which pytest arguments."""
+
+from dataclasses import dataclass
+
+from bench.suite import FLOOR_DIR, WS_DIR
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    """One way of running the generated suite."""
+
+    name: str
+    label: str
+    suite: str
+    args: tuple[str, ...]
+
+
+def configurations(cores: int) -> dict[str, Configuration]:
+    """Every configuration, by name; `shared_xdist_auto` only where -n auto means more than 2."""
+    one_process = ("-p", "no:xdist")
+    known = [
+        Configuration("floor", "floor: empty tests", FLOOR_DIR, one_process),
+        Configuration(
+            "naive", "naive: app per test", WS_DIR, (*one_process, "--app-scope=function")
+        ),
+        Configuration("shared", "shared: 1 process", WS_DIR, one_process),
+        Configuration("shared_xdist", "shared: -n 2", WS_DIR, ("-n", "2")),
+    ]
+    if cores > 2:
+        known.append(
+            Configuration("shared_xdist_auto", f"shared: -n auto ({cores})", WS_DIR, ("-n", "auto"))
+        )
+    return {configuration.name: configuration for configuration in known}

@@ -1,0 +1,156 @@
+"""From timed runs to the bench's results: medians, spreads, speed-ups, goals, a table."""
+
+import operator
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bench.configs import Configuration
+
+# The configurations every results file names, even when a run left some out (value null).
+CORE_CONFIGS = ("floor", "naive", "shared", "shared_xdist")
+# The harness as shipped: the configurations whose speed-up over naive is the point.
+SHARING = ("shared", "shared_xdist", "shared_xdist_auto")
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One timed run of one configuration: wall and CPU time (of the pytest processes), the
+    machine's load average as it started, and the run's fixture-stack summary."""
+
+    round: int
+    config: str
+    seconds: float
+    cpu_s: float
+    load_1m: float
+    report: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    """A target from the issue, for a 2-core machine: printed and recorded, never asserted."""
+
+    key: str
+    label: str
+    holds: Callable[[float, float], bool]
+    sign: str
+    value: float
+
+
+GOALS = (
+    Goal("worker_startup_ms", "worker startup, ms", operator.lt, "<", 250),
+    Goal("per_test_overhead_ms", "per-test overhead above the floor, ms", operator.lt, "<", 2.5),
+    Goal("speedup_sharing", "speed-up from sharing (naive / shared)", operator.ge, ">=", 5),
+    Goal("speedup_total", "speed-up in total (naive / shared -n 2)", operator.ge, ">=", 6),
+    # Set for the N=2000 scaling run; at small N the fixed cost of xdist weighs more.
+    Goal("speedup_parallel", "speed-up from -n 2 (shared / shared -n 2)", operator.ge, ">=", 1.6),
+)
+
+
+def summarize(
+    runs: list[Run],
+    configurations: dict[str, Configuration],
+    *,
+    tests: int,
+    rounds: int,
+    cores: int,
+) -> dict[str, Any]:
+    """The results file's content: medians over rounds, derived figures, and every raw run."""
+    by_config: dict[str, list[Run]] = {}
+    for run in runs:
+        by_config.setdefault(run.config, []).append(run)
+    seconds = {name: _median([run.seconds for run in done]) for name, done in by_config.items()}
+    floor, naive, shared = seconds.get("floor"), seconds.get("naive"), seconds.get("shared")
+    xdist = seconds.get("shared_xdist")
+    # Per-worker startup as xdist workers see it (two starting at once); else one process.
+    startup_runs = by_config.get("shared_xdist") or by_config.get("shared") or []
+    startups = [run.report["worker_startup_ms"] for run in startup_runs]
+    shared_runs = by_config.get("shared", [])
+    results: dict[str, Any] = {
+        "tests": tests,
+        "rounds": rounds,
+        "cores": cores,
+        **{f"{name}_s": _rounded(seconds.get(name), 3) for name in (*CORE_CONFIGS, *seconds)},
+        "workers": max((run.report["workers"] for run in startup_runs), default=None),
+        "worker_startup_ms": _rounded(_median([startup["total"] for startup in startups]), 1),
+        "worker_startup_phases_ms": {
+            phase: _rounded(_median([startup[phase] for startup in startups]), 1)
+            for phase in ("schema_and_migrations", "resources", "server")
+        },
+        "per_test_overhead_ms": _rounded(
+            None if shared is None or floor is None else (shared - floor) / tests * 1000, 2
+        ),
+        "test_setup_median_ms": _rounded(
+            _median([run.report["test_setup_ms"]["median"] for run in shared_runs]), 2
+        ),
+        "test_teardown_median_ms": _rounded(
+            _median([run.report["test_teardown_ms"]["median"] for run in shared_runs]), 2
+        ),
+        "speedup_sharing": _ratio(naive, shared),
+        "speedup_parallel": _ratio(shared, xdist),
+        "speedup_total": _ratio(naive, xdist),
+        "configs": {
+            name: {
+                "label": configurations[name].label,
+                "pytest_args": [*configurations[name].args, configurations[name].suite],
+                "median_s": _rounded(seconds[name], 3),
+                "min_s": round(min(run.seconds for run in done), 3),
+                "max_s": round(max(run.seconds for run in done), 3),
+                "per_round_s": [round(run.seconds, 3) for run in done],
+            }
+            for name, done in by_config.items()
+        },
+    }
+    results["goals"] = {
+        goal.key: {
+            "goal": f"{goal.sign} {goal.value}",
+            "met": goal.holds(results[goal.key], goal.value),
+        }
+        for goal in GOALS
+        if results[goal.key] is not None
+    }
+    results["runs"] = [asdict(run) for run in runs]
+    return results
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    """The terminal summary: every configuration's spread, then the figures against the goals."""
+    naive = results["naive_s"]
+    lines = [
+        f"{results['tests']} tests, {results['rounds']} round(s), {results['cores']} cores,"
+        f" template {results.get('template') or 'unknown'}",
+        f"{'configuration':<24}{'median s':>10}{'min':>9}{'max':>9}{'vs naive':>10}",
+    ]
+    for name, config in results["configs"].items():
+        versus = f"{naive / config['median_s']:.1f}x" if naive and name in SHARING else "-"
+        lines.append(
+            f"{config['label']:<24}{config['median_s']:>10.2f}{config['min_s']:>9.2f}"
+            f"{config['max_s']:>9.2f}{versus:>10}"
+        )
+    phases = results["worker_startup_phases_ms"]
+    if results["worker_startup_ms"] is not None:
+        lines.append(
+            f"worker startup phases, ms: schema + migrations {phases['schema_and_migrations']},"
+            f" Resources {phases['resources']}, server {phases['server']}"
+        )
+    for goal in GOALS:
+        outcome = results["goals"].get(goal.key)
+        if outcome is not None:
+            verdict = "met" if outcome["met"] else "MISSED"
+            lines.append(
+                f"{goal.label:<44}{results[goal.key]:>9}  goal {outcome['goal']:<7} {verdict}"
+            )
+    return lines
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _ratio(slower: float | None, faster: float | None) -> float | None:
+    return None if slower is None or faster is None else round(slower / faster, 2)

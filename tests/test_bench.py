@@ -1,0 +1,77 @@
+"""The bench itself: a tiny run produces valid results and a chart; the figures derive right."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.configs import configurations
+from bench.results import CORE_CONFIGS, Run, summarize, table
+from bench.run import main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+# Runs generated suites, whose reaper must not race other tests' deliberate leftovers.
+@pytest.mark.xdist_group("generated-suite")
+def test_a_tiny_bench_writes_its_results_and_chart(tmp_path: Path):
+    output = tmp_path / "tiny"
+    assert main(["--tests", "3", "--rounds", "1", "--output", str(output)]) == 0
+    results = json.loads(output.with_suffix(".json").read_text(encoding="utf-8"))
+    assert (results["tests"], results["rounds"]) == (3, 1)
+    assert all(results[f"{name}_s"] > 0 for name in CORE_CONFIGS)
+    assert results["workers"] == 2
+    assert results["worker_startup_ms"] > 0
+    assert results["speedup_total"] == pytest.approx(
+        results["naive_s"] / results["shared_xdist_s"], rel=0.01
+    )
+    assert {run["config"] for run in results["runs"]} == set(results["configs"])
+    assert all(run["report"]["tests"] == 3 and run["cpu_s"] > 0 for run in results["runs"])
+    assert output.with_suffix(".png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def _run(config: str, round_number: int, seconds: float, workers: int = 1) -> Run:
+    phases = {"schema_and_migrations": 10.0, "resources": 5.0, "server": 5.0, "total": 20.0}
+    report = {
+        "workers": workers,
+        "worker_startup_ms": phases,
+        "test_setup_ms": {"median": 1.0, "p95": 2.0},
+        "test_teardown_ms": {"median": 0.5, "p95": 1.0},
+    }
+    return Run(round_number, config, seconds, seconds, 0.0, report)
+
+
+def test_figures_are_medians_over_rounds_and_their_ratios():
+    timings = {
+        "floor": [1, 2, 9],
+        "naive": [50, 40, 60],
+        "shared": [5, 4, 6],
+        "shared_xdist": [3, 2, 4],
+    }
+    runs = [
+        _run(config, round_number, seconds, workers=2 if config == "shared_xdist" else 1)
+        for config, per_round in timings.items()
+        for round_number, seconds in enumerate(per_round, start=1)
+    ]
+    results = summarize(runs, configurations(cores=2), tests=1000, rounds=3, cores=2)
+    assert [results[f"{name}_s"] for name in CORE_CONFIGS] == [2, 50, 5, 3]
+    floor = results["configs"]["floor"]
+    assert (floor["median_s"], floor["min_s"], floor["max_s"]) == (2, 1, 9)
+    assert floor["per_round_s"] == [1, 2, 9]
+    assert results["per_test_overhead_ms"] == 3.0
+    assert (results["speedup_sharing"], results["speedup_parallel"]) == (10.0, 1.67)
+    assert results["speedup_total"] == 16.67
+    assert (results["workers"], results["worker_startup_ms"]) == (2, 20.0)
+    assert results["goals"]["per_test_overhead_ms"] == {"goal": "< 2.5", "met": False}
+    assert results["goals"]["speedup_sharing"] == {"goal": ">= 5", "met": True}
+    assert len(table(results)) > len(CORE_CONFIGS)
+
+
+def test_a_subset_of_configurations_leaves_the_others_null():
+    runs = [_run("shared", 1, 8.0), _run("shared_xdist", 1, 5.0, workers=2)]
+    results = summarize(runs, configurations(cores=2), tests=2000, rounds=1, cores=2)
+    assert (results["floor_s"], results["naive_s"]) == (None, None)
+    assert results["per_test_overhead_ms"] is None
+    assert (results["speedup_sharing"], results["speedup_total"]) == (None, None)
+    assert results["speedup_parallel"] == 1.6
+    assert set(results["goals"]) == {"worker_startup_ms", "speedup_parallel"}
