@@ -17,13 +17,18 @@ SUITE_TIMEOUT_S = 600
 MIN_GENERATED_TESTS = 40
 
 
+# Under `make test`, these would make a baked project's make a sub-make, which then prints
+# "Entering directory" lines around the output the tests read.
+OUTER_MAKE_VARIABLES = frozenset({"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES"})
+
+
 def clean_environment(**extra: str) -> dict[str, str]:
-    """This process's environment without the pytest, xdist and harness variables of the outer
-    run, plus `extra`."""
+    """This process's environment without the pytest, xdist, harness and make variables of the
+    outer run, plus `extra`."""
     inherited = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("PYTEST_", "HARNESS_"))
+        if not key.startswith(("PYTEST_", "HARNESS_")) and key not in OUTER_MAKE_VARIABLES
     }
     return {**inherited, **extra}
 

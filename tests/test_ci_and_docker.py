@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import TEMPLATE_CONTEXT
+from tests.generated_runs import clean_environment
 
 PYTHON_VERSIONS: list[str] = TEMPLATE_CONTEXT["python_version"]
 GITHUB_SHARD_ARGS = (
@@ -148,6 +149,7 @@ def test_make_test_hands_pytest_args_to_pytest(github: Path) -> None:
     result = subprocess.run(
         ["make", "-n", "test", "PYTEST_ARGS=--splits 2 --group 1 --randomly-seed=7"],
         cwd=github,
+        env=clean_environment(),
         capture_output=True,
         text=True,
         check=False,
@@ -269,7 +271,12 @@ def test_compose_runs_postgres_redis_migrations_and_the_service(docker: Path) ->
 
 def test_makefile_makes_the_key_compose_mounts(docker: Path) -> None:
     result = subprocess.run(
-        ["make", "-n", ".dev/jwks.json"], cwd=docker, capture_output=True, text=True, check=False
+        ["make", "-n", ".dev/jwks.json"],
+        cwd=docker,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert f"-m {package(docker)} keygen" in result.stdout
