@@ -53,6 +53,21 @@ def run_suite(
     )
 
 
+def run_make(
+    project: Path, *args: str, timeout: float = SUITE_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """Run the baked project's own make, as a top-level make, to completion."""
+    return subprocess.run(
+        ["make", *args],
+        cwd=project,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def passed_count(output: str) -> int:
     """The number of passed tests on pytest's closing line."""
     match = re.search(r"(\d+) passed", output.strip().splitlines()[-1])

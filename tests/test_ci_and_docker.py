@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import TEMPLATE_CONTEXT
-from tests.generated_runs import clean_environment
+from tests.generated_runs import run_make
 
 PYTHON_VERSIONS: list[str] = TEMPLATE_CONTEXT["python_version"]
 GITHUB_SHARD_ARGS = (
@@ -146,14 +146,7 @@ def test_gitlab_jobs_run_on_the_answered_python_with_a_pip_cache(
 
 
 def test_make_test_hands_pytest_args_to_pytest(github: Path) -> None:
-    result = subprocess.run(
-        ["make", "-n", "test", "PYTEST_ARGS=--splits 2 --group 1 --randomly-seed=7"],
-        cwd=github,
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_make(github, "-n", "test", "PYTEST_ARGS=--splits 2 --group 1 --randomly-seed=7")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == (
         ".venv/bin/python -m pytest -n auto --splits 2 --group 1 --randomly-seed=7"
@@ -270,14 +263,7 @@ def test_compose_runs_postgres_redis_migrations_and_the_service(docker: Path) ->
 
 
 def test_makefile_makes_the_key_compose_mounts(docker: Path) -> None:
-    result = subprocess.run(
-        ["make", "-n", ".dev/jwks.json"],
-        cwd=docker,
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_make(docker, "-n", ".dev/jwks.json")
     assert result.returncode == 0, result.stderr
     assert f"-m {package(docker)} keygen" in result.stdout
 

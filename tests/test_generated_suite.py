@@ -1,7 +1,6 @@
 """The generated suite, run for real under xdist against Postgres and Redis, and proven isolated."""
 
 import shutil
-import subprocess
 import sys
 import tomllib
 from collections.abc import Callable
@@ -14,8 +13,8 @@ from packaging.requirements import Requirement
 from tests.generated_runs import (
     MIN_GENERATED_TESTS,
     check_run,
-    clean_environment,
     passed_count,
+    run_make,
     run_suite,
 )
 
@@ -78,15 +77,7 @@ def test_generated_make_test_bootstraps_its_own_environment(
     project = bake(python_version=this_python)
     fresh = tmp_path / project.name
     shutil.copytree(project, fresh)
-    result = subprocess.run(
-        ["make", "test", "WORKERS=2"],
-        cwd=fresh,
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        timeout=MAKE_TEST_TIMEOUT_S,
-        check=False,
-    )
+    result = run_make(fresh, "test", "WORKERS=2", timeout=MAKE_TEST_TIMEOUT_S)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "Creating the virtualenv" in result.stdout
     assert passed_count(result.stdout) >= MIN_GENERATED_TESTS
