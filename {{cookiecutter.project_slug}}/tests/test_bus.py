@@ -88,14 +88,14 @@ async def test_restarted_instance_first_delivers_what_it_never_acknowledged(
     await redis.xgroup_create(stream, GROUP_PREFIX + instance, id="$", mkstream=True)
     frames = [json.dumps({"n": n}) for n in range(3)]
     for n, frame in enumerate(frames):
-        await redis.xadd(stream, {"channel": "room:pending", "id": n, "frame": frame})
+        await redis.xadd(stream, {"channel": "room:pending", "offset": n, "frame": frame})
     # The instance read them, then died before acknowledging.
     await redis.xreadgroup(GROUP_PREFIX + instance, "reader", {stream: ">"})
 
     received: list[str] = []
     all_received = asyncio.Event()
 
-    def listener(channel: str, message_id: int, frame: str) -> None:
+    def listener(channel: str, offset: int, frame: str) -> None:
         if channel == "room:pending":
             received.append(frame)
             if len(received) == len(frames):

@@ -7,16 +7,19 @@ from harness.server import LiveApp, User, UserFactory
 from harness.wsclient import WsClient
 
 
-async def test_subscribe_is_acked_with_the_request_id(ws_session: WsClient):
+async def test_subscribe_is_acked_with_the_request_id_and_the_channel_position(
+    ws_session: WsClient,
+):
     await ws_session.send({"type": "subscribe", "id": "s-1", "channel": "room:lobby"})
-    assert await ws_session.next_of_type("ack") == {"type": "ack", "id": "s-1"}
+    ack = await ws_session.next_of_type("ack")
+    assert (ack["id"], sorted(ack["position"])) == ("s-1", ["epoch", "offset"])
 
 
 async def test_publish_reaches_the_subscribed_publisher(ws_session: WsClient, test_user: User):
     await ws_session.subscribe("room:echo")
     ack = await ws_session.publish("room:echo", {"text": "hello"})
     message = await ws_session.next_message("room:echo")
-    assert message["id"] == ack["message_id"]
+    assert (message["offset"], message["epoch"]) == (ack["offset"], ack["epoch"])
     assert message["sender"] == test_user.id
     assert message["data"] == {"text": "hello"}
 
@@ -41,7 +44,7 @@ async def test_two_users_exchange_messages_on_a_shared_channel(
 
 async def test_publisher_not_subscribed_gets_only_the_ack(ws_session: WsClient):
     ack = await ws_session.publish("room:quiet", {"n": 1})
-    assert ack["message_id"] > 0
+    assert ack["offset"] > 0
     await ws_session.assert_silent()
 
 
@@ -113,8 +116,9 @@ async def test_published_message_is_stored(
     ack = await ws_session.publish("room:stored", {"kept": True})
     async with shared_resources.db.connection() as conn:
         cursor = await conn.execute(
-            "SELECT channel, sender_id::text, data FROM messages WHERE id = %s",
-            [ack["message_id"]],
+            "SELECT channel, sender_id::text, data FROM messages"
+            " WHERE channel = %s AND channel_offset = %s",
+            ["room:stored", ack["offset"]],
         )
         assert await cursor.fetchone() == ("room:stored", test_user.id, {"kept": True})
 

@@ -1,7 +1,11 @@
 """The server-side session registry: what it records, and that a disconnect drains it."""
 
+import asyncio
+
+import pytest
+
 from {{ cookiecutter.package_name }}.protocol import CloseCode
-from {{ cookiecutter.package_name }}.sessions import SessionRegistry
+from {{ cookiecutter.package_name }}.sessions import Session, SessionRegistry, SlowConsumer
 
 from harness.server import LiveApp, User
 
@@ -11,10 +15,10 @@ async def test_disconnect_drains_session(shared_app: LiveApp, test_user: User):
     async with shared_app.websocket_session(user=test_user) as ws:
         await ws.subscribe("trip:42")
         assert len(registry.sessions_of(test_user.id)) == 1
-        assert len(registry.subscribers("trip:42")) == 1
+        assert "trip:42" in shared_app.service.feeds
         await ws.connection.close()
     assert not registry.sessions_of(test_user.id)
-    assert not registry.subscribers("trip:42")
+    assert "trip:42" not in shared_app.service.feeds, "a channel nobody here follows has no feed"
 
 
 async def test_abrupt_disconnect_drains_session(shared_app: LiveApp, test_user: User):
@@ -25,7 +29,7 @@ async def test_abrupt_disconnect_drains_session(shared_app: LiveApp, test_user: 
         ws.connection.transport.abort()
         await shared_app.wait_drained(session.id)
     assert not registry.sessions_of(test_user.id)
-    assert not registry.subscribers("trip:abrupt")
+    assert "trip:abrupt" not in shared_app.service.feeds
 
 
 async def test_registry_counts_each_live_session(shared_app: LiveApp, test_user: User):
@@ -36,40 +40,75 @@ async def test_registry_counts_each_live_session(shared_app: LiveApp, test_user:
         assert len(registry.sessions_of(test_user.id)) == 1
 
 
-def test_drain_forgets_every_subscription():
+def test_drain_forgets_the_session():
     registry = SessionRegistry()
-    session = registry.open("u1", queue_size=4)
-    for channel in ("a", "b", "c"):
-        registry.subscribe(session, channel)
+    session = registry.open("u1", queue_size=4, send_timeout_s=1.0)
     registry.drain(session)
     assert len(registry) == 0
-    assert all(not registry.subscribers(channel) for channel in ("a", "b", "c"))
+    assert not registry.sessions_of("u1")
     assert session.drained.is_set()
 
 
+def subscribed_session(queue_size: int, *channels: str) -> Session:
+    session = Session("u1", queue_size, send_timeout_s=1.0)
+    session.positions.update(dict.fromkeys(channels, 0))
+    return session
+
+
+def queued(session: Session) -> list[object]:
+    return [session.outgoing.get_nowait() for _ in range(session.outgoing.qsize())]
+
+
 def test_full_queue_drops_its_frames_and_flags_a_slow_consumer():
-    registry = SessionRegistry()
-    session = registry.open("u1", queue_size=2)
-    registry.subscribe(session, "news")
-    for n in range(3):
-        registry.deliver("news", n, f"frame {n}")
+    session = subscribed_session(2, "news")
+    for offset in range(1, 4):
+        session.deliver("news", offset, f"frame {offset}")
     assert session.overflowed.is_set()
     assert session.outgoing.empty()
     assert session.dropped == 2
 
 
 def test_close_comes_after_the_frames_already_queued():
-    session = SessionRegistry().open("u1", queue_size=4)
+    session = subscribed_session(4)
     session.send("pending")
     session.close(CloseCode.SERVICE_RESTART)
-    queued = [session.outgoing.get_nowait() for _ in range(session.outgoing.qsize())]
-    assert queued == ["pending", CloseCode.SERVICE_RESTART]
+    assert queued(session) == ["pending", CloseCode.SERVICE_RESTART]
     assert not session.overflowed.is_set()
 
 
-def test_held_back_messages_wait_for_the_replay_to_finish():
-    session = SessionRegistry().open("u1", queue_size=4)
-    session.held_back["news"] = []
-    session.deliver(7, "news", "live frame")
-    assert session.outgoing.empty()
-    assert session.held_back["news"] == [(7, "live frame")]
+def test_a_message_is_queued_once_and_only_on_subscribed_channels():
+    session = subscribed_session(8, "news")
+    for channel, offset in [("news", 1), ("news", 1), ("news", 2), ("other", 3), ("news", 2)]:
+        session.deliver(channel, offset, f"{channel} {offset}")
+    assert queued(session) == ["news 1", "news 2"]
+    assert session.positions == {"news": 2}
+
+
+def test_a_publish_reply_comes_before_the_messages_of_its_channel():
+    session = subscribed_session(8, "news", "sport")
+    session.hold("news")
+    session.deliver("news", 1, "news 1")
+    session.deliver("sport", 1, "sport 1")
+    session.reply("ack")
+    session.deliver("news", 2, "news 2")
+    assert queued(session) == ["sport 1", "ack", "news 1", "news 2"]
+
+
+async def test_paced_frames_wait_for_the_sender_to_make_room():
+    session = subscribed_session(4)
+    for n in range(2):
+        await session.send_paced(f"reply {n}")
+    third = asyncio.create_task(session.send_paced("reply 2"))
+    done, _ = await asyncio.wait({third}, timeout=0.01)
+    assert not done, "half the queue is left to live messages"
+    assert await session.next_outgoing() == "reply 0"
+    await asyncio.wait_for(third, 1.0)
+    assert queued(session) == ["reply 1", "reply 2"]
+
+
+async def test_a_client_that_takes_nothing_for_the_send_timeout_is_a_slow_consumer():
+    session = Session("u1", queue_size=2, send_timeout_s=0.01)
+    await session.send_paced("reply")
+    with pytest.raises(SlowConsumer):
+        await session.send_paced("never taken")
+    assert session.overflowed.is_set()

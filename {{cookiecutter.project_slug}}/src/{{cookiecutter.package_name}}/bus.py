@@ -23,7 +23,7 @@ from .keys import RedisKeys
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str, int, str], None]
-"""Called with (channel, message id, frame) for every message read from the stream."""
+"""Called with (channel, offset, frame) for every message read from the stream."""
 
 GROUP_PREFIX = "instance:"
 STREAM_MAX_LENGTH = 10_000
@@ -71,11 +71,11 @@ class Bus:
             await self._redis.xgroup_destroy(self.stream, self.group)
             await self._redis.unlink(self._heartbeat_key(self.instance))
 
-    async def publish(self, channel: str, message_id: int, frame: str) -> None:
+    async def publish(self, channel: str, offset: int, frame: str) -> None:
         """Append a message frame to the stream, for every instance to deliver."""
         await self._redis.xadd(
             self.stream,
-            {"channel": channel, "id": message_id, "frame": frame},
+            {"channel": channel, "offset": offset, "frame": frame},
             maxlen=STREAM_MAX_LENGTH,
             approximate=True,
         )
@@ -149,18 +149,24 @@ class Bus:
         )
         read = 0
         for _stream, entries in batches:
-            for _entry_id, fields in entries:
+            for entry_id, fields in entries:
                 # A pending entry that was trimmed away since comes back without fields.
                 if fields:
-                    self._dispatch(fields["channel"], int(fields["id"]), fields["frame"])
+                    self._dispatch(entry_id, fields)
             if entries:
                 await self._redis.xack(self.stream, self.group, *(entry for entry, _ in entries))
             read += len(entries)
         return read
 
-    def _dispatch(self, channel: str, message_id: int, frame: str) -> None:
+    def _dispatch(self, entry_id: str, fields: dict[str, str]) -> None:
+        try:
+            channel, offset, frame = fields["channel"], int(fields["offset"]), fields["frame"]
+        except (KeyError, ValueError):
+            # Not one of ours (or from an older version): skipping it keeps the reader going.
+            log.warning("bus skips malformed entry %s", entry_id)
+            return
         for listener in list(self._listeners):
             try:
-                listener(channel, message_id, frame)
+                listener(channel, offset, frame)
             except Exception:
-                log.exception("a bus listener failed on message %s of %s", message_id, channel)
+                log.exception("a bus listener failed on message %s of %s", offset, channel)

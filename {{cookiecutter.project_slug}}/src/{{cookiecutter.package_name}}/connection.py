@@ -1,43 +1,34 @@
-"""One WebSocket connection, from handshake to drain.
+"""One WebSocket connection, from handshake to drain: the transport under the handlers.
 
 The handshake is refused (HTTP 403) for a disallowed Origin, a missing or bad token, or while
-the service drains. Once accepted, the connection runs two loops: this task receives and handles
-requests, a sender task writes the session's queued frames. Whatever ends the connection, the
-session is drained from the registry before the handler returns.
+the service drains. Once accepted, the connection runs two loops: this task reads requests and
+hands them to `handlers`, a sender task writes the session's queued frames. The reader reads
+only while the send queue has room, so a client that sends faster than it reads is slowed down
+by TCP rather than closed. Whatever ends the connection, the session leaves its channels and is
+drained from the registry before the handler returns.
 """
 
 import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
-import psycopg
 from starlette.websockets import WebSocket
 
-from . import logs, ratelimit, store
+from . import logs, store
 from .auth import AuthError, Identity
-from .channels import may_use
+from .handlers import handle
 from .protocol import (
     BEARER_PREFIX,
     PROTOCOL,
     CloseCode,
-    ErrorCode,
-    Ping,
     ProtocolError,
-    Publish,
-    Request,
-    RequestId,
-    Subscribe,
-    Unsubscribe,
-    ack_frame,
     encode,
     error_frame,
-    message_frame,
     parse_request,
 )
 from .service import Service
-from .sessions import Session
+from .sessions import Session, SlowConsumer
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +86,9 @@ class Connection:
             return
         await self.websocket.accept(subprotocol=subprotocol)
         self.metrics.connections_accepted += 1
-        session = self.registry.open(identity.user_id, self.settings.send_queue_size)
+        session = self.registry.open(
+            identity.user_id, self.settings.send_queue_size, self.settings.send_timeout_s
+        )
         logs.session_id.set(session.id)
         logs.user_id.set(session.user_id)
         log.info("session opened")
@@ -110,11 +103,11 @@ class Connection:
             done, _ = await asyncio.wait(
                 {sender, receiver, overflow}, return_when=asyncio.FIRST_COMPLETED
             )
-            if overflow in done:
+            if session.overflowed.is_set():
                 # The sender may be stuck writing to a client that stopped reading.
                 sender.cancel()
                 await self._close(CloseCode.SLOW_CONSUMER)
-            if receiver in done and not receiver.result():
+            elif receiver in done and not receiver.result():
                 # The receiver failed and queued a close: let the sender deliver it.
                 await asyncio.wait({sender}, timeout=CLOSE_TIMEOUT_S)
             elif receiver not in done:
@@ -126,6 +119,7 @@ class Connection:
                 task.cancel()
             await asyncio.wait({sender, receiver, overflow})
             self.metrics.frames_dropped += session.dropped
+            self.service.feeds.unsubscribe_all(session)
             self.registry.drain(session)
             log.info("session closed")
 
@@ -148,6 +142,7 @@ class Connection:
         """Handle requests until the client disconnects (True) or handling fails (False)."""
         try:
             while True:
+                await session.wait_for_room()
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     self.metrics.closes[message.get("code", 1005)] += 1
@@ -158,10 +153,12 @@ class Connection:
                     session.close(CloseCode.UNSUPPORTED_DATA)
                     continue
                 try:
-                    reply = await self._handle(session, parse_request(text))
+                    reply = await handle(self.service, session, parse_request(text))
                 except ProtocolError as error:
                     reply = error_frame(error)
-                session.send(encode(reply))
+                session.reply(encode(reply))
+        except SlowConsumer:
+            return True  # the session overflowed: serve() closes it with 4008
         except Exception:
             log.exception("session failed")
             session.close(CloseCode.INTERNAL_ERROR)
@@ -169,7 +166,7 @@ class Connection:
 
     async def _send_loop(self, session: Session) -> None:
         while True:
-            item = await session.outgoing.get()
+            item = await session.next_outgoing()
             if isinstance(item, CloseCode):
                 await self._close(item)
                 return
@@ -183,82 +180,3 @@ class Connection:
         done, _ = await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_S)
         if not done:
             closing.cancel()
-
-    async def _handle(self, session: Session, request: Request) -> dict[str, Any]:
-        match request:
-            case Subscribe(request_id, channel, since):
-                self._authorize(session, channel, request_id)
-                if channel not in session.channels and (
-                    len(session.channels) >= self.settings.max_channels
-                ):
-                    raise ProtocolError(
-                        ErrorCode.TOO_MANY_CHANNELS,
-                        f"at most {self.settings.max_channels} channels per connection",
-                        request_id,
-                    )
-                self.registry.subscribe(session, channel)
-                if since is None:
-                    return ack_frame(request_id)
-                replayed, complete = await self._replay(session, channel, since)
-                return ack_frame(request_id, replayed=replayed, complete=complete)
-            case Unsubscribe(request_id, channel):
-                self.registry.unsubscribe(session, channel)
-                return ack_frame(request_id)
-            case Publish(request_id, channel, data):
-                self._authorize(session, channel, request_id)
-                retry_after = await ratelimit.check(
-                    self.resources.redis,
-                    self.resources.keys,
-                    session.user_id,
-                    "publish",
-                    self.settings.publish_limit,
-                    self.settings.publish_window_s,
-                )
-                if retry_after is not None:
-                    raise ProtocolError(
-                        ErrorCode.RATE_LIMITED,
-                        f"too many messages; retry in {retry_after:.1f}s",
-                        request_id,
-                    )
-                message_id = await self._publish(session, channel, data, request_id)
-                return ack_frame(request_id, message_id=message_id)
-            case Ping(request_id):
-                return {"type": "pong", "id": request_id}
-
-    def _authorize(self, session: Session, channel: str, request_id: RequestId) -> None:
-        if not may_use(session.user_id, channel):
-            raise ProtocolError(ErrorCode.FORBIDDEN, f"not allowed on {channel!r}", request_id)
-
-    async def _replay(self, session: Session, channel: str, since: int) -> tuple[int, bool]:
-        """Send the channel's messages after `since`, then the live ones held back meanwhile,
-        skipping those the replay already sent: no gap, no duplicate."""
-        session.held_back[channel] = []
-        try:
-            history, complete = await store.messages_after(
-                self.resources.db, channel, since, self.settings.history_limit
-            )
-        finally:
-            held = session.held_back.pop(channel)
-        for message in history:
-            frame = message_frame(
-                message.id, channel, message.sender_id, message.data, message.sent_at
-            )
-            session.send(encode(frame))
-        replayed = {message.id for message in history}
-        for message_id, frame in held:
-            if message_id not in replayed:
-                session.send(frame)
-        return len(history), complete
-
-    async def _publish(
-        self, session: Session, channel: str, data: Any, request_id: RequestId
-    ) -> int:
-        try:
-            message = await store.save_message(self.resources.db, channel, session.user_id, data)
-        except psycopg.DataError as error:
-            raise ProtocolError(
-                ErrorCode.INVALID_DATA, f"data cannot be stored: {error}", request_id
-            ) from None
-        frame = message_frame(message.id, channel, session.user_id, data, message.sent_at)
-        await self.resources.bus.publish(channel, message.id, encode(frame))
-        return message.id

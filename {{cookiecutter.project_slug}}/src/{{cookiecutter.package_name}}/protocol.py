@@ -2,17 +2,22 @@
 
 Client -> server (every request may carry an `id`, echoed in the reply):
     {"type": "subscribe", "id": 1, "channel": "room:lobby"}
-    {"type": "subscribe", "id": 1, "channel": "room:lobby", "since": 41}   replay ids > 41 first
+    {"type": "subscribe", "id": 1, "channel": "room:lobby",
+     "since": {"offset": 41, "epoch": "9f2c..."}}                 replay offsets > 41 first
     {"type": "unsubscribe", "id": 2, "channel": "room:lobby"}
     {"type": "publish", "id": 3, "channel": "room:lobby", "data": {...any JSON...}}
     {"type": "ping", "id": 4}
 Server -> client:
     {"type": "welcome", "session": "...", "user": "..."}          first frame after accept
-    {"type": "ack", "id": 1}                                        subscribe / unsubscribe done
-    {"type": "ack", "id": 1, "replayed": 3, "complete": true}       after a replay
-    {"type": "ack", "id": 3, "message_id": 17}                      publish stored and sent out
+    {"type": "ack", "id": 1, "position": {"offset": 44, "epoch": "9f2c..."}}     subscribed
+    {"type": "ack", "id": 1, "position": {...}, "recovered": true, "replayed": 3}  after a replay
+    {"type": "ack", "id": 1, "position": {...}, "recovered": false, "replayed": 0,
+     "reason": "epoch_changed"}                                    the client must reload
+    {"type": "ack", "id": 2}                                        unsubscribed
+    {"type": "ack", "id": 3, "offset": 45, "epoch": "9f2c..."}     publish stored and sent out
     {"type": "pong", "id": 4}
-    {"type": "message", "id": 17, "channel": "...", "sender": "...", "data": ..., "sent_at": "..."}
+    {"type": "message", "channel": "...", "offset": 45, "epoch": "9f2c...", "sender": "...",
+     "data": ..., "sent_at": "..."}
     {"type": "error", "id": 3, "code": "forbidden", "message": "..."}   the connection stays open
 """
 
@@ -30,8 +35,10 @@ BEARER_PREFIX = "bearer."
 """Browsers cannot set headers on a WebSocket, so they offer the token as `bearer.<jwt>`."""
 
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+MAX_EPOCH_LENGTH = 64
 
 RequestId = str | int | None
+Frame = dict[str, Any]
 
 
 class CloseCode(IntEnum):
@@ -59,6 +66,17 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
 
 
+class RecoveryFailure(StrEnum):
+    """Why a subscribe with `since` could not replay everything the client missed."""
+
+    EPOCH_CHANGED = "epoch_changed"
+    """The channel's history was cut (messages deleted) since that position was handed out."""
+    UNKNOWN_OFFSET = "unknown_offset"
+    """The offset lies beyond the newest message of the channel in that epoch."""
+    HISTORY_LIMIT = "history_limit"
+    """More than HISTORY_LIMIT messages were missed."""
+
+
 class ProtocolError(Exception):
     """A request the server cannot carry out; becomes an `error` reply."""
 
@@ -69,10 +87,30 @@ class ProtocolError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Position:
+    """A place in a channel's history: an offset (0 before the first message) in an epoch."""
+
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A published message at its place in its channel."""
+
+    channel: str
+    offset: int
+    epoch: str
+    sender: str
+    data: Any
+    sent_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Subscribe:
     id: RequestId
     channel: str
-    since: int | None = None
+    since: Position | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,15 +177,25 @@ def _channel(body: dict[str, Any], request_id: RequestId) -> str:
     return channel
 
 
-def _since(body: dict[str, Any], request_id: RequestId) -> int | None:
+def _since(body: dict[str, Any], request_id: RequestId) -> Position | None:
     since = body.get("since")
     if since is None:
         return None
-    if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+    offset = since.get("offset") if isinstance(since, dict) else None
+    epoch = since.get("epoch") if isinstance(since, dict) else None
+    if (
+        not isinstance(offset, int)
+        or isinstance(offset, bool)
+        or offset < 0
+        or not isinstance(epoch, str)
+        or not 0 < len(epoch) <= MAX_EPOCH_LENGTH
+    ):
         raise ProtocolError(
-            ErrorCode.INVALID_MESSAGE, "`since` must be a message id (an integer >= 0)", request_id
+            ErrorCode.INVALID_MESSAGE,
+            '`since` must be a position: {"offset": integer >= 0, "epoch": string}',
+            request_id,
         )
-    return since
+    return Position(offset, epoch)
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -155,23 +203,26 @@ def encode(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
-def error_frame(error: ProtocolError) -> dict[str, Any]:
+def error_frame(error: ProtocolError) -> Frame:
     return {"type": "error", "id": error.request_id, "code": error.code, "message": str(error)}
 
 
-def ack_frame(request_id: RequestId, **extra: Any) -> dict[str, Any]:
+def ack_frame(request_id: RequestId, **extra: Any) -> Frame:
     return {"type": "ack", "id": request_id, **extra}
 
 
-def message_frame(
-    message_id: int, channel: str, sender: str, data: Any, sent_at: datetime
-) -> dict[str, Any]:
+def position_field(position: Position) -> dict[str, Any]:
+    return {"offset": position.offset, "epoch": position.epoch}
+
+
+def message_frame(message: Message) -> Frame:
     """The frame subscribers receive for a published message."""
     return {
         "type": "message",
-        "id": message_id,
-        "channel": channel,
-        "sender": sender,
-        "data": data,
-        "sent_at": sent_at.isoformat(),
+        "channel": message.channel,
+        "offset": message.offset,
+        "epoch": message.epoch,
+        "sender": message.sender,
+        "data": message.data,
+        "sent_at": message.sent_at.isoformat(),
     }

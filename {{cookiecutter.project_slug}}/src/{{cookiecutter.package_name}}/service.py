@@ -1,10 +1,11 @@
-"""One app instance's state: its session registry and metrics, over Resources it may share."""
+"""One app instance's state: sessions, channel feeds and metrics, over Resources it may share."""
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.applications import Starlette
 
+from .feeds import Feeds
 from .metrics import Metrics
 from .protocol import CloseCode
 from .resources import Resources
@@ -18,6 +19,7 @@ class Service:
     def __init__(self, settings: Settings, resources: Resources | None = None) -> None:
         self.settings = settings
         self.registry = SessionRegistry()
+        self.feeds = Feeds(settings.history_limit)
         self.metrics = Metrics()
         self.draining = False
         self._given_resources = resources
@@ -35,12 +37,13 @@ class Service:
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        """Open Resources if none were given, listen to the bus, close sessions at shutdown."""
+        """Open Resources unless given, run the feeds on the bus, close sessions at shutdown."""
         async with AsyncExitStack() as stack:
             if self._given_resources is None:
                 self._resources = await Resources.open(self.settings)
                 stack.push_async_callback(self._close_own_resources)
-            stack.enter_context(self.resources.bus.listening(self.registry.deliver))
+            await stack.enter_async_context(self.feeds.running(self.resources.db))
+            stack.enter_context(self.resources.bus.listening(self.feeds.receive))
             yield
             for session in self.registry.all():
                 session.close(CloseCode.SERVICE_RESTART)

@@ -1,8 +1,10 @@
-"""Live WebSocket sessions of one app instance: who is connected, and to which channels.
+"""Live WebSocket sessions of one app instance: who is connected, and what waits to be sent.
 
 This is per-app state, never shared between apps: two apps over the same Resources each keep
-their own registry. A session's outgoing frames go through a bounded queue, so a client that
-stops reading costs at most `queue_size` frames of memory before it is closed.
+their own registry. A session's outgoing frames go through a bounded queue. Live messages are
+pushed into it without waiting: a client that lets `queue_size` frames pile up has stopped
+reading and is closed (4008). Everything the session's own requests produce (replies, replays)
+waits for room instead, so a client that reads is never closed for its own burst.
 """
 
 import asyncio
@@ -15,19 +17,30 @@ Outgoing = str | CloseCode
 """A text frame to send, or the code to close the connection with."""
 
 
+class SlowConsumer(Exception):
+    """The client took no frame for the send timeout while its own requests waited for room."""
+
+
 class Session:
     """One connected client."""
 
-    def __init__(self, user_id: str, queue_size: int) -> None:
+    def __init__(self, user_id: str, queue_size: int, send_timeout_s: float) -> None:
         self.id = uuid.uuid4().hex
         self.user_id = user_id
-        self.channels: set[str] = set()
+        # Subscribed channels, each with the offset of the last message queued for it.
+        self.positions: dict[str, int] = {}
         self.outgoing: asyncio.Queue[Outgoing] = asyncio.Queue(queue_size)
         self.drained = asyncio.Event()
         self.overflowed = asyncio.Event()
         self.dropped = 0
-        # Channels being replayed from history: live messages wait here meanwhile.
-        self.held_back: dict[str, list[tuple[int, str]]] = {}
+        self._send_timeout_s = send_timeout_s
+        # Requests' own frames wait while the queue is this full, leaving the rest to live traffic.
+        self._paced_limit = max(1, queue_size // 2)
+        self._room = asyncio.Event()
+        self._room.set()
+        # The channel of the publish being handled: its messages wait for the publish's reply.
+        self._holding: str | None = None
+        self._held: list[str] = []
 
     def send(self, frame: str) -> None:
         """Queue a frame; a full queue means a slow consumer, which is cut off."""
@@ -35,6 +48,30 @@ class Session:
             self.outgoing.put_nowait(frame)
         except asyncio.QueueFull:
             self._overflow()
+
+    async def wait_for_room(self) -> None:
+        """Return once the queue is below its paced limit; raise SlowConsumer if the client takes
+        nothing for the send timeout."""
+        try:
+            async with asyncio.timeout(self._send_timeout_s):
+                while self.outgoing.qsize() >= self._paced_limit:
+                    self._room.clear()
+                    await self._room.wait()
+        except TimeoutError:
+            self._overflow()
+            raise SlowConsumer from None
+
+    async def send_paced(self, frame: str) -> None:
+        """Queue a frame once there is room for it (see `wait_for_room`)."""
+        await self.wait_for_room()
+        self.send(frame)
+
+    async def next_outgoing(self) -> Outgoing:
+        """The next frame or close code to write, for the connection's sender."""
+        item = await self.outgoing.get()
+        if self.outgoing.qsize() < self._paced_limit:
+            self._room.set()
+        return item
 
     def close(self, code: CloseCode) -> None:
         """Ask the sender to close the connection once the frames queued before are sent."""
@@ -50,47 +87,55 @@ class Session:
             self.dropped += 1
         self.overflowed.set()
 
-    def deliver(self, message_id: int, channel: str, frame: str) -> None:
-        """Send a live message, or hold it back while its channel's history is replayed."""
-        held = self.held_back.get(channel)
-        if held is None:
-            self.send(frame)
+    def deliver(self, channel: str, offset: int, frame: str) -> None:
+        """Queue a channel's message, unless this session already has it (a replay went past the
+        live feed), holding it back while this session's publish on the channel awaits its reply."""
+        if offset <= self.positions.get(channel, offset):
+            return
+        self.positions[channel] = offset
+        if channel == self._holding:
+            self._held.append(frame)
         else:
-            held.append((message_id, frame))
+            self.send(frame)
+
+    def hold(self, channel: str) -> None:
+        """Keep the channel's messages back until `reply` queues the current request's reply, so a
+        publisher gets its ack before its own message."""
+        self._holding = channel
+
+    def reply(self, frame: str) -> None:
+        """Queue a request's reply, then any messages held back while it was handled."""
+        self.send(frame)
+        held, self._held, self._holding = self._held, [], None
+        for message in held:
+            self.send(message)
 
 
 class SessionRegistry:
-    """Sessions by id, by user and by channel."""
+    """Sessions by id and by user."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, Session] = {}
         self._by_user: defaultdict[str, set[Session]] = defaultdict(set)
-        self._by_channel: defaultdict[str, set[Session]] = defaultdict(set)
 
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def open(self, user_id: str, queue_size: int) -> Session:
+    def open(self, user_id: str, queue_size: int, send_timeout_s: float) -> Session:
         """Register a new session for `user_id`."""
-        session = Session(user_id, queue_size)
+        session = Session(user_id, queue_size, send_timeout_s)
         self._sessions[session.id] = session
         self._by_user[user_id].add(session)
         return session
 
-    def subscribe(self, session: Session, channel: str) -> None:
-        session.channels.add(channel)
-        self._by_channel[channel].add(session)
-
-    def unsubscribe(self, session: Session, channel: str) -> None:
-        session.channels.discard(channel)
-        _discard(self._by_channel, channel, session)
-
     def drain(self, session: Session) -> None:
-        """Forget a closed session: its subscriptions, then the session itself."""
-        for channel in list(session.channels):
-            self.unsubscribe(session, channel)
+        """Forget a closed session; its subscriptions must have been dropped first."""
         self._sessions.pop(session.id, None)
-        _discard(self._by_user, session.user_id, session)
+        members = self._by_user.get(session.user_id)
+        if members is not None:
+            members.discard(session)
+            if not members:
+                del self._by_user[session.user_id]
         session.drained.set()
 
     def get(self, session_id: str) -> Session | None:
@@ -99,21 +144,5 @@ class SessionRegistry:
     def sessions_of(self, user_id: str) -> frozenset[Session]:
         return frozenset(self._by_user.get(user_id, ()))
 
-    def subscribers(self, channel: str) -> frozenset[Session]:
-        return frozenset(self._by_channel.get(channel, ()))
-
     def all(self) -> list[Session]:
         return list(self._sessions.values())
-
-    def deliver(self, channel: str, message_id: int, frame: str) -> None:
-        """Hand a message to every session subscribed to `channel`."""
-        for session in self._by_channel.get(channel, ()):
-            session.deliver(message_id, channel, frame)
-
-
-def _discard(index: defaultdict[str, set[Session]], key: str, session: Session) -> None:
-    members = index.get(key)
-    if members is not None:
-        members.discard(session)
-        if not members:
-            del index[key]

@@ -35,10 +35,11 @@ class Settings:
     database_pool_size: int = 10
     max_message_bytes: int = 64 * 1024
     send_queue_size: int = 256
+    send_timeout_s: float = 10.0
     max_channels: int = 100
     publish_limit: int = 100
     publish_window_s: float = 10.0
-    history_limit: int = 1000
+    history_limit: int = 10_000
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
     shutdown_delay_s: float = 0.0
@@ -113,6 +114,7 @@ OPTIONAL: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "database_pool_size": ("DATABASE_POOL_SIZE", _integer),
     "max_message_bytes": ("MAX_MESSAGE_BYTES", _integer),
     "send_queue_size": ("SEND_QUEUE_SIZE", _integer),
+    "send_timeout_s": ("SEND_TIMEOUT_S", _seconds),
     "max_channels": ("MAX_CHANNELS", _integer),
     "publish_limit": ("PUBLISH_LIMIT", _integer),
     "publish_window_s": ("PUBLISH_WINDOW_S", _seconds),

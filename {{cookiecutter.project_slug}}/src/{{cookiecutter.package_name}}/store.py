@@ -1,23 +1,12 @@
 """Queries on the service's tables. The pool's search_path decides which schema they hit."""
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A published message as persisted."""
-
-    id: int
-    channel: str
-    sender_id: str
-    data: Any
-    sent_at: datetime
+from .protocol import Message, Position
 
 
 async def create_user(pool: AsyncConnectionPool, name: str) -> str:
@@ -48,30 +37,66 @@ async def is_active_user(pool: AsyncConnectionPool, user_id: str) -> bool:
 
 async def save_message(
     pool: AsyncConnectionPool, channel: str, sender_id: str, data: Any
-) -> StoredMessage:
-    """Persist a message; raises psycopg.DataError when `data` cannot be stored as jsonb."""
+) -> Message:
+    """Persist a message at the channel's next offset, in one statement: the channel's row stays
+    locked until it commits, so concurrent publishers get distinct, contiguous offsets. Raises
+    psycopg.DataError when `data` cannot be stored as jsonb."""
     async with pool.connection() as conn:
         cursor = await conn.execute(
-            "INSERT INTO messages (channel, sender_id, data) VALUES (%s, %s, %s)"
-            " RETURNING id, sent_at",
-            [channel, sender_id, Jsonb(data)],
+            "WITH position AS ("
+            " INSERT INTO channels (name, last_offset) VALUES (%(channel)s, 1)"
+            " ON CONFLICT (name) DO UPDATE SET last_offset = channels.last_offset + 1"
+            " RETURNING epoch, last_offset)"
+            " INSERT INTO messages (channel, channel_offset, sender_id, data)"
+            " SELECT %(channel)s, last_offset, %(sender)s, %(data)s FROM position"
+            " RETURNING channel_offset, (SELECT epoch FROM position), sent_at",
+            {"channel": channel, "sender": sender_id, "data": Jsonb(data)},
         )
         row = await cursor.fetchone()
     assert row is not None
-    return StoredMessage(row[0], channel, sender_id, data, row[1])
+    return Message(channel, row[0], row[1], sender_id, data, row[2])
 
 
-async def messages_after(
-    pool: AsyncConnectionPool, channel: str, since: int, limit: int
-) -> tuple[list[StoredMessage], bool]:
-    """Up to `limit` messages of `channel` with ids above `since`, oldest first, and whether
-    that is all of them (when not, the newest `limit` are returned)."""
+async def channel_position(pool: AsyncConnectionPool, channel: str) -> Position:
+    """The channel's current position; a channel seen for the first time gets its epoch here."""
+    async with pool.connection() as conn:
+        while True:
+            cursor = await conn.execute(
+                "WITH created AS ("
+                " INSERT INTO channels (name) VALUES (%(channel)s) ON CONFLICT (name) DO NOTHING"
+                " RETURNING epoch, last_offset)"
+                " SELECT epoch, last_offset FROM created"
+                " UNION ALL SELECT epoch, last_offset FROM channels WHERE name = %(channel)s",
+                {"channel": channel},
+            )
+            row = await cursor.fetchone()
+            # None only when another connection created the row after this statement's
+            # snapshot was taken: asking again sees it.
+            if row is not None:
+                return Position(row[1], row[0])
+
+
+async def channel_offsets(pool: AsyncConnectionPool, channels: list[str]) -> dict[str, int]:
+    """The newest offset of each of `channels` that has a row."""
     async with pool.connection() as conn:
         cursor = await conn.execute(
-            "SELECT id, sender_id::text, data, sent_at FROM messages"
-            " WHERE channel = %s AND id > %s ORDER BY id DESC LIMIT %s",
-            [channel, since, limit + 1],
+            "SELECT name, last_offset FROM channels WHERE name = ANY(%s)", [channels]
+        )
+        return dict(await cursor.fetchall())
+
+
+async def messages_between(
+    pool: AsyncConnectionPool, channel: str, after: int, upto: int, limit: int
+) -> list[Message]:
+    """At most `limit` of the channel's stored messages with offsets in (after, upto], in order.
+    Offsets are contiguous as stored; a hole means messages were deleted since."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT m.channel_offset, c.epoch, m.sender_id::text, m.data, m.sent_at"
+            " FROM messages m JOIN channels c ON c.name = m.channel"
+            " WHERE m.channel = %s AND m.channel_offset > %s AND m.channel_offset <= %s"
+            " ORDER BY m.channel_offset LIMIT %s",
+            [channel, after, upto, limit],
         )
         rows = await cursor.fetchall()
-    newest = [StoredMessage(row[0], channel, row[1], row[2], row[3]) for row in rows[:limit]]
-    return newest[::-1], len(rows) <= limit
+    return [Message(channel, *row) for row in rows]

@@ -36,8 +36,10 @@ class WsClient:
         await self.send({"type": kind, "id": request_id, **fields})
         return await self.expect(lambda f: f["type"] in REPLY_TYPES and f.get("id") == request_id)
 
-    async def subscribe(self, channel: str) -> Frame:
-        return _acked(await self.request("subscribe", channel=channel))
+    async def subscribe(self, channel: str, since: Frame | None = None) -> Frame:
+        """Subscribe, replaying what came after `since` (a position) when given."""
+        fields = {} if since is None else {"since": since}
+        return _acked(await self.request("subscribe", channel=channel, **fields))
 
     async def unsubscribe(self, channel: str) -> Frame:
         return _acked(await self.request("unsubscribe", channel=channel))
@@ -50,6 +52,10 @@ class WsClient:
         return await self.expect(
             lambda f: f["type"] == "message" and channel in (None, f["channel"])
         )
+
+    async def messages(self, count: int, channel: str | None = None) -> list[Frame]:
+        """The next `count` messages delivered to this client (on `channel` if given)."""
+        return [await self.next_message(channel) for _ in range(count)]
 
     async def next_of_type(self, kind: str) -> Frame:
         return await self.expect(lambda f: f["type"] == kind)

@@ -1,0 +1,268 @@
+"""Each channel's live messages, handed to this app's subscribers in offset order, and the
+recovery that joins a resuming subscriber to them with no gap and no duplicate.
+
+Ordering. Postgres numbers a channel's messages, but the Redis stream carries them in the order
+their XADDs landed, which concurrent publishers (on any instance) can swap. So a channel's feed
+hands out offset k+1 only after k: an early message waits, and a gap still open after
+GAP_FILL_DELAY_S is filled from Postgres. Offsets Postgres no longer has were deleted and are
+skipped. Every POSITION_CHECK_S the feeds also compare themselves with their channels' newest
+offsets in Postgres and fill what the stream never brought (Redis flushed, an XADD that failed),
+so even the last message before a stream loss is delivered.
+
+Recovery. A subscribe with `since` reads the missed messages from Postgres a page at a time, each
+frame waiting for room in the session's queue, until it reaches the offset the feed has handed
+out; then, with no await in between, the session joins the feed. However far behind the client
+is, one page is all that is held in memory.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from . import store
+from .protocol import Position, RecoveryFailure, encode, message_frame
+from .sessions import Session
+
+log = logging.getLogger(__name__)
+
+GAP_FILL_DELAY_S = 0.05
+POSITION_CHECK_S = 1.0
+PAGE_SIZE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What a subscribe achieved: where the session joined the channel, and how a replay went."""
+
+    position: Position
+    replayed: int = 0
+    failure: RecoveryFailure | None = None
+
+
+class ChannelFeed:
+    """One channel's live messages on this app, handed to its subscribers in offset order."""
+
+    def __init__(self, channel: str, db: AsyncConnectionPool) -> None:
+        self.channel = channel
+        self.subscribers: set[Session] = set()
+        self.joining = 0
+        self.offset: int | None = None
+        """The last offset handed out; None until the first subscriber read where to start."""
+        self._db = db
+        self._early: dict[int, str] = {}
+        self._newest = 0
+        self._filling: asyncio.Task[None] | None = None
+
+    @property
+    def in_use(self) -> bool:
+        return bool(self.subscribers) or self.joining > 0
+
+    def start(self, offset: int) -> None:
+        """Hand out what comes after `offset`, the newest stored when a subscriber looked."""
+        if self.offset is None:
+            self.offset = offset
+            self._early = {k: frame for k, frame in self._early.items() if k > offset}
+            self._advance()
+
+    def receive(self, offset: int, frame: str) -> None:
+        """A message from the stream, in whatever order the stream brought it."""
+        if self.offset is None or offset > self.offset:
+            self._early[offset] = frame
+            self.expect(offset)
+
+    def expect(self, newest: int) -> None:
+        """The channel holds messages up to `newest`: hand them out, or fill the gap to it."""
+        self._newest = max(self._newest, newest)
+        self._advance()
+
+    def stop(self) -> None:
+        if self._filling is not None:
+            self._filling.cancel()
+
+    def _advance(self) -> None:
+        if self.offset is None:
+            return
+        while (frame := self._early.pop(self.offset + 1, None)) is not None:
+            self._hand_out(self.offset + 1, frame)
+        if self._newest > self.offset and self._filling is None:
+            self._filling = asyncio.create_task(self._fill_gap(), name=f"fill {self.channel}")
+
+    def _hand_out(self, offset: int, frame: str) -> None:
+        self.offset = offset
+        for session in self.subscribers:
+            session.deliver(self.channel, offset, frame)
+
+    async def _fill_gap(self) -> None:
+        try:
+            # The missing entry is most likely still on its way through the stream.
+            await asyncio.sleep(GAP_FILL_DELAY_S)
+            while self.offset is not None and self._newest > self.offset:
+                upto = min(self._newest, self.offset + PAGE_SIZE)
+                stored = await store.messages_between(
+                    self._db, self.channel, self.offset, upto, PAGE_SIZE
+                )
+                for message in stored:
+                    if message.offset > self.offset:
+                        self._early.setdefault(message.offset, encode(message_frame(message)))
+                while self.offset < upto:
+                    frame = self._early.pop(self.offset + 1, None)
+                    if frame is None:
+                        self.offset += 1  # deleted since it was stored: nothing to hand out
+                    else:
+                        self._hand_out(self.offset + 1, frame)
+                self._advance()
+        except psycopg.Error as error:
+            log.warning(
+                "filling %s from Postgres failed (%s); the position check retries",
+                self.channel,
+                error,
+            )
+        finally:
+            self._filling = None
+
+
+class Feeds:
+    """This app's channel feeds: fed by the bus, checked against Postgres, joined by sessions."""
+
+    def __init__(self, history_limit: int) -> None:
+        self.history_limit = history_limit
+        self._feeds: dict[str, ChannelFeed] = {}
+        self._db: AsyncConnectionPool | None = None
+
+    @asynccontextmanager
+    async def running(self, db: AsyncConnectionPool) -> AsyncIterator[None]:
+        """Serve feeds from `db`, checking their positions, until the block ends."""
+        self._db = db
+        checker = asyncio.create_task(self._check_positions(), name="feed position check")
+        try:
+            yield
+        finally:
+            checker.cancel()
+            await asyncio.wait({checker})
+            for feed in self._feeds.values():
+                feed.stop()
+            self._feeds.clear()
+
+    def __contains__(self, channel: str) -> bool:
+        return channel in self._feeds
+
+    def receive(self, channel: str, offset: int, frame: str) -> None:
+        """The bus listener: a message for a channel someone here subscribed to goes to its feed."""
+        feed = self._feeds.get(channel)
+        if feed is not None:
+            feed.receive(offset, frame)
+
+    async def subscribe(
+        self, session: Session, channel: str, since: Position | None
+    ) -> Subscription:
+        """Join `session` to the channel's live messages, first replaying those after `since`."""
+        if since is not None:
+            self.unsubscribe(session, channel)  # asked to replay: the replay decides what it has
+        feed = self._feed(channel)
+        feed.joining += 1
+        try:
+            current = await store.channel_position(self._pool(), channel)
+            feed.start(current.offset)
+            assert feed.offset is not None
+            if channel in session.positions:
+                return Subscription(Position(session.positions[channel], current.epoch))
+            failure = None if since is None else self._recovery_failure(since, current)
+            if since is None or failure is not None:
+                return self._join(feed, session, feed.offset, current.epoch, failure=failure)
+            replayed, failure = await self._replay(feed, session, since.offset)
+            # Caught up with the feed, or (after a failed replay) live from where the feed is.
+            joined_at = max(since.offset + replayed, feed.offset)
+            return self._join(feed, session, joined_at, current.epoch, replayed, failure)
+        finally:
+            feed.joining -= 1
+            self._forget_if_unused(feed)
+
+    def unsubscribe(self, session: Session, channel: str) -> None:
+        if session.positions.pop(channel, None) is None:
+            return
+        feed = self._feeds.get(channel)
+        if feed is not None:
+            feed.subscribers.discard(session)
+            self._forget_if_unused(feed)
+
+    def unsubscribe_all(self, session: Session) -> None:
+        for channel in list(session.positions):
+            self.unsubscribe(session, channel)
+
+    def _pool(self) -> AsyncConnectionPool:
+        if self._db is None:
+            raise RuntimeError("the feeds are not running: the app's lifespan starts them")
+        return self._db
+
+    def _feed(self, channel: str) -> ChannelFeed:
+        feed = self._feeds.get(channel)
+        if feed is None:
+            feed = self._feeds[channel] = ChannelFeed(channel, self._pool())
+        return feed
+
+    def _forget_if_unused(self, feed: ChannelFeed) -> None:
+        if not feed.in_use and self._feeds.get(feed.channel) is feed:
+            del self._feeds[feed.channel]
+            feed.stop()
+
+    def _recovery_failure(self, since: Position, current: Position) -> RecoveryFailure | None:
+        if since.epoch != current.epoch:
+            return RecoveryFailure.EPOCH_CHANGED
+        if since.offset > current.offset:
+            return RecoveryFailure.UNKNOWN_OFFSET
+        if current.offset - since.offset > self.history_limit:
+            return RecoveryFailure.HISTORY_LIMIT
+        return None
+
+    async def _replay(
+        self, feed: ChannelFeed, session: Session, after: int
+    ) -> tuple[int, RecoveryFailure | None]:
+        """Queue the stored messages after `after` up to the feed's offset, as room frees up;
+        return how many, and why the replay stopped short if it did."""
+        cursor = after
+        while feed.offset is not None and cursor < feed.offset:
+            upto = feed.offset
+            page = await store.messages_between(self._pool(), feed.channel, cursor, upto, PAGE_SIZE)
+            if not page:
+                return cursor - after, RecoveryFailure.EPOCH_CHANGED
+            for message in page:
+                if message.offset != cursor + 1:
+                    # Deleted since the position was read, which also renewed the epoch.
+                    return cursor - after, RecoveryFailure.EPOCH_CHANGED
+                await session.send_paced(encode(message_frame(message)))
+                cursor = message.offset
+        return cursor - after, None
+
+    def _join(
+        self,
+        feed: ChannelFeed,
+        session: Session,
+        offset: int,
+        epoch: str,
+        replayed: int = 0,
+        failure: RecoveryFailure | None = None,
+    ) -> Subscription:
+        session.positions[feed.channel] = offset
+        feed.subscribers.add(session)
+        return Subscription(Position(offset, epoch), replayed, failure)
+
+    async def _check_positions(self) -> None:
+        while True:
+            await asyncio.sleep(POSITION_CHECK_S)
+            started = [name for name, feed in self._feeds.items() if feed.offset is not None]
+            if not started:
+                continue
+            try:
+                newest = await store.channel_offsets(self._pool(), started)
+            except psycopg.Error as error:
+                log.warning("feed position check failed: %s", error)
+                continue
+            for channel, offset in newest.items():
+                feed = self._feeds.get(channel)
+                if feed is not None:
+                    feed.expect(offset)

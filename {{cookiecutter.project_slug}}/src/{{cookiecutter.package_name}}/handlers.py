@@ -1,0 +1,109 @@
+"""What the server does for each request: one function per request type.
+
+A new request type is a dataclass in protocol.py and a case in `handle`, which ends in
+`assert_never`: a request type without a handler fails the type check instead of replying null.
+"""
+
+import logging
+from typing import assert_never
+
+import psycopg
+from redis import exceptions as redis_errors
+
+from . import ratelimit, store
+from .channels import may_use
+from .protocol import (
+    ErrorCode,
+    Frame,
+    Ping,
+    ProtocolError,
+    Publish,
+    Request,
+    RequestId,
+    Subscribe,
+    Unsubscribe,
+    ack_frame,
+    encode,
+    message_frame,
+    position_field,
+)
+from .service import Service
+from .sessions import Session
+
+log = logging.getLogger(__name__)
+
+
+async def handle(service: Service, session: Session, request: Request) -> Frame:
+    """Carry out one request; return its reply, or raise ProtocolError."""
+    match request:
+        case Subscribe():
+            return await subscribe(service, session, request)
+        case Unsubscribe():
+            return unsubscribe(service, session, request)
+        case Publish():
+            return await publish(service, session, request)
+        case Ping():
+            return {"type": "pong", "id": request.id}
+        case _:
+            assert_never(request)
+
+
+async def subscribe(service: Service, session: Session, request: Subscribe) -> Frame:
+    """Join the channel's live messages, after replaying those missed since `since`."""
+    _authorize(session, request.channel, request.id)
+    limit = service.settings.max_channels
+    if request.channel not in session.positions and len(session.positions) >= limit:
+        raise ProtocolError(
+            ErrorCode.TOO_MANY_CHANNELS, f"at most {limit} channels per connection", request.id
+        )
+    subscription = await service.feeds.subscribe(session, request.channel, request.since)
+    ack = ack_frame(request.id, position=position_field(subscription.position))
+    if request.since is not None:
+        ack["recovered"] = subscription.failure is None
+        ack["replayed"] = subscription.replayed
+        if subscription.failure is not None:
+            ack["reason"] = subscription.failure
+    return ack
+
+
+def unsubscribe(service: Service, session: Session, request: Unsubscribe) -> Frame:
+    service.feeds.unsubscribe(session, request.channel)
+    return ack_frame(request.id)
+
+
+async def publish(service: Service, session: Session, request: Publish) -> Frame:
+    """Store the message at the channel's next offset, then stream it to every instance."""
+    _authorize(session, request.channel, request.id)
+    resources, settings = service.resources, service.settings
+    retry_after = await ratelimit.check(
+        resources.redis,
+        resources.keys,
+        session.user_id,
+        "publish",
+        settings.publish_limit,
+        settings.publish_window_s,
+    )
+    if retry_after is not None:
+        raise ProtocolError(
+            ErrorCode.RATE_LIMITED, f"too many messages; retry in {retry_after:.1f}s", request.id
+        )
+    session.hold(request.channel)
+    try:
+        message = await store.save_message(
+            resources.db, request.channel, session.user_id, request.data
+        )
+    except psycopg.DataError as error:
+        raise ProtocolError(
+            ErrorCode.INVALID_DATA, f"data cannot be stored: {error}", request.id
+        ) from None
+    try:
+        await resources.bus.publish(message.channel, message.offset, encode(message_frame(message)))
+    except redis_errors.RedisError as error:
+        # Stored all the same: the feeds' position check delivers it from Postgres.
+        log.warning("message %d of %s not streamed: %s", message.offset, message.channel, error)
+    return ack_frame(request.id, offset=message.offset, epoch=message.epoch)
+
+
+def _authorize(session: Session, channel: str, request_id: RequestId) -> None:
+    if not may_use(session.user_id, channel):
+        raise ProtocolError(ErrorCode.FORBIDDEN, f"not allowed on {channel!r}", request_id)
