@@ -8,6 +8,7 @@
     test (function scope)          test_user / make_user  user rows + tokens, deleted after
                                    ws_session            a fresh WebSocket, drained after
                                    another_app           one more app with changed settings
+                                   other_instance        a second instance, own Resources
                                    leak_guard/leak_check fail a test that leaves state behind
 
 Every async fixture and test runs on one event loop per worker (see pyproject.toml), so the
@@ -17,6 +18,7 @@ instead, to measure on this suite what sharing buys. The plumbing lives in `harn
 
 import dataclasses
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -135,6 +137,19 @@ def another_app(settings: Settings, shared_resources: Resources) -> AppFactory:
         return serve_in_process(create_app(changed, resources or shared_resources), changed)
 
     return serve
+
+
+@pytest.fixture
+async def other_instance(settings: Settings) -> AsyncIterator[LiveApp]:
+    """A second instance of the service for one test: the same schema and Redis prefix, but its
+    own Resources, instance id (so its own consumer group) and server."""
+    other = dataclasses.replace(settings, instance_id=f"other-{uuid.uuid4().hex[:8]}")
+    resources = await Resources.open(other)
+    try:
+        async with serve_in_process(create_app(other, resources), other) as live:
+            yield live
+    finally:
+        await resources.close()
 
 
 @pytest.fixture(autouse=True)

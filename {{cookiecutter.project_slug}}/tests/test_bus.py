@@ -12,7 +12,7 @@ from {{ cookiecutter.package_name }}.bus import GROUP_PREFIX, Bus
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from harness.server import AppFactory, LiveApp, User, serve_in_process
+from harness.server import AppFactory, LiveApp, User
 from harness.wsclient import WsClient
 
 DELIVERY_TIMEOUT_S = 5.0
@@ -42,29 +42,35 @@ async def test_two_apps_on_shared_resources_both_deliver(
 
 
 async def test_two_instances_deliver_to_each_other(
-    shared_app: LiveApp, settings: Settings, test_user: User
+    shared_app: LiveApp, other_instance: LiveApp, test_user: User
 ):
-    other_settings = another_instance(settings)
-    other_instance = await Resources.open(other_settings)
-    try:
-        app = create_app(other_settings, other_instance)
-        async with serve_in_process(app, other_settings) as other:
-            assert other_instance.bus.group != shared_app.service.resources.bus.group
-            async with (
-                shared_app.websocket_session(user=test_user) as here,
-                other.websocket_session(user=test_user) as there,
-            ):
-                await here.subscribe("room:instances")
-                await there.subscribe("room:instances")
-                await here.publish("room:instances", "here to there")
-                assert (await there.next_message())["data"] == "here to there"
-                await there.publish("room:instances", "there to here")
-                received = [(await here.next_message())["data"] for _ in range(2)]
-                assert received == ["here to there", "there to here"]
-    finally:
-        await other_instance.close()
-    groups = await shared_app.service.resources.redis.xinfo_groups(other_instance.bus.stream)
-    assert other_instance.bus.group not in {group["name"] for group in groups}
+    other_bus = other_instance.service.resources.bus
+    assert other_bus.group != shared_app.service.resources.bus.group
+    async with (
+        shared_app.websocket_session(user=test_user) as here,
+        other_instance.websocket_session(user=test_user) as there,
+    ):
+        await here.subscribe("room:instances")
+        await there.subscribe("room:instances")
+        await here.publish("room:instances", "here to there")
+        assert (await there.next_message())["data"] == "here to there"
+        await there.publish("room:instances", "there to here")
+        received = [(await here.next_message())["data"] for _ in range(2)]
+        assert received == ["here to there", "there to here"]
+
+
+async def test_a_stopped_instance_removes_its_group(
+    shared_resources: Resources, settings: Settings
+):
+    stream = shared_resources.bus.stream
+
+    async def groups() -> set[str]:
+        return {group["name"] for group in await shared_resources.redis.xinfo_groups(stream)}
+
+    stopping = await Resources.open(another_instance(settings))
+    assert stopping.bus.group in await groups()
+    await stopping.close()
+    assert stopping.bus.group not in await groups()
 
 
 async def test_groups_of_dead_instances_are_removed(
