@@ -22,7 +22,9 @@ def fresh_channel(name: str) -> str:
 async def publish_many(live: LiveApp, user: User, channel: str, count: int) -> list[int]:
     """Publish `count` messages one after another; return the offsets they were acked with."""
     async with live.websocket_session(user=user) as ws:
-        return [(await ws.publish(channel, {"from": user.id, "n": n}))["offset"] for n in range(count)]
+        return [
+            (await ws.publish(channel, {"from": user.id, "n": n}))["offset"] for n in range(count)
+        ]
 
 
 async def test_concurrent_publishers_on_two_instances_are_delivered_in_offset_order(

@@ -140,9 +140,20 @@ async def test_resubscribing_with_since_replays_again(ws_session: WsClient):
 
 
 async def test_since_must_be_a_position(ws_session: WsClient):
-    bad = [-1, "17", 1.5, True, 41, {"offset": 1}, {"epoch": "e"}, {"offset": -1, "epoch": "e"},
-           {"offset": True, "epoch": "e"}, {"offset": 1, "epoch": ""}, {"offset": 1, "epoch": 7},
-           {"offset": 1, "epoch": "e" * 65}]
+    bad = [
+        -1,
+        "17",
+        1.5,
+        True,
+        41,
+        {"offset": 1},
+        {"epoch": "e"},
+        {"offset": -1, "epoch": "e"},
+        {"offset": True, "epoch": "e"},
+        {"offset": 1, "epoch": ""},
+        {"offset": 1, "epoch": 7},
+        {"offset": 1, "epoch": "e" * 65},
+    ]
     for since in bad:
         reply = await ws_session.request("subscribe", channel="room:x", since=since)
         assert (reply["type"], reply["code"]) == ("error", "invalid_message"), since
