@@ -5,7 +5,11 @@ import asyncio
 import pytest
 
 from {{ cookiecutter.package_name }}.protocol import CloseCode
-from {{ cookiecutter.package_name }}.sessions import Session, SessionRegistry, SlowConsumer
+from {{ cookiecutter.package_name }}.sessions import (
+    Session,
+    SessionRegistry,
+    SlowConsumer,
+)
 
 from harness.server import LiveApp, User
 
