@@ -6,6 +6,7 @@ import httpx
 from redis.asyncio import Redis
 
 from {{ cookiecutter.package_name }} import health
+from {{ cookiecutter.package_name }}.readiness import Readiness
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.service import Service
 from {{ cookiecutter.package_name }}.settings import Settings
@@ -34,14 +35,23 @@ async def test_readiness_is_503_naming_an_unreachable_redis(
     settings: Settings, shared_resources: Resources
 ):
     unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
-    broken = dataclasses.replace(shared_resources, redis=unreachable)
+    service = Service(settings, dataclasses.replace(shared_resources, redis=unreachable))
     try:
-        response = await health.readiness(Service(settings, broken))
+        first = await health.readiness(service)
+        second = await health.readiness(service)
     finally:
         await unreachable.aclose()
-    assert response.status_code == 503
-    assert b'"postgres":"ok"' in response.body
-    assert b'"redis":"unreachable' in response.body
+    assert first.status_code == 200, "one failed probe is not yet an outage"
+    assert second.status_code == 503
+    assert b'"postgres":"ok"' in second.body
+    assert b'"redis":"unreachable' in second.body
+
+
+def test_readiness_changes_only_after_a_streak_of_probes_disagreeing():
+    readiness = Readiness()
+    outcomes = [False, True, False, False, True, False, True, True, True]
+    reported = [readiness.observe(ok) for ok in outcomes]
+    assert reported == [True, True, True, False, False, False, False, True, True]
 
 
 async def test_readiness_is_503_while_draining(settings: Settings, shared_resources: Resources):

@@ -67,5 +67,6 @@ async def test_slow_consumer_is_closed_and_nobody_else_is_hurt(
             received = [await fast_ws.next_message("room:flood") for _ in range(sent)]
             assert len(received) == sent
         await live.wait_drained(slow_session.id)
+        assert live.service.metrics.closes[CloseCode.SLOW_CONSUMER] == 1
         assert live.service.metrics.frames_dropped > 0
         assert not registry.sessions_of(slow.id)

@@ -46,7 +46,7 @@ async def test_registry_counts_each_live_session(shared_app: LiveApp, test_user:
 
 def test_drain_forgets_the_session():
     registry = SessionRegistry()
-    session = registry.open("u1", queue_size=4, send_timeout_s=1.0)
+    session = registry.open("u1", "127.0.0.1", queue_size=4, send_timeout_s=1.0)
     registry.drain(session)
     assert len(registry) == 0
     assert not registry.sessions_of("u1")
@@ -54,7 +54,7 @@ def test_drain_forgets_the_session():
 
 
 def subscribed_session(queue_size: int, *channels: str) -> Session:
-    session = Session("u1", queue_size, send_timeout_s=1.0)
+    session = Session("u1", "127.0.0.1", queue_size, send_timeout_s=1.0)
     session.positions.update(dict.fromkeys(channels, 0))
     return session
 
@@ -111,7 +111,7 @@ async def test_paced_frames_wait_for_the_sender_to_make_room():
 
 
 async def test_a_client_that_takes_nothing_for_the_send_timeout_is_a_slow_consumer():
-    session = Session("u1", queue_size=2, send_timeout_s=0.01)
+    session = Session("u1", "127.0.0.1", queue_size=2, send_timeout_s=0.01)
     await session.send_paced("reply")
     with pytest.raises(SlowConsumer):
         await session.send_paced("never taken")

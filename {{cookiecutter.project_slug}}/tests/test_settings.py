@@ -6,7 +6,11 @@ from pathlib import Path
 import pytest
 
 from {{ cookiecutter.package_name }}.auth import SigningKey
-from {{ cookiecutter.package_name }}.settings import ConfigError, Settings
+from {{ cookiecutter.package_name }}.settings import (
+    ConfigError,
+    Settings,
+    markdown_table,
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +82,11 @@ def test_unreadable_keyring_file_is_named(environ: dict[str, str], tmp_path: Pat
     without = {k: v for k, v in environ.items() if k != "AUTH_KEYS"}
     with pytest.raises(ConfigError, match=r"AUTH_KEYS_FILE .* cannot be read"):
         Settings.from_env({**without, "AUTH_KEYS_FILE": str(tmp_path / "missing.json")})
+
+
+def test_the_readme_lists_every_setting_as_declared():
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert markdown_table() in readme, (
+        "the README's settings table is out of date: paste the output of"
+        " `python -m {{ cookiecutter.package_name }} settings` into it"
+    )

@@ -1,4 +1,4 @@
-"""The command line: serve, migrate, add-user, keygen and token."""
+"""The command line: serve, migrate, add-user, keygen, token and settings."""
 
 import argparse
 import asyncio
@@ -15,7 +15,7 @@ from .auth import SigningKey
 from .migrations import migrate
 from .resources import open_database_pool
 from .server import serve
-from .settings import ConfigError, Settings
+from .settings import ConfigError, Settings, markdown_table
 
 
 def settings_or_exit() -> Settings:
@@ -68,6 +68,11 @@ def token(args: argparse.Namespace) -> None:
     print(key.issue(args.user_id, ttl=args.ttl))
 
 
+def print_settings(args: argparse.Namespace) -> None:
+    """Print every setting: variable, default and meaning, as a Markdown table."""
+    print(markdown_table(), end="")
+
+
 def parser() -> argparse.ArgumentParser:
     commands = argparse.ArgumentParser(prog=f"python -m {__package__}")
     sub = commands.add_subparsers(required=True)
@@ -85,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
     tok.add_argument("--private-key", type=Path, default=Path("signing-key.json"))
     tok.add_argument("--ttl", type=float, default=3600.0)
     tok.set_defaults(run=token)
+    sub.add_parser("settings", help=print_settings.__doc__).set_defaults(run=print_settings)
     return commands
 
 

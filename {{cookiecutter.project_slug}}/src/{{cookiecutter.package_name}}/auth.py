@@ -1,7 +1,8 @@
 """Access tokens: JWTs verified against a keyring of public keys indexed by (issuer, kid).
 
 Each key pins its algorithm, so a token cannot pick a weaker one (the classic `alg` confusion),
-and `exp`, `sub` and `iss` are required.
+and `exp`, `sub` and `iss` are required. Every claim is checked for its type before it is used:
+whatever a client puts in a token, the answer is an AuthError, never a crash.
 """
 
 import time
@@ -23,7 +24,12 @@ class KeyringError(ValueError):
 
 
 class AuthError(Exception):
-    """A token was refused; the message says why (for logs, never sent to the client)."""
+    """A token was refused: `reason` is a short code for metrics, the message says why (for
+    logs, never sent to the client)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +70,19 @@ class Keyring:
             raise KeyringError("the keyring holds no key")
         return cls(keys)
 
-    def verify(self, token: str) -> Identity:
-        """Return the identity a token proves, or raise AuthError."""
+    def verify(self, token: str, max_lifetime_s: float) -> Identity:
+        """Return the identity a token proves, or raise AuthError. A token still valid for more
+        than `max_lifetime_s` is refused: a leaked one must not work for years."""
         try:
             kid = jwt.get_unverified_header(token).get("kid")
             issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
         except jwt.PyJWTError as error:
-            raise AuthError(f"malformed token: {error}") from None
+            raise AuthError("malformed_token", f"malformed token: {error}") from None
+        if not isinstance(kid, str) or not isinstance(issuer, str):
+            raise AuthError("malformed_token", "`kid` and `iss` must be strings")
         key = self.keys.get((issuer, kid))
         if key is None:
-            raise AuthError(f"no key for issuer {issuer!r} and kid {kid!r}")
+            raise AuthError("unknown_key", f"no key for issuer {issuer!r} and kid {kid!r}")
         try:
             claims = jwt.decode(
                 token,
@@ -83,8 +92,15 @@ class Keyring:
                 options={"require": REQUIRED_CLAIMS, "verify_aud": False},
             )
         except jwt.PyJWTError as error:
-            raise AuthError(f"token refused: {error}") from None
-        return Identity(user_id=str(claims["sub"]), expires_at=float(claims["exp"]))
+            raise AuthError("invalid_token", f"token refused: {error}") from None
+        subject, expires_at = claims["sub"], claims["exp"]
+        if not isinstance(subject, str) or not subject:
+            raise AuthError("malformed_token", "`sub` must be a non-empty string")
+        if expires_at - time.time() > max_lifetime_s:
+            raise AuthError(
+                "token_lifetime", f"the token is valid for longer than {max_lifetime_s:.0f}s"
+            )
+        return Identity(user_id=subject, expires_at=float(expires_at))
 
 
 @dataclass(frozen=True, slots=True)

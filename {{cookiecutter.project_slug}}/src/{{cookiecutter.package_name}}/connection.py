@@ -1,67 +1,40 @@
 """One WebSocket connection, from handshake to drain: the transport under the handlers.
 
-The handshake is refused (HTTP 403) for a disallowed Origin, a missing or bad token, or while
-the service drains. Once accepted, the connection runs two loops: this task reads requests and
-hands them to `handlers`, a sender task writes the session's queued frames. The reader reads
-only while the send queue has room, so a client that sends faster than it reads is slowed down
-by TCP rather than closed. Whatever ends the connection, the session leaves its channels and is
-drained from the registry before the handler returns.
+A handshake that `handshake.admit` refuses gets an HTTP error response. Once accepted, the
+connection runs two loops: this task reads requests and hands them to `handlers`, a sender task
+writes the session's queued frames. The reader reads only while the send queue has room, so a
+client that sends faster than it reads is slowed down by TCP rather than closed; it spends one
+unit of the connection's request budget per request, and yields to the event loop after each,
+so no client can starve the others. Whatever ends the connection, the session leaves its
+channels and is drained from the registry before the handler returns.
 """
 
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
 
-from . import logs, store
-from .auth import AuthError, Identity
+from . import logs
 from .handlers import handle
+from .handshake import HandshakeRefused, admit, peer_of
 from .protocol import (
-    BEARER_PREFIX,
-    PROTOCOL,
     CloseCode,
+    ErrorCode,
     ProtocolError,
     encode,
     error_frame,
     parse_request,
+    request_id,
 )
+from .ratelimit import RequestBudget
 from .service import Service
 from .sessions import Session, SlowConsumer
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 1.0
-
-
-class HandshakeRefused(Exception):
-    """The connection must not be accepted; the message says why (logged, not sent)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """What the client presented at the handshake."""
-
-    token: str
-    subprotocol: str | None
-
-
-def credentials(websocket: WebSocket) -> Credentials:
-    """The token from `Sec-WebSocket-Protocol` (browsers) or `Authorization` (other clients)."""
-    offered: list[str] = websocket.scope.get("subprotocols", [])
-    subprotocol = PROTOCOL if PROTOCOL in offered else None
-    for value in offered:
-        if value.startswith(BEARER_PREFIX):
-            if subprotocol is None:
-                # A browser fails the connection unless we echo one of its offers, and the
-                # token itself must never be echoed: so the protocol must be offered too.
-                raise HandshakeRefused(f"a bearer subprotocol needs {PROTOCOL!r} offered beside it")
-            return Credentials(value.removeprefix(BEARER_PREFIX), subprotocol)
-    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return Credentials(token.strip(), subprotocol)
-    raise HandshakeRefused("no token offered")
 
 
 class Connection:
@@ -74,20 +47,27 @@ class Connection:
         self.resources = service.resources
         self.registry = service.registry
         self.metrics = service.metrics
+        self._closed_by_server = False
 
     async def serve(self) -> None:
         """Handshake, then serve until the client or the server closes."""
         try:
-            identity, subprotocol = await self._authenticate()
+            admitted = await admit(self.websocket, self.service)
         except HandshakeRefused as refusal:
-            log.info("handshake refused: %s", refusal)
-            self.metrics.handshakes_refused += 1
-            await self.websocket.close()
+            if logs.allowed(peer_of(self.websocket)):
+                log.info("handshake refused (%s): %s", refusal.reason, refusal)
+            self.metrics.handshakes_refused[refusal.reason] += 1
+            response = PlainTextResponse(refusal.reason, status_code=refusal.status)
+            await self.websocket.send_denial_response(response)
             return
-        await self.websocket.accept(subprotocol=subprotocol)
+        identity = admitted.identity
+        await self.websocket.accept(subprotocol=admitted.subprotocol)
         self.metrics.connections_accepted += 1
         session = self.registry.open(
-            identity.user_id, self.settings.send_queue_size, self.settings.send_timeout_s
+            identity.user_id,
+            admitted.peer,
+            self.settings.send_queue_size,
+            self.settings.send_timeout_s,
         )
         logs.session_id.set(session.id)
         logs.user_id.set(session.user_id)
@@ -123,39 +103,41 @@ class Connection:
             self.registry.drain(session)
             log.info("session closed")
 
-    async def _authenticate(self) -> tuple[Identity, str | None]:
-        if self.service.draining:
-            raise HandshakeRefused("the service is draining")
-        origin = self.websocket.headers.get("origin")
-        if origin is not None and origin not in self.settings.allowed_origins:
-            raise HandshakeRefused(f"origin {origin!r} is not allowed")
-        presented = credentials(self.websocket)
-        try:
-            identity = self.resources.keyring.verify(presented.token)
-        except AuthError as error:
-            raise HandshakeRefused(str(error)) from None
-        if not await store.is_active_user(self.resources.db, identity.user_id):
-            raise HandshakeRefused(f"user {identity.user_id!r} is unknown or disabled")
-        return identity, presented.subprotocol
-
     async def _receive_loop(self, session: Session) -> bool:
         """Handle requests until the client disconnects (True) or handling fails (False)."""
+        budget = RequestBudget(self.settings.request_rate, self.settings.request_burst)
         try:
             while True:
+                # Yield on every request, so one flooding client cannot hold the event loop.
+                await asyncio.sleep(0)
                 await session.wait_for_room()
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
-                    self.metrics.closes[message.get("code", 1005)] += 1
+                    if not self._closed_by_server:
+                        self.metrics.closes[message.get("code", 1005)] += 1
                     return True
                 self.metrics.messages_received += 1
                 text = message.get("text")
                 if text is None:
                     session.close(CloseCode.UNSUPPORTED_DATA)
                     continue
-                try:
-                    reply = await handle(self.service, session, parse_request(text))
-                except ProtocolError as error:
-                    reply = error_frame(error)
+                retry_after = budget.spend()
+                if retry_after is None:
+                    try:
+                        reply = await handle(self.service, session, parse_request(text))
+                    except ProtocolError as error:
+                        reply = error_frame(error)
+                elif budget.exhausted:
+                    session.close(CloseCode.TOO_MANY_REQUESTS)
+                    continue
+                else:
+                    reply = error_frame(
+                        ProtocolError(
+                            ErrorCode.RATE_LIMITED,
+                            f"too many requests; retry in {retry_after:.2f}s",
+                            request_id(text),
+                        )
+                    )
                 session.reply(encode(reply))
         except SlowConsumer:
             return True  # the session overflowed: serve() closes it with 4008
@@ -175,8 +157,11 @@ class Connection:
 
     async def _close(self, code: CloseCode) -> None:
         """Send a close frame, unless the client is too stuck to take even that in time."""
+        self._closed_by_server = True
         self.metrics.closes[code] += 1
         closing = asyncio.create_task(self.websocket.close(code))
+        # A peer that never reads makes the close fail once the socket is aborted: expected.
+        closing.add_done_callback(lambda task: task.cancelled() or task.exception())
         done, _ = await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_S)
         if not done:
             closing.cancel()

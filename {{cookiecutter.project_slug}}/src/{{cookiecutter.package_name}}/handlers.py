@@ -8,6 +8,7 @@ import logging
 from typing import assert_never
 
 import psycopg
+import psycopg.errors
 from redis import exceptions as redis_errors
 
 from . import ratelimit, store
@@ -93,8 +94,16 @@ async def publish(service: Service, session: Session, request: Publish) -> Frame
             resources.db, request.channel, session.user_id, request.data
         )
     except psycopg.DataError as error:
+        log.info("publish refused by Postgres: %s", error)
         raise ProtocolError(
-            ErrorCode.INVALID_DATA, f"data cannot be stored: {error}", request.id
+            ErrorCode.INVALID_DATA,
+            "`data` cannot be stored (a NUL character, \\u0000, is the usual cause)",
+            request.id,
+        ) from None
+    except psycopg.errors.ForeignKeyViolation:
+        # The user was deleted during the session: USER_CHECK_S closes it soon.
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN, "your account no longer exists", request.id
         ) from None
     try:
         await resources.bus.publish(message.channel, message.offset, encode(message_frame(message)))

@@ -1,4 +1,4 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes (readiness with hysteresis, see readiness.py)."""
 
 import asyncio
 from collections.abc import Awaitable
@@ -25,7 +25,7 @@ async def readiness(service: Service) -> JSONResponse:
     checks = {"postgres": _postgres(resources), "redis": _redis(resources)}
     results = await asyncio.gather(*(_probe(check) for check in checks.values()))
     report = dict(zip(checks, results, strict=True))
-    ready = all(result == "ok" for result in results)
+    ready = service.readiness.observe(all(result == "ok" for result in results))
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": report},
         status_code=200 if ready else 503,

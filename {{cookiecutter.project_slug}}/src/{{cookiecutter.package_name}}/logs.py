@@ -3,6 +3,7 @@
 import contextvars
 import json
 import logging
+import time
 from datetime import UTC, datetime
 
 session_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("session_id", default=None)
@@ -48,3 +49,22 @@ def configure(level: int = logging.INFO) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+CLIENT_FAULT_LINES = 5
+CLIENT_FAULT_WINDOW_S = 60.0
+_PEERS_TRACKED = 10_000
+_client_faults: dict[str, tuple[float, int]] = {}
+
+
+def allowed(peer: str) -> bool:
+    """Whether one more line about a client's fault may be logged: at most CLIENT_FAULT_LINES a
+    peer per CLIENT_FAULT_WINDOW_S, so nobody can flood the log by misbehaving."""
+    now = time.monotonic()
+    started, lines = _client_faults.get(peer, (now, 0))
+    if now - started >= CLIENT_FAULT_WINDOW_S:
+        started, lines = now, 0
+    if len(_client_faults) >= _PEERS_TRACKED and peer not in _client_faults:
+        _client_faults.clear()  # a crude bound on memory; forgetting only lets a few more lines out
+    _client_faults[peer] = (started, lines + 1)
+    return lines < CLIENT_FAULT_LINES

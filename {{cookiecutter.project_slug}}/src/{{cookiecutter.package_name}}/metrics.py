@@ -2,6 +2,7 @@
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from .sessions import SessionRegistry
 
@@ -11,7 +12,8 @@ class Metrics:
     """What an app counts; plain integers, since every update happens on the event loop."""
 
     connections_accepted: int = 0
-    handshakes_refused: int = 0
+    open_sockets: int = 0
+    handshakes_refused: Counter[str] = field(default_factory=Counter)
     messages_received: int = 0
     messages_sent: int = 0
     frames_dropped: int = 0
@@ -22,15 +24,21 @@ class Metrics:
         lines = [
             *_metric("ws_connections", "gauge", "Open WebSocket sessions.", len(registry)),
             *_metric(
+                "ws_sockets",
+                "gauge",
+                "WebSocket sockets open, closing ones included, until the kernel lets go.",
+                self.open_sockets,
+            ),
+            *_metric(
                 "ws_connections_accepted_total",
                 "counter",
                 "WebSocket handshakes accepted.",
                 self.connections_accepted,
             ),
-            *_metric(
+            *_labelled_metric(
                 "ws_handshakes_refused_total",
-                "counter",
-                "WebSocket handshakes refused (origin, token or user).",
+                "WebSocket handshakes refused, by reason.",
+                "reason",
                 self.handshakes_refused,
             ),
             *_metric(
@@ -48,11 +56,11 @@ class Metrics:
                 "Queued frames discarded when a slow consumer was closed.",
                 self.frames_dropped,
             ),
-            "# HELP ws_closes_total WebSocket connections closed, by close code.",
-            "# TYPE ws_closes_total counter",
-            *(
-                f"{_labelled('ws_closes_total', 'code', code)} {n}"
-                for code, n in sorted(self.closes.items())
+            *_labelled_metric(
+                "ws_closes_total",
+                "WebSocket connections closed, by close code (whichever side closed).",
+                "code",
+                self.closes,
             ),
         ]
         return "\n".join(lines) + "\n"
@@ -62,6 +70,7 @@ def _metric(name: str, kind: str, help_text: str, value: int) -> list[str]:
     return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
 
 
-def _labelled(name: str, label: str, value: object) -> str:
+def _labelled_metric(name: str, help_text: str, label: str, counts: Counter[Any]) -> list[str]:
     # Built by concatenation: the braces of an f-string would read as template syntax here.
-    return name + "{" + f'{label}="{value}"' + "}"
+    samples = [name + "{" + f'{label}="{key}"' + "} " + str(n) for key, n in sorted(counts.items())]
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} counter", *samples]

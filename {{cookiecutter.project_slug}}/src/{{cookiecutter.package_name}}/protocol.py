@@ -35,6 +35,8 @@ BEARER_PREFIX = "bearer."
 """Browsers cannot set headers on a WebSocket, so they offer the token as `bearer.<jwt>`."""
 
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+# JSON escapes are the only way a lone surrogate gets into a decoded frame.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 MAX_EPOCH_LENGTH = 64
 
 RequestId = str | int | None
@@ -49,7 +51,9 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
     TOKEN_EXPIRED = 4001
+    ACCOUNT_REVOKED = 4003
     SLOW_CONSUMER = 4008
+    TOO_MANY_REQUESTS = 4029
 
 
 class ErrorCode(StrEnum):
@@ -57,6 +61,7 @@ class ErrorCode(StrEnum):
 
     MALFORMED_JSON = "malformed_json"
     INVALID_MESSAGE = "invalid_message"
+    INVALID_UNICODE = "invalid_unicode"
     UNKNOWN_TYPE = "unknown_type"
     MISSING_FIELD = "missing_field"
     INVALID_CHANNEL = "invalid_channel"
@@ -136,17 +141,14 @@ Request = Subscribe | Unsubscribe | Publish | Ping
 
 def parse_request(text: str) -> Request:
     """Turn one text frame into a request, or raise ProtocolError saying what is wrong."""
-    try:
-        body = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ProtocolError(ErrorCode.MALFORMED_JSON, "the frame is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a request must be a JSON object")
-    request_id = body.get("id")
-    if not (request_id is None or isinstance(request_id, str | int)) or isinstance(
-        request_id, bool
-    ):
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`id` must be a string or an integer")
+    body = _json_object(text)
+    request_id = _request_id(body)
+    if SURROGATE_ESCAPE.search(text) and not _well_formed(body):
+        raise ProtocolError(
+            ErrorCode.INVALID_UNICODE,
+            "strings must be well-formed Unicode (a lone surrogate is not)",
+            request_id,
+        )
     match body.get("type"):
         case "subscribe":
             return Subscribe(request_id, _channel(body, request_id), _since(body, request_id))
@@ -161,7 +163,48 @@ def parse_request(text: str) -> Request:
         case None:
             raise ProtocolError(ErrorCode.MISSING_FIELD, "`type` is required", request_id)
         case other:
-            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown type {other!r}", request_id)
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_TYPE, f"unknown type {str(other)[:40]!r}", request_id
+            )
+
+
+def request_id(text: str) -> RequestId:
+    """The frame's `id` if it has a valid one, else None: for replies to frames not parsed."""
+    try:
+        return _request_id(_json_object(text))
+    except ProtocolError:
+        return None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError(ErrorCode.MALFORMED_JSON, "the frame is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a request must be a JSON object")
+    return body
+
+
+def _request_id(body: dict[str, Any]) -> RequestId:
+    """The request's id, checked before anything else: every reply echoes it."""
+    request_id = body.get("id")
+    if request_id is None or (isinstance(request_id, int) and not isinstance(request_id, bool)):
+        return request_id
+    if isinstance(request_id, str) and _well_formed(request_id):
+        return request_id
+    raise ProtocolError(
+        ErrorCode.INVALID_MESSAGE, "`id` must be a string of well-formed Unicode or an integer"
+    )
+
+
+def _well_formed(value: Any) -> bool:
+    """Whether every string in a decoded JSON value can be encoded as UTF-8."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 def _channel(body: dict[str, Any], request_id: RequestId) -> str:

@@ -1,29 +1,55 @@
-"""Per-user rate limits kept in Redis, so they hold across reconnects and instances.
+"""Rate limits: per user in Redis (across connections and instances), per connection in memory.
 
-Fixed windows: at most `limit` actions per user in each window of `window_s` seconds.
+Per user, a sliding log in one Lua script: the times of the user's recent actions in a sorted
+set, those older than the window dropped, a new one admitted only while fewer than `limit`
+remain. So no window of `window_s` seconds, wherever it starts, ever holds more than `limit`
+actions (a fixed window lets twice the limit through across its boundary), and one atomic round
+trip both checks and counts. The clock is Redis's own, the same for every instance.
+
+Per connection, a token bucket over every request: `burst` at once, refilled at `rate` a second.
 """
 
+import hashlib
 import time
+import uuid
 
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from .keys import RedisKeys
+
+SLIDING_LOG = """
+local now = redis.call('TIME')
+local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local window_us = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_us - window_us)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    return tonumber(oldest[2]) + window_us - now_us
+end
+redis.call('ZADD', KEYS[1], now_us, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window_us / 1000) + 1)
+return -1
+"""
+SLIDING_LOG_SHA = hashlib.sha1(SLIDING_LOG.encode()).hexdigest()
 
 
 async def check(
     redis: Redis, keys: RedisKeys, user_id: str, action: str, limit: int, window_s: float
 ) -> float | None:
-    """Count one action; None when it is allowed, else the seconds until the next window."""
-    now = time.time()
-    window = int(now // window_s)
-    key = keys.key("ratelimit", user_id, action, str(window))
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, int(window_s) + 1)
-        count, _ = await pipe.execute()
-    if count <= limit:
-        return None
-    return (window + 1) * window_s - now
+    """Count one action; None when it is allowed, else the seconds until it would be."""
+    arguments = (
+        1,
+        keys.key("ratelimit", user_id, action),
+        int(window_s * 1_000_000),
+        limit,
+        uuid.uuid4().hex,
+    )
+    try:
+        wait_us = await redis.evalsha(SLIDING_LOG_SHA, *arguments)  # type: ignore[misc]
+    except redis_errors.NoScriptError:
+        wait_us = await redis.eval(SLIDING_LOG, *arguments)  # type: ignore[misc]
+    return None if wait_us < 0 else wait_us / 1_000_000
 
 
 async def forget(redis: Redis, keys: RedisKeys, user_id: str) -> None:
@@ -32,3 +58,31 @@ async def forget(redis: Redis, keys: RedisKeys, user_id: str) -> None:
     stale = [key async for key in redis.scan_iter(match=pattern, count=1000)]
     if stale:
         await redis.unlink(*stale)
+
+
+class RequestBudget:
+    """A connection's token bucket: `burst` requests at once, refilled at `rate` per second."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._updated = time.monotonic()
+        self._refused = 0
+
+    def spend(self) -> float | None:
+        """Take one request's token; None when there was one, else the seconds until there is."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            self._refused = 0
+            return None
+        self._refused += 1
+        return (1 - self._tokens) / self.rate
+
+    @property
+    def exhausted(self) -> bool:
+        """Refused a whole burst in a row: the client ignores the errors it is sent."""
+        return self._refused > self.burst

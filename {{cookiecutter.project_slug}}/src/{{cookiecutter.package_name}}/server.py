@@ -4,11 +4,13 @@ On SIGTERM (or SIGINT) the service first drains: readiness turns 503 and new con
 refused, for SHUTDOWN_DELAY_S, so load balancers stop routing here. Then uvicorn stops listening
 and closes every live WebSocket with 1012 (service restart); sessions get SHUTDOWN_TIMEOUT_S to
 drain before their tasks are cancelled, and only then do the pools close. A second signal stops
-at once.
+at once. The delay is a deadline that uvicorn's own main loop checks on every tick, so nothing
+runs outside the event loop.
 """
 
+import functools
 import logging
-import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -17,16 +19,20 @@ from starlette.applications import Starlette
 
 from .service import Service
 from .settings import Settings
+from .wsprotocol import WebSocketProtocol
 
 log = logging.getLogger(__name__)
 
 
 def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The uvicorn settings the service runs with, in production and in tests alike."""
+    service: Service = app.state.service
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
-        "ws": "websockets-sansio",
+        "ws": functools.partial(
+            WebSocketProtocol, close_timeout_s=settings.close_timeout_s, metrics=service.metrics
+        ),
         "ws_max_size": settings.max_message_bytes,
         "ws_ping_interval": settings.ping_interval_s,
         "ws_ping_timeout": settings.ping_timeout_s,
@@ -43,6 +49,8 @@ class GracefulServer(uvicorn.Server):
         super().__init__(config)
         self.service = service
         self.delay_s = delay_s
+        # (deadline, signal, frame) of the exit that waits for the drain delay to pass.
+        self._pending_exit: tuple[float, int, FrameType | None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.service.draining:
@@ -50,8 +58,15 @@ class GracefulServer(uvicorn.Server):
             return
         self.service.start_draining()
         log.info("draining for %.1fs before shutting down", self.delay_s)
-        # Signal handlers must return at once: the rest of the shutdown starts from a timer.
-        threading.Timer(self.delay_s, super().handle_exit, (sig, frame)).start()
+        self._pending_exit = (time.monotonic() + self.delay_s, sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._pending_exit is not None and time.monotonic() >= self._pending_exit[0]:
+            _, sig, frame = self._pending_exit
+            self._pending_exit = None
+            # Handled as uvicorn handles a signal, so it re-raises it after shutting down.
+            super().handle_exit(sig, frame)
+        return await super().on_tick(counter)
 
 
 def serve(app: Starlette, settings: Settings) -> None:

@@ -1,16 +1,23 @@
 """One app instance's state: sessions, channel feeds and metrics, over Resources it may share."""
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import psycopg
 from starlette.applications import Starlette
 
+from . import store
 from .feeds import Feeds
 from .metrics import Metrics
 from .protocol import CloseCode
+from .readiness import Readiness
 from .resources import Resources
 from .sessions import SessionRegistry
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class Service:
@@ -21,6 +28,7 @@ class Service:
         self.registry = SessionRegistry()
         self.feeds = Feeds(settings.history_limit)
         self.metrics = Metrics()
+        self.readiness = Readiness()
         self.draining = False
         self._given_resources = resources
         self._resources = resources
@@ -44,6 +52,8 @@ class Service:
                 stack.push_async_callback(self._close_own_resources)
             await stack.enter_async_context(self.feeds.running(self.resources.db))
             stack.enter_context(self.resources.bus.listening(self.feeds.receive))
+            revoking = asyncio.create_task(self._close_revoked_sessions(), name="revoke users")
+            stack.push_async_callback(_stop, revoking)
             yield
             for session in self.registry.all():
                 session.close(CloseCode.SERVICE_RESTART)
@@ -51,3 +61,25 @@ class Service:
     async def _close_own_resources(self) -> None:
         await self.resources.close()
         self._resources = None
+
+    async def _close_revoked_sessions(self) -> None:
+        """Every USER_CHECK_S, close (4003) the sessions of users disabled or deleted since they
+        connected: this check, on every instance, is what bounds a revoked user's time."""
+        while True:
+            await asyncio.sleep(self.settings.user_check_s)
+            users = self.registry.users()
+            if not users:
+                continue
+            try:
+                revoked = await store.inactive_users(self.resources.db, users)
+            except psycopg.Error as error:
+                log.warning("checking for revoked users failed: %s", error)
+                continue
+            for user_id in revoked:
+                for session in self.registry.sessions_of(user_id):
+                    session.close(CloseCode.ACCOUNT_REVOKED)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.wait({task})

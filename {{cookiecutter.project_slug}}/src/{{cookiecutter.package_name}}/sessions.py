@@ -9,7 +9,7 @@ waits for room instead, so a client that reads is never closed for its own burst
 
 import asyncio
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from .protocol import CloseCode
 
@@ -24,9 +24,10 @@ class SlowConsumer(Exception):
 class Session:
     """One connected client."""
 
-    def __init__(self, user_id: str, queue_size: int, send_timeout_s: float) -> None:
+    def __init__(self, user_id: str, peer: str, queue_size: int, send_timeout_s: float) -> None:
         self.id = uuid.uuid4().hex
         self.user_id = user_id
+        self.peer = peer
         # Subscribed channels, each with the offset of the last message queued for it.
         self.positions: dict[str, int] = {}
         self.outgoing: asyncio.Queue[Outgoing] = asyncio.Queue(queue_size)
@@ -112,25 +113,30 @@ class Session:
 
 
 class SessionRegistry:
-    """Sessions by id and by user."""
+    """Sessions by id and by user, and how many come from each address."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, Session] = {}
         self._by_user: defaultdict[str, set[Session]] = defaultdict(set)
+        self._by_peer: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def open(self, user_id: str, queue_size: int, send_timeout_s: float) -> Session:
-        """Register a new session for `user_id`."""
-        session = Session(user_id, queue_size, send_timeout_s)
+    def open(self, user_id: str, peer: str, queue_size: int, send_timeout_s: float) -> Session:
+        """Register a new session for `user_id`, connected from `peer`."""
+        session = Session(user_id, peer, queue_size, send_timeout_s)
         self._sessions[session.id] = session
         self._by_user[user_id].add(session)
+        self._by_peer[peer] += 1
         return session
 
     def drain(self, session: Session) -> None:
         """Forget a closed session; its subscriptions must have been dropped first."""
-        self._sessions.pop(session.id, None)
+        if self._sessions.pop(session.id, None) is not None:
+            self._by_peer[session.peer] -= 1
+            if not self._by_peer[session.peer]:
+                del self._by_peer[session.peer]
         members = self._by_user.get(session.user_id)
         if members is not None:
             members.discard(session)
@@ -143,6 +149,13 @@ class SessionRegistry:
 
     def sessions_of(self, user_id: str) -> frozenset[Session]:
         return frozenset(self._by_user.get(user_id, ()))
+
+    def count_from(self, peer: str) -> int:
+        return self._by_peer[peer]
+
+    def users(self) -> list[str]:
+        """The users with a live session here."""
+        return list(self._by_user)
 
     def all(self) -> list[Session]:
         return list(self._sessions.values())

@@ -1,11 +1,16 @@
-"""Settings read from environment variables, with errors that name the variable at fault."""
+"""Settings read from environment variables, with errors that name the variable at fault.
+
+Each setting is declared once, as a field of `Settings` carrying its environment variable, its
+parser and its documentation: `from_env`, `markdown_table` (the README's table, which a test
+keeps in step) and the `settings` command all read that one declaration.
+"""
 
 import json
 import os
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,58 +24,12 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the environment variable."""
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything the service needs to know about its environment."""
-
-    database_url: str
-    redis_url: str
-    keyring: Keyring
-    database_schema: str = "public"
-    redis_prefix: str = DEFAULT_REDIS_PREFIX
-    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    allowed_origins: frozenset[str] = frozenset()
-    host: str = "127.0.0.1"
-    port: int = 8000
-    database_pool_size: int = 10
-    max_message_bytes: int = 64 * 1024
-    send_queue_size: int = 256
-    send_timeout_s: float = 10.0
-    max_channels: int = 100
-    publish_limit: int = 100
-    publish_window_s: float = 10.0
-    history_limit: int = 10_000
-    ping_interval_s: float = 20.0
-    ping_timeout_s: float = 20.0
-    shutdown_delay_s: float = 0.0
-    shutdown_timeout_s: float = 10.0
-    serve_demo: bool = False
-
-    def __post_init__(self) -> None:
-        if not SCHEMA_NAME.fullmatch(self.database_schema):
-            raise ConfigError(
-                f"DATABASE_SCHEMA {self.database_schema!r} is invalid: use lowercase letters, "
-                "digits and underscores, starting with a letter or underscore, at most 63 bytes"
-            )
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
-        """Read the settings from `environ`, raising ConfigError on the first bad variable."""
-        given = {
-            name: parse(variable, environ[variable])
-            for name, (variable, parse) in OPTIONAL.items()
-            if variable in environ
-        }
-        return cls(
-            database_url=_required(environ, "DATABASE_URL", "postgresql://user@host:5432/db"),
-            redis_url=_required(environ, "REDIS_URL", "redis://host:6379/0"),
-            keyring=_keyring(environ),
-            **given,
-        )
-
-
 def _text(name: str, raw: str) -> str:
     return raw
+
+
+def _url(name: str, raw: str) -> str:
+    return raw.strip()
 
 
 def _origins(name: str, raw: str) -> frozenset[str]:
@@ -104,35 +63,223 @@ def _seconds(name: str, raw: str) -> float:
     return value
 
 
-OPTIONAL: dict[str, tuple[str, Callable[[str, str], Any]]] = {
-    "database_schema": ("DATABASE_SCHEMA", _text),
-    "redis_prefix": ("REDIS_PREFIX", _text),
-    "instance_id": ("INSTANCE_ID", _text),
-    "allowed_origins": ("ALLOWED_ORIGINS", _origins),
-    "host": ("HOST", _text),
-    "port": ("PORT", _integer),
-    "database_pool_size": ("DATABASE_POOL_SIZE", _integer),
-    "max_message_bytes": ("MAX_MESSAGE_BYTES", _integer),
-    "send_queue_size": ("SEND_QUEUE_SIZE", _integer),
-    "send_timeout_s": ("SEND_TIMEOUT_S", _seconds),
-    "max_channels": ("MAX_CHANNELS", _integer),
-    "publish_limit": ("PUBLISH_LIMIT", _integer),
-    "publish_window_s": ("PUBLISH_WINDOW_S", _seconds),
-    "history_limit": ("HISTORY_LIMIT", _integer),
-    "ping_interval_s": ("PING_INTERVAL_S", _seconds),
-    "ping_timeout_s": ("PING_TIMEOUT_S", _seconds),
-    "shutdown_delay_s": ("SHUTDOWN_DELAY_S", _seconds),
-    "shutdown_timeout_s": ("SHUTDOWN_TIMEOUT_S", _seconds),
-    "serve_demo": ("SERVE_DEMO", _flag),
-}
-"""Settings field -> (environment variable, parser); absent variables keep the defaults."""
-
-
-def _required(environ: Mapping[str, str], name: str, example: str) -> str:
-    value = environ.get(name, "").strip()
-    if not value:
-        raise ConfigError(f"{name} is not set: expected a URL such as {example}")
+def _rate(name: str, raw: str) -> float:
+    value = _seconds(name, raw)
+    if not value > 0:
+        raise ConfigError(f"{name} {raw!r} must be positive")
     return value
+
+
+Parser = Callable[[str, str], Any]
+"""Turns (variable name, raw value) into the setting's value, or raises ConfigError."""
+
+
+def _setting(variable: str, parse: Parser, doc: str, default: Any = MISSING, **extra: Any) -> Any:
+    """A dataclass field declaring its environment variable, parser and documentation."""
+    metadata = {"variable": variable, "parse": parse, "doc": doc, **extra}
+    if "default_factory" in extra:
+        return field(default_factory=metadata.pop("default_factory"), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the service needs to know about its environment."""
+
+    database_url: str = _setting(
+        "DATABASE_URL", _url, "PostgreSQL URL, e.g. `postgresql://user@host:5432/db`"
+    )
+    redis_url: str = _setting("REDIS_URL", _url, "Redis URL, e.g. `redis://host:6379/0`")
+    keyring: Keyring = _setting(
+        "AUTH_KEYS / AUTH_KEYS_FILE",
+        _text,
+        "JWKS of the token issuers' public keys (inline or a path)",
+    )
+    database_schema: str = _setting(
+        "DATABASE_SCHEMA",
+        _text,
+        "schema the service's tables live in (the pool sees only it)",
+        "public",
+    )
+    redis_prefix: str = _setting(
+        "REDIS_PREFIX", _text, "prefix of every Redis key and stream", DEFAULT_REDIS_PREFIX
+    )
+    instance_id: str = _setting(
+        "INSTANCE_ID",
+        _text,
+        "names this instance's consumer group; keep it stable across restarts (a pod name) so a"
+        " restarted instance delivers what it had not acknowledged",
+        default_factory=lambda: uuid.uuid4().hex[:12],
+        shown="random per process",
+    )
+    allowed_origins: frozenset[str] = _setting(
+        "ALLOWED_ORIGINS",
+        _origins,
+        "comma-separated `Origin`s browsers may connect from",
+        frozenset(),
+        shown="none",
+    )
+    host: str = _setting("HOST", _text, "address `serve` listens on", "127.0.0.1")
+    port: int = _setting("PORT", _integer, "port `serve` listens on", 8000)
+    database_pool_size: int = _setting(
+        "DATABASE_POOL_SIZE", _integer, "most Postgres connections per process", 10
+    )
+    max_message_bytes: int = _setting(
+        "MAX_MESSAGE_BYTES", _integer, "largest frame a client may send", 64 * 1024
+    )
+    send_queue_size: int = _setting(
+        "SEND_QUEUE_SIZE",
+        _integer,
+        "frames queued for a client before it counts as too slow (4008)",
+        256,
+    )
+    send_timeout_s: float = _setting(
+        "SEND_TIMEOUT_S",
+        _seconds,
+        "how long replies and replays wait for a client that takes no frame before it counts as"
+        " too slow (4008)",
+        10.0,
+    )
+    max_channels: int = _setting(
+        "MAX_CHANNELS", _integer, "channels one connection may subscribe to", 100
+    )
+    max_connections_per_user: int = _setting(
+        "MAX_CONNECTIONS_PER_USER",
+        _integer,
+        "connections one user may hold on one instance; more are refused with HTTP 429",
+        20,
+    )
+    max_connections_per_ip: int = _setting(
+        "MAX_CONNECTIONS_PER_IP",
+        _integer,
+        "connections one client address may hold on one instance; more are refused with HTTP 429",
+        200,
+    )
+    request_rate: float = _setting(
+        "REQUEST_RATE",
+        _rate,
+        "requests per second one connection may sustain (any type); past its burst, requests get"
+        " `rate_limited`",
+        100.0,
+    )
+    request_burst: int = _setting(
+        "REQUEST_BURST",
+        _integer,
+        "requests one connection may send at once; a client that sends another burst's worth"
+        " while refused is closed with 4029",
+        1000,
+    )
+    publish_limit: int = _setting(
+        "PUBLISH_LIMIT",
+        _integer,
+        "publishes per user in any `PUBLISH_WINDOW_S`, counted in Redis across connections and"
+        " instances",
+        100,
+    )
+    publish_window_s: float = _setting(
+        "PUBLISH_WINDOW_S", _seconds, "the sliding window of `PUBLISH_LIMIT`", 10.0
+    )
+    history_limit: int = _setting(
+        "HISTORY_LIMIT",
+        _integer,
+        "most missed messages a `since` resume replays; further behind, it is refused"
+        " (`history_limit`)",
+        10_000,
+    )
+    max_token_ttl_s: float = _setting(
+        "MAX_TOKEN_TTL_S",
+        _seconds,
+        "tokens still valid for longer than this are refused at the handshake",
+        86_400.0,
+    )
+    user_check_s: float = _setting(
+        "USER_CHECK_S",
+        _seconds,
+        "how often each instance closes the sessions of users disabled or deleted since (4003)",
+        5.0,
+    )
+    close_timeout_s: float = _setting(
+        "CLOSE_TIMEOUT_S",
+        _seconds,
+        "how long a closing connection may wait for the client's close frame before its socket is"
+        " aborted",
+        5.0,
+    )
+    ping_interval_s: float = _setting(
+        "PING_INTERVAL_S", _seconds, "how often the server pings each client", 20.0
+    )
+    ping_timeout_s: float = _setting(
+        "PING_TIMEOUT_S",
+        _seconds,
+        "how long a ping may go unanswered before the client is dropped",
+        20.0,
+    )
+    shutdown_delay_s: float = _setting(
+        "SHUTDOWN_DELAY_S",
+        _seconds,
+        "after SIGTERM, how long readiness reports 503 (new connections refused) before sessions"
+        " are closed",
+        0.0,
+    )
+    shutdown_timeout_s: float = _setting(
+        "SHUTDOWN_TIMEOUT_S",
+        _seconds,
+        "how long closing sessions may take before they are cut",
+        10.0,
+    )
+    serve_demo: bool = _setting(
+        "SERVE_DEMO",
+        _flag,
+        "serve the demo page at `/demo` (`make dev` turns it on)",
+        False,
+        shown="off",
+    )
+
+    def __post_init__(self) -> None:
+        if not SCHEMA_NAME.fullmatch(self.database_schema):
+            raise ConfigError(
+                f"DATABASE_SCHEMA {self.database_schema!r} is invalid: use lowercase letters, "
+                "digits and underscores, starting with a letter or underscore, at most 63 bytes"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        """Read the settings from `environ`, raising ConfigError on the first bad variable."""
+        values: dict[str, Any] = {"keyring": _keyring(environ)}
+        for setting in fields(cls):
+            variable, parse = setting.metadata["variable"], setting.metadata["parse"]
+            if setting.name in values:
+                continue
+            raw = environ.get(variable, "")
+            if raw.strip():
+                values[setting.name] = parse(variable, raw)
+            elif _required(setting):
+                raise ConfigError(f"{variable} is not set: {setting.metadata['doc']}")
+        return cls(**values)
+
+
+def markdown_table() -> str:
+    """The settings as the README's Markdown table: variable, default, meaning."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for setting in fields(Settings):
+        variable = " / ".join(f"`{name}`" for name in setting.metadata["variable"].split(" / "))
+        rows.append(f"| {variable} | {_shown_default(setting)} | {setting.metadata['doc']} |")
+    return "\n".join(rows) + "\n"
+
+
+def _required(setting: Any) -> bool:
+    return setting.default is MISSING and setting.default_factory is MISSING
+
+
+def _shown_default(setting: Any) -> str:
+    if "shown" in setting.metadata:
+        return str(setting.metadata["shown"])
+    if _required(setting):
+        return "required"
+    default = setting.default
+    if isinstance(default, float) and default.is_integer():
+        default = int(default)
+    return f"`{default}`"
 
 
 def _keyring(environ: Mapping[str, str]) -> Keyring:

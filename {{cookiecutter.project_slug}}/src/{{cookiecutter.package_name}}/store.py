@@ -1,6 +1,5 @@
 """Queries on the service's tables. The pool's search_path decides which schema they hit."""
 
-import uuid
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -25,14 +24,21 @@ async def delete_user(pool: AsyncConnectionPool, user_id: str) -> None:
 
 
 async def is_active_user(pool: AsyncConnectionPool, user_id: str) -> bool:
-    """Whether `user_id` names an existing, enabled user."""
-    try:
-        uuid.UUID(user_id)
-    except ValueError:
-        return False
+    """Whether `user_id` (a UUID) names an existing, enabled user."""
     async with pool.connection() as conn:
         cursor = await conn.execute("SELECT 1 FROM users WHERE id = %s AND NOT disabled", [user_id])
         return await cursor.fetchone() is not None
+
+
+async def inactive_users(pool: AsyncConnectionPool, user_ids: list[str]) -> list[str]:
+    """Those of `user_ids` that are disabled or no longer exist."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT wanted::text FROM unnest(%s::uuid[]) AS wanted WHERE NOT EXISTS"
+            " (SELECT 1 FROM users WHERE id = wanted AND NOT disabled)",
+            [user_ids],
+        )
+        return [row[0] for row in await cursor.fetchall()]
 
 
 async def save_message(

@@ -39,7 +39,11 @@ class StalledClient:
         await self.next_frame()  # the welcome
 
     async def send(self, frame: dict[str, object]) -> None:
-        self.protocol.send_text(json.dumps(frame).encode())
+        await self.send_text(json.dumps(frame).encode())
+
+    async def send_text(self, payload: bytes) -> None:
+        """Send `payload` in a text frame as it is, valid UTF-8 or not."""
+        self.protocol.send_text(payload)
         await self._flush()
 
     async def next_frame(self) -> dict[str, object]:

@@ -1,0 +1,73 @@
+"""uvicorn's sans-I/O WebSocket protocol, adjusted for peers that misbehave.
+
+- A close the peer never completes ends in an abort after `close_timeout_s`. uvicorn waits for
+  room in the send buffer before it even writes the close frame, then closes the transport
+  gracefully, which waits for that buffer to drain: a peer that stopped reading allows neither,
+  and each such socket would hold megabytes of kernel memory for as long as the peer likes.
+- A refused handshake (a denial response) completes the handshake; uvicorn would log an error
+  and try to send a 500 after it.
+- Invalid UTF-8 from a client is its fault, not ours: one line at INFO (rate-limited per peer),
+  not an ERROR with a traceback that anyone could repeat to flood the log.
+- The sockets are counted from accept until the transport is really gone.
+"""
+
+import logging
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from . import logs
+from .metrics import Metrics
+
+
+class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
+    """uvicorn's logger, with its complaint about a client's invalid UTF-8 turned into one line."""
+
+    def __init__(self, logger: logging.Logger, peer: str) -> None:
+        super().__init__(logger)
+        self.peer = peer
+
+    @property
+    def level(self) -> int:
+        return self.logger.level
+
+    def exception(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if str(msg).startswith("Invalid UTF-8"):
+            if logs.allowed(self.peer):
+                self.info("%s sent invalid UTF-8: closing with 1007", self.peer)
+            return
+        super().exception(msg, *args, **kwargs)
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """One WebSocket connection's I/O; see the module docstring for what differs from uvicorn."""
+
+    def __init__(self, *args: Any, close_timeout_s: float, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.close_timeout = close_timeout_s
+        self._metrics = metrics
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._metrics.open_sockets += 1
+        peer = self.client[0] if self.client else "unknown"
+        self.logger = _ClientFaultLog(logging.getLogger("uvicorn.error"), peer)  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._metrics.open_sockets -= 1
+        super().connection_lost(exc)
+
+    async def send(self, message: Any) -> None:
+        stuck = None
+        if message["type"] == "websocket.close" and not self.writable.is_set():
+            stuck = self.loop.call_later(self.close_timeout, self.transport.abort)
+        await super().send(message)
+        # Only once the close frame is written: if the app gives up waiting (cancelling this
+        # send), the abort still comes.
+        if stuck is not None:
+            stuck.cancel()
+        if message["type"] == "websocket.close" and self.close_timer is not None:
+            self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
+        elif message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True

@@ -1,0 +1,236 @@
+"""The bad-input corpus: over 150 malformed frames and handshakes, replayed while two healthy
+clients exchange messages. Nothing they send is lost, no handshake gets a 500, no request goes
+unanswered, and nothing the attacker does writes an error or a traceback to the log."""
+
+import asyncio
+import base64
+import json
+import logging
+import re
+import uuid
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from {{ cookiecutter.package_name }}.auth import SigningKey
+from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
+
+from harness.server import LiveApp, User, UserFactory
+from harness.stalled import StalledClient
+from harness.wsclient import WsClient
+
+EXCHANGED = 30
+HEADER_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+ODD_STRINGS = [
+    "",
+    " ",
+    "\u0000",
+    "\u202e",
+    "\u200b",
+    "\ufeff",
+    "\U0001f600",
+    "é" * 200,
+    "x" * 10_000,
+    "../../etc/passwd",
+    "room:lobby\n",
+    "' OR 1=1 --",
+    "%00",
+    "49",
+    "<script>",
+]
+ODD_VALUES: list[object] = [None, True, 0, -1, 1.5, 10**40, [], {}, [1], {"a": 1}, *ODD_STRINGS]
+
+
+def malformed_frames() -> list[str]:
+    """Frames a hostile client sends; each must get exactly one reply and keep it connected."""
+    frames = [
+        "",
+        " ",
+        "{",
+        "}",
+        "{not json",
+        "{'single': 'quotes'}",
+        '{"type": "ping",}',
+        '{"type": "ping"} trailing',
+        '{"type": NaN}',
+        '{"type": Infinity}',
+        "\ufeff{}",
+        "null",
+        "true",
+        "42",
+        '"a string"',
+        "[]",
+        "[" * 20_000,
+        '{"a":' * 5_000 + "1" + "}" * 5_000,
+        '{"type": "ping", "id": "\\ud800"}',
+        '{"type": "ping", "id": "\\udfff"}',
+        '{"type": "publish", "id": 1, "channel": "room:c", "data": "\\ud83d"}',
+        '{"type": "publish", "id": 2, "channel": "room:c", "data": {"\\udc00": 1}}',
+        '{"type": "subscribe", "id": 3, "channel": "room:c", "since": {"offset": 0, '
+        '"epoch": "\\ud800"}}',
+        '{"type": "ping", "id": "ok", "id": [1]}',
+    ]
+    for value in ODD_VALUES:
+        frames.append(json.dumps({"type": value, "id": 1}))
+        frames.append(json.dumps({"type": "ping", "id": value}))
+        frames.append(json.dumps({"type": "subscribe", "id": 1, "channel": value}))
+        frames.append(json.dumps({"type": "publish", "id": 1, "channel": "room:c", "data": value}))
+        frames.append(
+            json.dumps({"type": "subscribe", "id": 1, "channel": "room:c", "since": value})
+        )
+    for since in [{"offset": -1, "epoch": "e"}, {"offset": 2**70, "epoch": "e"}, {"epoch": "e"}]:
+        frames.append(
+            json.dumps({"type": "subscribe", "id": 1, "channel": "room:c", "since": since})
+        )
+    frames.append(json.dumps({"type": "publish", "id": 1, "channel": "room:c"}))
+    frames.append(json.dumps({"type": "unsubscribe", "id": 1}))
+    frames.append(json.dumps({"type": "subscribe", "id": 1, "channel": f"user:{uuid.uuid4()}"}))
+    return frames
+
+
+def tokens(key: SigningKey, user: User) -> list[str]:
+    """Tokens a hostile client presents; every one must be refused."""
+
+    def encoded(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    def forged(payload: object, header: object | None = None) -> str:
+        head = encoded(header or {"alg": "EdDSA", "kid": key.kid})
+        body = encoded(payload)
+        signature = key.private_key.sign(f"{head}.{body}".encode())
+        return f"{head}.{body}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+    valid = {"iss": key.issuer, "sub": user.id, "exp": 2_000_000_000}
+    return [
+        "x",
+        "a.b.c",
+        "a.b",
+        "....",
+        "%C3%A9.x.y",
+        user.token + "x",
+        user.token[:-4],
+        "Bearer " + user.token,
+        encoded({"alg": "none"}) + "." + encoded(valid) + ".",
+        forged(valid, {"alg": "HS256", "kid": key.kid}),
+        forged(valid, {"alg": "EdDSA", "kid": "unknown"}),
+        forged(valid, {"alg": "EdDSA", "kid": [key.kid]}),
+        forged(valid, {"alg": "EdDSA"}),
+        forged({**valid, "iss": [key.issuer]}),
+        forged({**valid, "iss": {"a": 1}}),
+        forged({**valid, "iss": None}),
+        forged({**valid, "sub": 42}),
+        forged({**valid, "sub": ""}),
+        forged({**valid, "sub": "not-a-uuid"}),
+        forged({**valid, "sub": str(uuid.uuid4())}),
+        forged({**valid, "exp": "never"}),
+        forged({**valid, "exp": 10**30}),
+        forged({**valid, "exp": 1}),
+        forged({**valid, "exp": None}),
+        forged({**valid, "nbf": 10**10}),
+        forged({**valid, "iat": "now"}),
+        forged([1, 2, 3]),
+        forged("just a string"),
+        key.issue(user.id, ttl=10**9),
+        "x" * 6_000,
+    ]
+
+
+async def handshake_status(live: LiveApp, **options: object) -> int:
+    """The HTTP status a handshake that must fail was refused with."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"{live.url}/ws", open_timeout=5, **options):  # type: ignore[arg-type]
+            pass
+    return refused.value.response.status_code
+
+
+async def attack_handshakes(live: LiveApp, key: SigningKey, user: User) -> list[int]:
+    statuses = []
+    for token in tokens(key, user):
+        if HEADER_TOKEN.fullmatch(token):  # else no client can offer it as a subprotocol
+            subprotocols = [PROTOCOL, BEARER_PREFIX + token]
+            statuses.append(await handshake_status(live, subprotocols=subprotocols))
+        statuses.append(
+            await handshake_status(live, additional_headers={"Authorization": f"Bearer {token}"})
+        )
+    for options in [
+        {},
+        {"subprotocols": [PROTOCOL]},
+        {"subprotocols": [BEARER_PREFIX + user.token]},
+        {"subprotocols": [PROTOCOL, BEARER_PREFIX]},
+        {"additional_headers": {"Authorization": "Basic dXNlcjpwYXNz"}},
+        {"additional_headers": {"Authorization": "Bearer"}},
+        {"additional_headers": {"Authorization": "Bearer ", "Origin": "null"}},
+        {"subprotocols": [PROTOCOL, BEARER_PREFIX + user.token], "origin": "https://evil.example"},
+        {"subprotocols": [PROTOCOL, BEARER_PREFIX + user.token], "origin": "null"},
+        {
+            "subprotocols": [PROTOCOL, BEARER_PREFIX + user.token],
+            "origin": "https://app.example.com.evil.example",
+        },
+    ]:
+        statuses.append(await handshake_status(live, **options))
+    return statuses
+
+
+async def attack_frames(live: LiveApp, user: User) -> int:
+    frames = malformed_frames()
+    async with live.websocket_session(user=user) as attacker:
+        for frame in frames:
+            await attacker.connection.send(frame)
+        replies = [await attacker.expect(lambda f: f["type"] != "message") for _ in frames]
+        assert {reply["type"] for reply in replies} <= {"error", "ack", "pong"}
+        await attacker.send({"type": "ping", "id": "still here"})
+        assert (await attacker.next_of_type("pong"))["id"] == "still here"
+        # Fragmented: a frame split into continuation frames is one request.
+        await attacker.connection.send(iter(['{"type": "ping", ', '"id": "in pieces"}']))
+        assert (await attacker.next_of_type("pong"))["id"] == "in pieces"
+        for closing in (b"\x00binary", "x" * (live.service.settings.max_message_bytes + 1)):
+            async with live.websocket_session(user=user) as victim:
+                await victim.connection.send(closing)
+                assert await victim.closed_with() in (1003, 1009)
+    invalid = StalledClient(live.url, user.token)
+    await invalid.open()
+    await invalid.send_text(b'{"type": "ping", "id": "\xed\xa0\x80"}')
+    assert await invalid.close_code() == 1007
+    return len(frames) + 4
+
+
+async def talk(me: WsClient, mine: str, theirs: str) -> list[str]:
+    for n in range(EXCHANGED):
+        await me.publish("room:corpus", f"{mine} {n}")
+    heard = []
+    while len(heard) < EXCHANGED:
+        message = await me.next_message("room:corpus")
+        if str(message["data"]).startswith(theirs):
+            heard.append(message["data"])
+    return heard
+
+
+async def test_the_bad_input_corpus_hurts_nobody(
+    shared_app: LiveApp,
+    make_user: UserFactory,
+    signing_key: SigningKey,
+    caplog: pytest.LogCaptureFixture,
+):
+    alice, bob, mallory = [await make_user(name) for name in ("alice", "bob", "mallory")]
+    async with (
+        shared_app.websocket_session(user=alice) as alice_ws,
+        shared_app.websocket_session(user=bob) as bob_ws,
+    ):
+        for ws in (alice_ws, bob_ws):
+            await ws.subscribe("room:corpus")
+        to_bob, to_alice, statuses, frames = await asyncio.gather(
+            talk(bob_ws, "bob", "alice"),
+            talk(alice_ws, "alice", "bob"),
+            attack_handshakes(shared_app, signing_key, mallory),
+            attack_frames(shared_app, mallory),
+        )
+    assert to_bob == [f"alice {n}" for n in range(EXCHANGED)]
+    assert to_alice == [f"bob {n}" for n in range(EXCHANGED)]
+    assert len(statuses) + frames >= 150
+    assert set(statuses) <= {400, 403}, "refused as the client's fault, never a 500"
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not loud
+    refusals = [r for r in caplog.records if r.getMessage().startswith("handshake refused")]
+    assert len(refusals) <= 5, "client faults are logged a few lines per peer, not one each"

@@ -1,0 +1,224 @@
+"""Hardening: nothing a client sends raises a 500, leaks internals, floods the log, stalls the
+others or lingers; every refusal and close is documented, counted once and logged briefly."""
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from {{ cookiecutter.package_name }} import ratelimit, store
+from {{ cookiecutter.package_name }}.auth import SigningKey
+from {{ cookiecutter.package_name }}.protocol import (
+    BEARER_PREFIX,
+    PROTOCOL,
+    CloseCode,
+)
+from {{ cookiecutter.package_name }}.resources import Resources
+
+from harness.server import AppFactory, LiveApp, User, UserFactory
+from harness.stalled import StalledClient
+from harness.wsclient import WsClient
+
+
+async def refusal(live: LiveApp, token: str) -> tuple[int, str]:
+    """Try a handshake that must fail; return the HTTP status and body it was refused with."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(
+            f"{live.url}/ws", subprotocols=[PROTOCOL, BEARER_PREFIX + token], open_timeout=5
+        ):
+            pass
+    response = refused.value.response
+    return response.status_code, response.body.decode()
+
+
+def assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], [
+        r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR
+    ]
+
+
+async def test_a_token_with_a_list_for_issuer_is_refused_with_403_not_500(
+    shared_app: LiveApp, caplog: pytest.LogCaptureFixture
+):
+    forged = SigningKey.generate(issuer="x")
+    token = forged.issue(str(uuid.uuid4())).split(".")
+    # Re-encode the payload with a list `iss`: no valid signature is needed to try this.
+    token[1] = "eyJpc3MiOlsiYSJdLCJzdWIiOiJ1IiwiZXhwIjo5OTk5OTk5OTk5fQ"
+    assert await refusal(shared_app, ".".join(token)) == (403, "malformed_token")
+    assert_no_traceback(caplog)
+
+
+async def test_a_token_valid_for_too_long_is_refused(
+    another_app: AppFactory, signing_key: SigningKey, test_user: User
+):
+    async with another_app(max_token_ttl_s=60) as live:
+        too_long = signing_key.issue(test_user.id, ttl=3600)
+        assert await refusal(live, too_long) == (403, "token_lifetime")
+        short_lived = User(test_user.id, signing_key.issue(test_user.id, ttl=30))
+        async with live.websocket_session(user=short_lived) as ws:
+            await ws.assert_silent()
+
+
+async def test_invalid_utf8_closes_with_1007_and_logs_no_traceback(
+    shared_app: LiveApp, test_user: User, caplog: pytest.LogCaptureFixture
+):
+    client = StalledClient(shared_app.url, test_user.token)
+    await client.open()
+    await client.send_text(b'{"type": "ping", "id": "\xff\xfe"}')
+    assert await client.close_code() == 1007
+    assert_no_traceback(caplog)
+
+
+async def test_lone_surrogates_are_refused_without_hurting_the_connection(ws_session: WsClient):
+    await ws_session.connection.send('{"type": "ping", "id": "\\ud800"}')
+    reply = await ws_session.next_of_type("error")
+    assert (reply["code"], reply["id"]) == ("invalid_message", None)
+    await ws_session.connection.send(
+        '{"type": "publish", "id": 7, "channel": "room:u", "data": "\\udfff alone"}'
+    )
+    reply = await ws_session.next_of_type("error")
+    assert (reply["code"], reply["id"]) == ("invalid_unicode", 7)
+    paired = await ws_session.request("publish", channel="room:u", data="\U0001f600 ok")
+    assert paired["type"] == "ack"
+    await ws_session.assert_silent()
+
+
+async def test_storage_errors_show_no_postgres_internals(ws_session: WsClient):
+    reply = await ws_session.request("publish", channel="room:nul", data={"text": "a\u0000b"})
+    assert (reply["type"], reply["code"]) == ("error", "invalid_data")
+    for internal in ("DETAIL", "parameter", "portal", "jsonb", "$"):
+        assert internal not in reply["message"]
+
+
+async def test_a_flooding_connection_is_told_then_closed_and_others_carry_on(
+    another_app: AppFactory, make_user: UserFactory
+):
+    flooder, healthy = await make_user("flooder"), await make_user("healthy")
+    async with another_app(request_rate=1, request_burst=5) as live:
+        before = live.service.metrics.closes[CloseCode.TOO_MANY_REQUESTS]
+        async with live.websocket_session(user=healthy) as healthy_ws:
+            async with live.websocket_session(user=flooder) as ws:
+                for n in range(5):
+                    assert (await ws.request("ping"))["type"] == "pong", n
+                told = await ws.request("ping")
+                assert (told["code"], told["message"][:25]) == (
+                    "rate_limited",
+                    "too many requests; retry ",
+                )
+                for n in range(10):
+                    await ws.send({"type": "ping", "id": f"flood {n}"})
+                assert await ws.closed_with() == CloseCode.TOO_MANY_REQUESTS
+            assert (await healthy_ws.request("ping"))["type"] == "pong"
+        assert live.service.metrics.closes[CloseCode.TOO_MANY_REQUESTS] == before + 1
+
+
+async def test_the_publish_limit_holds_in_every_window(
+    shared_resources: Resources, test_user: User
+):
+    """Actions whose whole round trips fit inside one window must never exceed the limit:
+    a fixed window lets twice the limit through across its boundary."""
+    limit, window_s = 5, 0.4
+    admitted: list[tuple[float, float]] = []
+    deadline = time.monotonic() + 3 * window_s
+    while time.monotonic() < deadline:
+        sent = time.monotonic()
+        wait = await ratelimit.check(
+            shared_resources.redis, shared_resources.keys, test_user.id, "t", limit, window_s
+        )
+        if wait is None:
+            admitted.append((sent, time.monotonic()))
+        else:
+            assert 0 < wait <= window_s
+    assert len(admitted) >= 2 * limit, "the limit refilled as the window slid"
+    for first_sent, _ in admitted:
+        inside = [1 for _, received in admitted if first_sent <= received < first_sent + window_s]
+        assert len(inside) <= limit
+
+
+async def test_connections_per_user_and_per_address_are_capped(
+    another_app: AppFactory, make_user: UserFactory, signing_key: SigningKey
+):
+    user, other = await make_user("user"), await make_user("other")
+    async with another_app(max_connections_per_user=2, max_connections_per_ip=3) as live:
+        async with (
+            live.websocket_session(user=user),
+            live.websocket_session(user=user),
+        ):
+            assert await refusal(live, user.token) == (429, "too_many_connections")
+            async with live.websocket_session(user=other):
+                assert await refusal(live, other.token) == (429, "too_many_connections")
+        async with live.websocket_session(user=user) as again:
+            await again.assert_silent()
+        refused = live.service.metrics.handshakes_refused["too_many_connections"]
+        assert refused == 2
+
+
+async def test_a_disabled_user_is_closed_with_4003_within_the_check_interval(
+    another_app: AppFactory, test_user: User, shared_resources: Resources
+):
+    async with another_app(user_check_s=0.05) as live:
+        async with live.websocket_session(user=test_user) as ws:
+            async with shared_resources.db.connection() as conn:
+                await conn.execute("UPDATE users SET disabled = true WHERE id = %s", [test_user.id])
+            assert await ws.closed_with() == CloseCode.ACCOUNT_REVOKED
+        assert live.service.metrics.closes[CloseCode.ACCOUNT_REVOKED] == 1
+
+
+async def test_a_deleted_users_publish_gets_an_error_not_1011(
+    ws_session: WsClient, test_user: User, shared_resources: Resources
+):
+    await store.delete_user(shared_resources.db, test_user.id)
+    reply = await ws_session.request("publish", channel="room:ghost", data="boo")
+    assert (reply["type"], reply["code"]) == ("error", "forbidden")
+    await ws_session.assert_silent()
+
+
+async def test_a_postgres_outage_refuses_handshakes_with_503_at_once(
+    another_app: AppFactory, shared_resources: Resources, test_user: User
+):
+    unreachable = AsyncConnectionPool(
+        "postgresql://postgres@127.0.0.1:1/none", min_size=0, max_size=1, open=False
+    )
+    await unreachable.open(wait=False)
+    try:
+        async with another_app(dataclasses.replace(shared_resources, db=unreachable)) as live:
+            assert await refusal(live, test_user.token) == (503, "unavailable")
+    finally:
+        await unreachable.close()
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait, polling, until `condition()` holds; fail after `timeout_s`. For state that nothing
+    signals, like a gauge of sockets the kernel is tearing down."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - there is no event to wait on
+            await asyncio.sleep(0.02)
+
+
+async def test_a_socket_whose_peer_never_completes_the_close_is_aborted(
+    another_app: AppFactory, make_user: UserFactory
+):
+    writer, stuck = await make_user("writer"), await make_user("stuck")
+    # Longer than the second the app itself waits for a close to be written.
+    changes = {"send_queue_size": 4, "close_timeout_s": 1.5, "publish_limit": 10_000}
+    async with another_app(**changes) as live:
+        metrics = live.service.metrics
+        async with live.websocket_session(user=writer) as writer_ws:
+            stalled = StalledClient(live.url, stuck.token)
+            await stalled.open()
+            await stalled.send({"type": "subscribe", "id": 1, "channel": "room:stuck"})
+            assert (await stalled.next_frame())["type"] == "ack"
+            assert metrics.open_sockets == 2
+            while not metrics.closes[CloseCode.SLOW_CONSUMER]:
+                await writer_ws.publish("room:stuck", "x" * 60_000)
+            # The stuck client reads nothing more: its socket is aborted, not left to linger.
+            await eventually(lambda: metrics.open_sockets == 1)
+            assert len(live.service.registry) == 1
+            stalled.writer.close()
