@@ -1,6 +1,8 @@
 """The generated suite, run for real under xdist against Postgres and Redis, and proven isolated."""
 
+import json
 import shutil
+import subprocess
 import sys
 import tomllib
 from collections.abc import Callable
@@ -13,6 +15,8 @@ from packaging.requirements import Requirement
 from tests.generated_runs import (
     MIN_GENERATED_TESTS,
     check_run,
+    clean_environment,
+    leftovers,
     passed_count,
     run_make,
     run_suite,
@@ -49,6 +53,27 @@ def test_generated_suite_runs_without_xdist(project: Path, tmp_path: Path):
     report_path = tmp_path / "report.json"
     report = check_run(run_suite(project, "-p", "no:xdist", report=report_path), report_path)
     assert list(report["workers"]) == ["master"]
+
+
+def test_the_flood_loadtest_reports_every_phase_and_leaves_nothing(project: Path, tmp_path: Path):
+    copy = tmp_path / project.name
+    shutil.copytree(project, copy)
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest.flood", "--seconds", "0.5"],
+        cwd=copy,
+        env=clean_environment(PYTHONPATH="src:tests"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    results = json.loads((copy / "loadtest" / "results" / "flood.json").read_text("utf-8"))
+    phases = [row for row in results.values() if isinstance(row, dict)]
+    assert len(phases) == 4
+    assert all(row["pings"] > 0 and row["p99_ms"] >= row["p50_ms"] for row in phases)
+    assert "p99_ms" in result.stdout
+    assert leftovers(results["run_id"]) == {"schemas": [], "keys": []}
 
 
 def test_template_environment_holds_every_generated_dependency(project: Path):

@@ -9,6 +9,9 @@
 - Invalid UTF-8 from a client is its fault, not ours: one line at INFO (rate-limited per peer),
   not an ERROR with a traceback that anyone could repeat to flood the log.
 - The sockets are counted from accept until the transport is really gone.
+- Each read from a socket takes at most READ_BYTES. asyncio reads up to 256 KiB at once, and
+  uvicorn parses all of it before anything else runs: a client pipelining tiny frames would
+  hold the event loop for tens of milliseconds per read, stalling every other connection.
 """
 
 import logging
@@ -18,6 +21,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from . import logs
 from .metrics import Metrics
+
+READ_BYTES = 4096
 
 
 class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
@@ -49,6 +54,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        if hasattr(transport, "max_size"):  # asyncio's selector transports; uvloop has none
+            transport.max_size = READ_BYTES
         self._metrics.open_sockets += 1
         peer = self.client[0] if self.client else "unknown"
         self.logger = _ClientFaultLog(logging.getLogger("uvicorn.error"), peer)  # type: ignore[assignment]
