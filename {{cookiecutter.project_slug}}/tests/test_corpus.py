@@ -18,7 +18,7 @@ from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
 
 from harness.server import LiveApp, User, UserFactory
 from harness.stalled import StalledClient
-from harness.wsclient import WsClient
+from harness.wsclient import converse
 
 EXCHANGED = 30
 HEADER_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -196,17 +196,6 @@ async def attack_frames(live: LiveApp, user: User) -> int:
     return len(frames) + 4
 
 
-async def talk(me: WsClient, mine: str, theirs: str) -> list[str]:
-    for n in range(EXCHANGED):
-        await me.publish("room:corpus", f"{mine} {n}")
-    heard = []
-    while len(heard) < EXCHANGED:
-        message = await me.next_message("room:corpus")
-        if str(message["data"]).startswith(theirs):
-            heard.append(message["data"])
-    return heard
-
-
 async def test_the_bad_input_corpus_hurts_nobody(
     shared_app: LiveApp,
     make_user: UserFactory,
@@ -221,8 +210,8 @@ async def test_the_bad_input_corpus_hurts_nobody(
         for ws in (alice_ws, bob_ws):
             await ws.subscribe("room:corpus")
         to_bob, to_alice, statuses, frames = await asyncio.gather(
-            talk(bob_ws, "bob", "alice"),
-            talk(alice_ws, "alice", "bob"),
+            converse(bob_ws, "room:corpus", "bob", "alice", EXCHANGED),
+            converse(alice_ws, "room:corpus", "alice", "bob", EXCHANGED),
             attack_handshakes(shared_app, signing_key, mallory),
             attack_frames(shared_app, mallory),
         )

@@ -7,7 +7,7 @@ from {{ cookiecutter.package_name }}.protocol import CloseCode
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness.server import LiveApp, UserFactory
-from harness.wsclient import WsClient
+from harness.wsclient import WsClient, converse
 
 EXCHANGED = 20
 
@@ -24,18 +24,6 @@ GARBAGE = [
     (json.dumps({"type": "ping", "id": 10**30}), "pong"),
 ]
 """Frames a hostile client sends, and the reply each must get."""
-
-
-async def talk(me: WsClient, mine: str, theirs: str) -> list[str]:
-    """Publish my messages, then collect the other side's (arriving meanwhile, in order)."""
-    for n in range(EXCHANGED):
-        await me.publish("room:chat", f"{mine} {n}")
-    heard = []
-    while len(heard) < EXCHANGED:
-        message = await me.next_message("room:chat")
-        if str(message["data"]).startswith(theirs):
-            heard.append(message["data"])
-    return heard
 
 
 async def attack(attacker: WsClient, settings: Settings) -> int | None:
@@ -59,8 +47,8 @@ async def test_garbage_from_one_client_loses_nothing_for_the_others(
         for ws in (alice_ws, bob_ws):
             await ws.subscribe("room:chat")
         to_bob, to_alice, close_code = await asyncio.gather(
-            talk(bob_ws, "bob", "alice"),
-            talk(alice_ws, "alice", "bob"),
+            converse(bob_ws, "room:chat", "bob", "alice", EXCHANGED),
+            converse(alice_ws, "room:chat", "alice", "bob", EXCHANGED),
             attack(mallory_ws, settings),
         )
         assert to_bob == [f"alice {n}" for n in range(EXCHANGED)]

@@ -44,7 +44,6 @@ class Connection:
         self.websocket = websocket
         self.service = service
         self.settings = service.settings
-        self.resources = service.resources
         self.registry = service.registry
         self.metrics = service.metrics
         self._closed_by_server = False

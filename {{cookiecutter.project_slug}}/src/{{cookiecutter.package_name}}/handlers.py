@@ -11,7 +11,7 @@ import psycopg
 import psycopg.errors
 from redis import exceptions as redis_errors
 
-from . import ratelimit, store
+from . import logs, ratelimit, store
 from .channels import may_use
 from .protocol import (
     ErrorCode,
@@ -94,7 +94,8 @@ async def publish(service: Service, session: Session, request: Publish) -> Frame
             resources.db, request.channel, session.user_id, request.data
         )
     except psycopg.DataError as error:
-        log.info("publish refused by Postgres: %s", error)
+        if logs.allowed(session.peer):
+            log.info("publish refused by Postgres: %s", error)
         raise ProtocolError(
             ErrorCode.INVALID_DATA,
             "`data` cannot be stored (a NUL character, \\u0000, is the usual cause)",

@@ -106,3 +106,16 @@ class WsClient:
 def _acked(reply: Frame) -> Frame:
     assert reply["type"] == "ack", f"expected an ack, got {reply}"
     return reply
+
+
+async def converse(me: WsClient, channel: str, mine: str, theirs: str, count: int) -> list[str]:
+    """Publish `count` messages "<mine> <n>" on `channel`, then collect the other side's
+    "<theirs> <n>" (arriving meanwhile, in order): what a healthy client does during an attack."""
+    for n in range(count):
+        await me.publish(channel, f"{mine} {n}")
+    heard = []
+    while len(heard) < count:
+        message = await me.next_message(channel)
+        if str(message["data"]).startswith(theirs):
+            heard.append(message["data"])
+    return heard
