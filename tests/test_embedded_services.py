@@ -96,8 +96,8 @@ def test_postgres_retries_once_when_its_port_is_taken(
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        ports = iter([taken, embedded._free_port()])
-        monkeypatch.setattr(embedded, "_free_port", lambda: next(ports))
+        ports = iter([taken, embedded.free_port()])
+        monkeypatch.setattr(embedded, "free_port", lambda: next(ports))
         with embedded.embedded_postgres(tmp_path) as url, psycopg.connect(url) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
             assert f":{taken}/" not in url

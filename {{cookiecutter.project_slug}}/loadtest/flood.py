@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ from websockets.typing import Subprotocol
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
 
+from harness.embedded import free_port
 from harness.namespaces import redis_prefix, schema_name, unlink_prefix, worker_schema
 from harness.services import resolve
 
@@ -47,12 +47,6 @@ NO_BUDGET = {"REQUEST_RATE": "1000000", "REQUEST_BURST": "100000000"}
 
 def offer(token: str) -> list[Subprotocol]:
     return [Subprotocol(PROTOCOL), Subprotocol(BEARER_PREFIX + token)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def create_users(database_url: str, schema: str, count: int) -> list[str]:

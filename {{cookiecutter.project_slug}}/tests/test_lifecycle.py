@@ -5,7 +5,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from {{ cookiecutter.package_name }}.protocol import (
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
+from harness.embedded import free_port
 from harness.server import AppFactory, LiveApp, User, UserFactory
 from harness.stalled import StalledClient
 from harness.wsclient import WsClient
@@ -76,12 +76,6 @@ async def test_unexpected_failure_closes_with_1011_and_others_carry_on(
         await unreachable.aclose()
     async with shared_app.websocket_session(user=bystander) as healthy:
         await healthy.publish("room:fail", "still fine")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_for_log(stream: asyncio.StreamReader, fragment: str) -> list[dict[str, object]]:

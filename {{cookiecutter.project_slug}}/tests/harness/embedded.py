@@ -81,7 +81,7 @@ def embedded_redis(workdir: Path) -> Iterator[str]:
     bindir = _redis_bindir()
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    port, log = _free_port(), workdir / "redis.log"
+    port, log = free_port(), workdir / "redis.log"
     _say(f"starting a throwaway redis-server in {workdir} on port {port}")
     command = [str(bindir / "redis-server"), "--port", str(port), "--bind", "127.0.0.1"]
     command += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)]
@@ -208,7 +208,7 @@ def _start_postgres(pg_ctl: str, data: Path, log: Path, user: pwd.struct_passwd 
 
 def _pg_ctl_start(pg_ctl: str, data: Path, log: Path, user: pwd.struct_passwd | None) -> int:
     """One attempt at starting the cluster in `data` on a free port; returns the port."""
-    port = _free_port()
+    port = free_port()
     _say(f"starting that PostgreSQL (pg_ctl) on 127.0.0.1:{port}")
     options = f"{PG_SERVER_OPTIONS} -c port={port}"
     command = [pg_ctl, "-D", str(data), "-w", "-t", str(PG_START_TIMEOUT_S), "-o", options]
@@ -264,13 +264,6 @@ def _wait_for_redis(process: subprocess.Popen[bytes], port: int, log: Path) -> N
     raise RuntimeError(f"redis-server on port {port} {problem}; {log}:\n{log_tail}")
 
 
-def _free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _tail(text: str) -> str:
     """The last lines of a tool's output, where its error is."""
     return "\n".join(text.strip().splitlines()[-LOG_TAIL_LINES:])
@@ -279,3 +272,10 @@ def _tail(text: str) -> str:
 def _say(what: str) -> None:
     """Tell the user, who is waiting, what the harness is doing."""
     print(f"harness: {what}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for any server a test or load test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
