@@ -166,3 +166,21 @@ async def test_history_is_not_replayed_into_someone_elses_personal_channel(
     since = {"offset": 0, "epoch": "anything"}
     reply = await ws_session.request("subscribe", channel=f"user:{other.id}", since=since)
     assert (reply["type"], reply["code"]) == ("error", "forbidden")
+
+
+async def test_subscribing_stores_nothing_and_resumes_from_before_the_first_message(
+    ws_session: WsClient, shared_resources: Resources
+):
+    made_up = [fresh_channel("made-up") for _ in range(20)]
+    for channel in made_up:
+        ack = await ws_session.subscribe(channel)
+        assert ack["position"] == {"offset": 0, "epoch": "0"}
+    async with shared_resources.db.connection() as conn:
+        cursor = await conn.execute("SELECT count(*) FROM channels WHERE name = ANY(%s)", [made_up])
+        assert await cursor.fetchone() == (0,)
+    first = await ws_session.publish(made_up[0], "first")
+    assert first["epoch"] != "0"
+    await ws_session.next_message(made_up[0])
+    resumed = await ws_session.subscribe(made_up[0], since={"offset": 0, "epoch": "0"})
+    assert (resumed["recovered"], resumed["replayed"]) == (True, 1)
+    assert (await ws_session.next_message(made_up[0]))["data"] == "first"

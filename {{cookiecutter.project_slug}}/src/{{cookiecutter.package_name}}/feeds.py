@@ -211,7 +211,8 @@ class Feeds:
             feed.stop()
 
     def _recovery_failure(self, since: Position, current: Position) -> RecoveryFailure | None:
-        if since.epoch != current.epoch:
+        # From offset 0 the replay itself proves the history whole: it must start at 1.
+        if since.offset > 0 and since.epoch != current.epoch:
             return RecoveryFailure.EPOCH_CHANGED
         if since.offset > current.offset:
             return RecoveryFailure.UNKNOWN_OFFSET

@@ -39,6 +39,9 @@ CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 MAX_EPOCH_LENGTH = 64
 
+UNBORN_EPOCH = "0"
+"""The epoch of a channel that has no message yet (real epochs are 16 hex digits)."""
+
 RequestId = str | int | None
 Frame = dict[str, Any]
 
@@ -75,7 +78,8 @@ class RecoveryFailure(StrEnum):
     """Why a subscribe with `since` could not replay everything the client missed."""
 
     EPOCH_CHANGED = "epoch_changed"
-    """The channel's history was cut (messages deleted) since that position was handed out."""
+    """The channel's history was cut (messages deleted) since that position was handed out.
+    Offset 0 asks for the whole history, which any epoch can answer while it has no hole."""
     UNKNOWN_OFFSET = "unknown_offset"
     """The offset lies beyond the newest message of the channel in that epoch."""
     HISTORY_LIMIT = "history_limit"

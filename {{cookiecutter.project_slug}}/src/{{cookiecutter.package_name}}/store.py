@@ -5,7 +5,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from .protocol import Message, Position
+from .protocol import UNBORN_EPOCH, Message, Position
 
 
 async def create_user(pool: AsyncConnectionPool, name: str) -> str:
@@ -64,22 +64,16 @@ async def save_message(
 
 
 async def channel_position(pool: AsyncConnectionPool, channel: str) -> Position:
-    """The channel's current position; a channel seen for the first time gets its epoch here."""
+    """The channel's current position; (0, UNBORN_EPOCH) for a channel nobody published to.
+
+    Only a publish creates a channel's row: subscribing to any number of made-up channels
+    writes nothing."""
     async with pool.connection() as conn:
-        while True:
-            cursor = await conn.execute(
-                "WITH created AS ("
-                " INSERT INTO channels (name) VALUES (%(channel)s) ON CONFLICT (name) DO NOTHING"
-                " RETURNING epoch, last_offset)"
-                " SELECT epoch, last_offset FROM created"
-                " UNION ALL SELECT epoch, last_offset FROM channels WHERE name = %(channel)s",
-                {"channel": channel},
-            )
-            row = await cursor.fetchone()
-            # None only when another connection created the row after this statement's
-            # snapshot was taken: asking again sees it.
-            if row is not None:
-                return Position(row[1], row[0])
+        cursor = await conn.execute(
+            "SELECT last_offset, epoch FROM channels WHERE name = %s", [channel]
+        )
+        row = await cursor.fetchone()
+    return Position(0, UNBORN_EPOCH) if row is None else Position(*row)
 
 
 async def channel_offsets(pool: AsyncConnectionPool, channels: list[str]) -> dict[str, int]:
