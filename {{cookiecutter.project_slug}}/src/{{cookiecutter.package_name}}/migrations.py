@@ -39,15 +39,16 @@ def load_migrations() -> list[Migration]:
     return [found[version] for version in sorted(found)]
 
 
-def schema_lock_key(schema: str) -> int:
-    """A stable 64-bit advisory-lock key for migrating `schema`."""
-    digest = hashlib.blake2b(f"migrations:{schema}".encode(), digest_size=8).digest()
+def advisory_lock_key(purpose: str, schema: str) -> int:
+    """A stable 64-bit advisory-lock key for `purpose` ("migrations", ...) on `schema`."""
+    digest = hashlib.blake2b(f"{purpose}:{schema}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
 def migrate(conn: psycopg.Connection, schema: str) -> list[Migration]:
     """Apply the pending migrations into `schema` (created if missing); return those applied."""
-    lock = sql.SQL("SELECT pg_advisory_xact_lock({})").format(schema_lock_key(schema))
+    key = advisory_lock_key("migrations", schema)
+    lock = sql.SQL("SELECT pg_advisory_xact_lock({})").format(key)
     history = sql.Identifier(schema, "schema_migrations")
     with conn.transaction():
         conn.execute(lock)

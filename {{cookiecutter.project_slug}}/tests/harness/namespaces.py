@@ -8,7 +8,6 @@ whose lock anybody can take belongs to a dead worker: the reaper drops it and un
 
 import contextlib
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -22,7 +21,7 @@ import redis
 from psycopg import sql
 
 from {{ cookiecutter.package_name }}.keys import RedisKeys
-from {{ cookiecutter.package_name }}.migrations import migrate
+from {{ cookiecutter.package_name }}.migrations import advisory_lock_key, migrate
 
 SCHEMA_PATTERN = re.compile(r"test_([0-9a-z]+)_([0-9a-z]+)_[0-9a-f]{6}")
 MARKER = "ws-service-test-harness"
@@ -46,8 +45,7 @@ def redis_prefix(run_id: str, worker: str) -> str:
 
 def alive_lock_key(schema: str) -> int:
     """The advisory-lock key a live worker holds for its schema."""
-    digest = hashlib.blake2b(f"alive:{schema}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    return advisory_lock_key("alive", schema)
 
 
 @contextlib.contextmanager
