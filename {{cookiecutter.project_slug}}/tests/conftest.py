@@ -33,8 +33,9 @@ from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness import report, run
 from harness.leaks import LeakGuard
+from harness.live import AppFactory, LiveApp, serve_in_process
 from harness.namespaces import redis_prefix, schema_name, unlink_prefix, worker_schema
-from harness.server import AppFactory, LiveApp, User, UserFactory, serve_in_process
+from harness.users import User, UserFactory, forget_user
 from harness.wsclient import WsClient
 
 
@@ -191,7 +192,7 @@ async def make_user(
 
     yield make
     for user_id in created:
-        await shared_resources.forget_user(user_id)
+        await forget_user(shared_resources, user_id)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from {{ cookiecutter.package_name }}.bus import GROUP_PREFIX, Bus
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from harness.server import AppFactory, LiveApp, User
+from harness.live import AppFactory, LiveApp
+from harness.users import User
 from harness.wsclient import WsClient
 
 DELIVERY_TIMEOUT_S = 5.0

@@ -3,7 +3,8 @@
 from {{ cookiecutter.package_name }}.channels import personal_channel
 from {{ cookiecutter.package_name }}.resources import Resources
 
-from harness.server import LiveApp, User, UserFactory
+from harness.live import LiveApp
+from harness.users import User, UserFactory
 from harness.wsclient import WsClient
 
 

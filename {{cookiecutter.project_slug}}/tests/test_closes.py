@@ -14,8 +14,9 @@ from redis.backoff import NoBackoff
 from {{ cookiecutter.package_name }}.protocol import CloseCode
 from {{ cookiecutter.package_name }}.resources import Resources
 
-from harness.server import AppFactory, LiveApp, User
+from harness.live import AppFactory, LiveApp
 from harness.stalled import StalledClient
+from harness.users import User
 from harness.wsclient import WsClient
 
 Trigger = Callable[[LiveApp, WsClient, Resources, User], Awaitable[None]]

@@ -16,8 +16,9 @@ from websockets.exceptions import InvalidStatus
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
 
-from harness.server import LiveApp, User, UserFactory
+from harness.live import LiveApp
 from harness.stalled import StalledClient
+from harness.users import User, UserFactory
 from harness.wsclient import converse
 
 EXCHANGED = 30

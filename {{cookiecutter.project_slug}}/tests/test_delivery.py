@@ -9,7 +9,8 @@ import uuid
 from {{ cookiecutter.package_name }} import store
 from {{ cookiecutter.package_name }}.resources import Resources
 
-from harness.server import LiveApp, User, UserFactory
+from harness.live import LiveApp
+from harness.users import User, UserFactory
 from harness.wsclient import Frame, WsClient
 
 

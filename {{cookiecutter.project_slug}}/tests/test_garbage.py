@@ -6,7 +6,8 @@ import json
 from {{ cookiecutter.package_name }}.protocol import CloseCode
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from harness.server import LiveApp, UserFactory
+from harness.live import LiveApp
+from harness.users import UserFactory
 from harness.wsclient import WsClient, converse
 
 EXCHANGED = 20

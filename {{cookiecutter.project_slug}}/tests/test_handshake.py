@@ -8,7 +8,8 @@ from websockets.exceptions import InvalidStatus
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
 
-from harness.server import LiveApp, User
+from harness.live import LiveApp
+from harness.users import User
 from harness.wsclient import WsClient
 
 

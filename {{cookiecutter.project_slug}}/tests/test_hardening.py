@@ -22,8 +22,9 @@ from {{ cookiecutter.package_name }}.protocol import (
 )
 from {{ cookiecutter.package_name }}.resources import Resources
 
-from harness.server import AppFactory, LiveApp, User, UserFactory
+from harness.live import AppFactory, LiveApp
 from harness.stalled import StalledClient
+from harness.users import User, UserFactory
 from harness.wsclient import WsClient
 
 

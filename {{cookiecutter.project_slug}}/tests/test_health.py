@@ -11,7 +11,7 @@ from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.service import Service
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from harness.server import LiveApp
+from harness.live import LiveApp
 
 
 def http_url(live: LiveApp) -> str:

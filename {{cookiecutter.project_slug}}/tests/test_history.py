@@ -8,7 +8,8 @@ from {{ cookiecutter.package_name }}.protocol import Position
 from {{ cookiecutter.package_name }}.resources import Resources
 
 from harness.history import store_history
-from harness.server import AppFactory, LiveApp, User, UserFactory
+from harness.live import AppFactory, LiveApp
+from harness.users import User, UserFactory, forget_user
 from harness.wsclient import Frame, WsClient
 
 
@@ -112,7 +113,7 @@ async def test_deleted_history_changes_the_epoch_and_recovery_says_so(
         before = await ws.publish(channel, "kept")
         async with shared_app.websocket_session(user=leaving) as leaving_ws:
             await leaving_ws.publish(channel, "deleted with its sender")
-        await shared_resources.forget_user(leaving.id)
+        await forget_user(shared_resources, leaving.id)
         ack = await ws.subscribe(channel, since=position_of(before))
         assert (ack["recovered"], ack["reason"]) == (False, "epoch_changed")
         assert ack["position"]["epoch"] != before["epoch"]

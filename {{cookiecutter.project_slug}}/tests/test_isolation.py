@@ -13,6 +13,7 @@ from {{ cookiecutter.package_name }}.keys import RedisKeys
 from {{ cookiecutter.package_name }}.resources import Resources
 
 from harness.leaks import LeakGuard
+from harness.live import LiveApp
 from harness.namespaces import (
     MARKER,
     alive_lock_key,
@@ -23,7 +24,7 @@ from harness.namespaces import (
     worker_schema,
 )
 from harness.run import RunContext
-from harness.server import LiveApp, UserFactory
+from harness.users import UserFactory
 from harness.wsclient import WsClient
 
 

@@ -24,8 +24,9 @@ from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness.embedded import free_port
-from harness.server import AppFactory, LiveApp, User, UserFactory
+from harness.live import AppFactory, LiveApp
 from harness.stalled import StalledClient
+from harness.users import User, UserFactory
 from harness.wsclient import WsClient
 
 PACKAGE = "{{ cookiecutter.package_name }}"

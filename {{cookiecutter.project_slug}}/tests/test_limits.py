@@ -2,8 +2,9 @@
 
 from {{ cookiecutter.package_name }}.protocol import CloseCode
 
-from harness.server import AppFactory, UserFactory
+from harness.live import AppFactory
 from harness.stalled import StalledClient
+from harness.users import UserFactory
 
 FLOOD_FRAME_BYTES = 60_000
 

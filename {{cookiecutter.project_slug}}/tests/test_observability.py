@@ -8,7 +8,8 @@ import httpx
 
 from {{ cookiecutter.package_name }} import logs
 
-from harness.server import LiveApp, User
+from harness.live import LiveApp
+from harness.users import User
 from harness.wsclient import WsClient
 
 

@@ -11,7 +11,8 @@ from {{ cookiecutter.package_name }}.sessions import (
     SlowConsumer,
 )
 
-from harness.server import LiveApp, User
+from harness.live import LiveApp
+from harness.users import User
 
 
 async def test_disconnect_drains_session(shared_app: LiveApp, test_user: User):

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from . import ratelimit, store
 from .auth import Keyring
 from .bus import Bus
 from .keys import RedisKeys
@@ -54,11 +53,6 @@ class Resources:
         await self.bus.stop()
         await self.redis.aclose()
         await self.db.close()
-
-    async def forget_user(self, user_id: str) -> None:
-        """Delete a user, the messages it sent, and its counters in Redis."""
-        await store.delete_user(self.db, user_id)
-        await ratelimit.forget(self.redis, self.keys, user_id)
 
 
 async def open_database_pool(settings: Settings) -> AsyncConnectionPool:

@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import uvicorn
@@ -15,22 +15,11 @@ from {{ cookiecutter.package_name }}.server import uvicorn_config
 from {{ cookiecutter.package_name }}.service import Service
 from {{ cookiecutter.package_name }}.settings import Settings
 
+from .users import User
 from .wsclient import WsClient
 
 SERVER_START_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """A user row in the worker's schema, with a valid token for it."""
-
-    id: str
-    token: str
-
-
-UserFactory = Callable[[str], Awaitable[User]]
-"""Makes a user (given a name) for the current test; see the `make_user` fixture."""
 
 
 class _InProcessServer(uvicorn.Server):

@@ -1,0 +1,25 @@
+"""Test users: a row in the worker's schema with a token, and their removal after the test."""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from {{ cookiecutter.package_name }} import ratelimit, store
+from {{ cookiecutter.package_name }}.resources import Resources
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A user row in the worker's schema, with a valid token for it."""
+
+    id: str
+    token: str
+
+
+UserFactory = Callable[[str], Awaitable[User]]
+"""Makes a user (given a name) for the current test; see the `make_user` fixture."""
+
+
+async def forget_user(resources: Resources, user_id: str) -> None:
+    """Delete a user, the messages it sent (by cascade), and its counters in Redis."""
+    await store.delete_user(resources.db, user_id)
+    await ratelimit.forget(resources.redis, resources.keys, user_id)
