@@ -13,11 +13,12 @@
 
 Every async fixture and test runs on one event loop per worker (see pyproject.toml), so the
 pools opened once serve every test. `--app-scope=function` builds Resources and app per test
-instead, to measure on this suite what sharing buys. The plumbing lives in `harness/`.
+instead, to measure on this suite what sharing buys. The plumbing lives in `harness/`: the
+run-level hooks (controller to workers, crash cleanup, the report) in `harness/plugin.py`, and
+`worker_id` is pytest-xdist's own fixture.
 """
 
 import dataclasses
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -38,6 +39,8 @@ from harness.namespaces import redis_prefix, schema_name, unlink_prefix, worker_
 from harness.users import User, UserFactory, forget_user
 from harness.wsclient import WsClient
 
+pytest_plugins = ["harness.plugin"]
+
 
 def app_scope(fixture_name: str, config: pytest.Config) -> str:
     """The scope of the app and its Resources: per worker, or per test with --app-scope."""
@@ -54,12 +57,6 @@ def run_context(pytestconfig: pytest.Config) -> run.RunContext:
 def run_id(run_context: run.RunContext) -> str:
     """One id for the whole run, shared by its xdist workers; it names everything the run makes."""
     return run_context.run_id
-
-
-@pytest.fixture(scope="session")
-def worker_id() -> str:
-    """This worker's name ("gw0", ...), or "master" when the run has no xdist."""
-    return os.environ.get("PYTEST_XDIST_WORKER", "master")
 
 
 @pytest.fixture(scope="session")
@@ -206,58 +203,3 @@ async def ws_session(shared_app: LiveApp, test_user: User) -> AsyncIterator[WsCl
     """A fresh WebSocket for `test_user`; the test ends only once the server drained it."""
     async with shared_app.websocket_session(user=test_user) as ws:
         yield ws
-
-
-# Run-level plumbing. The xdist controller builds the run's context and hands it to each
-# worker, cleans up after crashed workers, and gathers the workers' reports.
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--app-scope",
-        choices=("session", "function"),
-        default=os.environ.get("HARNESS_APP_SCOPE", "session"),
-        help="build Resources and the app once per worker (session) or per test (function)",
-    )
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    run.start(config)
-    config.pluginmanager.register(report.FixtureTimer(), "harness-fixture-timer")
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    run.stop(config)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node: object) -> None:
-    run.hand_to_worker(node)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: object, error: object) -> None:
-    report.collect(node)
-    if error is not None:
-        run.clean_up_crashed_worker(node)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
-    test_report: pytest.TestReport = yield
-    report.count(item.config, test_report)
-    return test_report
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    report.finish(session.config, run.summary(session.config))
-
-
-def pytest_terminal_summary(
-    terminalreporter: pytest.TerminalReporter, config: pytest.Config
-) -> None:
-    lines = report.summary_lines(config, run.summary(config))
-    if lines:
-        terminalreporter.section("fixture stack")
-        for line in lines:
-            terminalreporter.write_line(line)

@@ -1,6 +1,7 @@
 """Each worker works in its own Postgres schema and under its own Redis prefix, and dead
 workers' namespaces are reaped."""
 
+import dataclasses
 import json
 import secrets
 import threading
@@ -10,7 +11,11 @@ import redis
 from psycopg import sql
 
 from {{ cookiecutter.package_name }}.keys import RedisKeys
-from {{ cookiecutter.package_name }}.resources import Resources
+from {{ cookiecutter.package_name }}.resources import (
+    Resources,
+    open_database_pool,
+)
+from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness.leaks import LeakGuard
 from harness.live import LiveApp
@@ -153,6 +158,29 @@ async def test_leak_guard_names_what_a_test_still_holds(
     after_disconnect = await leak_guard.leaks()
     assert any("is still registered" in leak for leak in while_connected)
     assert not any("is still registered" in leak for leak in after_disconnect)
-    for kind in ("user row", "message row", "Redis key"):
+    for kind in ("users row", "messages row", "Redis key"):
         assert any(leak.startswith(kind) for leak in after_disconnect), (kind, after_disconnect)
     assert all(user.id in leak for leak in after_disconnect)
+
+
+async def test_leak_guard_finds_rows_in_tables_it_was_never_told_about(
+    shared_resources: Resources, settings: Settings, make_user: UserFactory
+):
+    """A table a later migration adds, with a foreign key to users, is covered as it is."""
+    user = await make_user("owner")
+    async with shared_resources.db.connection() as conn:
+        await conn.execute(
+            "CREATE TABLE bookmarks (user_id uuid REFERENCES users (id) ON DELETE CASCADE)"
+        )
+    # A pool of its own: the guard reads a schema's tables once per pool.
+    pool = await open_database_pool(settings)
+    try:
+        async with pool.connection() as conn:
+            await conn.execute("INSERT INTO bookmarks VALUES (%s)", [user.id])
+        guard = LeakGuard(dataclasses.replace(shared_resources, db=pool), None)
+        guard.track(user.id)
+        assert f"bookmarks row of user {user.id}" in await guard.leaks()
+    finally:
+        async with pool.connection() as conn:
+            await conn.execute("DROP TABLE bookmarks")
+        await pool.close()

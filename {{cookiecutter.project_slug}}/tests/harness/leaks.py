@@ -1,10 +1,32 @@
 """The leak guard: after a test's teardown, no session and nothing of its users may survive.
 
 A leak fails the test that caused it, naming what leaked, instead of making a later test flaky.
+What a user owns is read from the schema itself: the `users` row, and every row of any table
+with a foreign key to `users`. A new migration adding such a table needs no change here.
 """
+
+import weakref
+
+from psycopg import AsyncConnection, sql
+from psycopg_pool import AsyncConnectionPool
 
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.sessions import SessionRegistry
+
+REFERENCES_TO_USERS = """
+SELECT referencing.relname, attribute.attname
+FROM pg_constraint AS fk
+JOIN pg_class AS referencing ON referencing.oid = fk.conrelid
+JOIN pg_attribute AS attribute
+    ON attribute.attrelid = fk.conrelid AND attribute.attnum = fk.conkey[1]
+WHERE fk.contype = 'f' AND fk.confrelid = 'users'::regclass AND cardinality(fk.conkey) = 1
+ORDER BY 1, 2
+"""
+
+# The query per pool (so per schema): a worker's schema does not change during its run.
+_owned_rows_queries: weakref.WeakKeyDictionary[AsyncConnectionPool, sql.Composed] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class LeakGuard:
@@ -28,15 +50,45 @@ class LeakGuard:
         if resources is None or not self.user_ids:
             return found
         async with resources.db.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT 'user row', id::text FROM users WHERE id = ANY(%(ids)s::uuid[])"
-                " UNION ALL SELECT 'message row ' || id, sender_id::text FROM messages"
-                " WHERE sender_id = ANY(%(ids)s::uuid[])",
-                {"ids": self.user_ids},
-            )
+            if resources.db not in _owned_rows_queries:
+                _owned_rows_queries[resources.db] = await _owned_rows_query(conn)
+            cursor = await conn.execute(_owned_rows_queries[resources.db], {"ids": self.user_ids})
             found += [f"{what} of user {user_id}" for what, user_id in await cursor.fetchall()]
-        for user_id in self.user_ids:
-            pattern = resources.keys.match() + user_id + "*"
-            async for key in resources.redis.scan_iter(match=pattern, count=1000):
-                found.append(f"Redis key {key!r} of user {user_id}")
+        found += [
+            f"Redis key {key!r} of user {user_id}"
+            for user_id, key in await _redis_keys_of(resources, self.user_ids)
+        ]
         return found
+
+
+async def _owned_rows_query(conn: AsyncConnection) -> sql.Composed:
+    """One query listing ("<table> row", user id) for every row the given users own."""
+    references = await (await conn.execute(REFERENCES_TO_USERS)).fetchall()
+    return sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {} || ' row', {}::text FROM {} WHERE {} = ANY(%(ids)s::uuid[])").format(
+            sql.Literal(table),
+            sql.Identifier(column),
+            sql.Identifier(table),
+            sql.Identifier(column),
+        )
+        for table, column in [("users", "id"), *references]
+    )
+
+
+async def _redis_keys_of(resources: Resources, user_ids: list[str]) -> list[tuple[str, str]]:
+    """(user id, key) for every key under the prefix naming one of the users: one pipelined
+    SCAN round trip for all of them, more only while a scan has further to go."""
+    cursors = {user_id: 0 for user_id in user_ids}
+    found: list[tuple[str, str]] = []
+    while cursors:
+        async with resources.redis.pipeline(transaction=False) as pipe:
+            for user_id, cursor in cursors.items():
+                pipe.scan(cursor, match=resources.keys.match() + user_id + "*", count=1000)
+            replies = await pipe.execute()
+        for user_id, (cursor, keys) in zip(list(cursors), replies, strict=True):
+            found += [(user_id, key) for key in keys]
+            if cursor:
+                cursors[user_id] = cursor
+            else:
+                del cursors[user_id]
+    return found
