@@ -48,7 +48,7 @@ CASES: list[tuple[CloseCode | int, dict[str, object], Trigger]] = [
     (1000, {}, client_closes),
     (CloseCode.UNSUPPORTED_DATA, {}, binary_frame),
     (CloseCode.MESSAGE_TOO_BIG, {"max_message_bytes": 1024}, oversized_frame),
-    (CloseCode.TOO_MANY_REQUESTS, {"request_rate": 1, "request_burst": 3}, flood),
+    (CloseCode.TOO_MANY_REQUESTS, {"request_rate": 0.001, "request_burst": 3}, flood),
     (CloseCode.ACCOUNT_REVOKED, {"user_check_s": 0.05}, disabled_user),
 ]
 

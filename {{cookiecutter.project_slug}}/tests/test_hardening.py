@@ -102,7 +102,8 @@ async def test_a_flooding_connection_is_told_then_closed_and_others_carry_on(
     another_app: AppFactory, make_user: UserFactory
 ):
     flooder, healthy = await make_user("flooder"), await make_user("healthy")
-    async with another_app(request_rate=1, request_burst=5) as live:
+    # A refill slow enough that no token comes back during the test, however loaded the machine.
+    async with another_app(request_rate=0.001, request_burst=5) as live:
         before = live.service.metrics.closes[CloseCode.TOO_MANY_REQUESTS]
         async with live.websocket_session(user=healthy) as healthy_ws:
             async with live.websocket_session(user=flooder) as ws:
@@ -127,17 +128,17 @@ async def test_the_publish_limit_holds_in_every_window(
     a fixed window lets twice the limit through across its boundary."""
     limit, window_s = 5, 0.4
     admitted: list[tuple[float, float]] = []
-    deadline = time.monotonic() + 3 * window_s
-    while time.monotonic() < deadline:
-        sent = time.monotonic()
-        wait = await ratelimit.check(
-            shared_resources.redis, shared_resources.keys, test_user.id, "t", limit, window_s
-        )
-        if wait is None:
-            admitted.append((sent, time.monotonic()))
-        else:
-            assert 0 < wait <= window_s
-    assert len(admitted) >= 2 * limit, "the limit refilled as the window slid"
+    # Until the window has slid twice past its limit, however slow each round trip is.
+    async with asyncio.timeout(30):
+        while len(admitted) < 3 * limit:
+            sent = time.monotonic()
+            wait = await ratelimit.check(
+                shared_resources.redis, shared_resources.keys, test_user.id, "t", limit, window_s
+            )
+            if wait is None:
+                admitted.append((sent, time.monotonic()))
+            else:
+                assert 0 < wait <= window_s
     for first_sent, _ in admitted:
         inside = [1 for _, received in admitted if first_sent <= received < first_sent + window_s]
         assert len(inside) <= limit
