@@ -52,14 +52,6 @@ async def check(
     return None if wait_us < 0 else wait_us / 1_000_000
 
 
-async def forget(redis: Redis, keys: RedisKeys, user_id: str) -> None:
-    """Drop every counter of `user_id`."""
-    pattern = keys.match("ratelimit", user_id, "")
-    stale = [key async for key in redis.scan_iter(match=pattern, count=1000)]
-    if stale:
-        await redis.unlink(*stale)
-
-
 class RequestBudget:
     """A connection's token bucket: `burst` requests at once, refilled at `rate` per second."""
 

@@ -3,7 +3,7 @@
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from {{ cookiecutter.package_name }} import ratelimit, store
+from {{ cookiecutter.package_name }} import store
 from {{ cookiecutter.package_name }}.resources import Resources
 
 
@@ -20,6 +20,9 @@ UserFactory = Callable[[str], Awaitable[User]]
 
 
 async def forget_user(resources: Resources, user_id: str) -> None:
-    """Delete a user, the messages it sent (by cascade), and its counters in Redis."""
+    """Delete a user, the messages it sent (by cascade), and its rate-limit counters."""
     await store.delete_user(resources.db, user_id)
-    await ratelimit.forget(resources.redis, resources.keys, user_id)
+    pattern = resources.keys.match("ratelimit", user_id, "")
+    stale = [key async for key in resources.redis.scan_iter(match=pattern, count=1000)]
+    if stale:
+        await resources.redis.unlink(*stale)
