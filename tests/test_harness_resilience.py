@@ -159,7 +159,7 @@ def test_killed_run_is_reaped_by_the_next_run(project: Path, tmp_path: Path):
     report = tmp_path / "report.json"
     next_run = run_suite(project, "-n", "2", report=report)
     check_run(next_run, report)
-    assert "harness: reaped" in next_run.stderr
+    # The outcome, not who printed it: a run started beside this one may have reaped first.
     assert leftovers(dead_run) == {"schemas": [], "keys": []}
 
 
