@@ -4,8 +4,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,19 @@ def bake_into(output_dir: Path, config_file: Path, **context: str) -> Path:
         extra_context=context,
     )
     return Path(project_dir)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point TMPDIR at this session's own temp dir, for this process and the ones it starts.
+
+    Cookiecutter renders every hook into a temp file it never deletes (over a hundred a run);
+    here they land under pytest's basetemp, which pytest prunes, instead of piling up in /tmp."""
+    tmpdir = tmp_path_factory.mktemp("tmp")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(tmpdir))
+        patch.setattr(tempfile, "tempdir", str(tmpdir))
+        yield tmpdir
 
 
 @pytest.fixture(scope="session")
