@@ -33,6 +33,9 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvic
         "ws": functools.partial(
             WebSocketProtocol, close_timeout_s=settings.close_timeout_s, metrics=service.metrics
         ),
+        # asyncio's own loop even where uvloop is installed: only its transports let
+        # WebSocketProtocol bound each read, which keeps one flooding client from stalling others.
+        "loop": "asyncio",
         "ws_max_size": settings.max_message_bytes,
         "ws_ping_interval": settings.ping_interval_s,
         "ws_ping_timeout": settings.ping_timeout_s,
