@@ -20,6 +20,8 @@ def configurations(cores: int) -> dict[str, Configuration]:
     one_process = ("-p", "no:xdist")
     known = [
         Configuration("floor", "floor: empty tests", FLOOR_DIR, one_process),
+        # xdist's own cost: the same empty tests, spread over two workers.
+        Configuration("floor_xdist", "floor: -n 2", FLOOR_DIR, ("-n", "2")),
         Configuration(
             "naive", "naive: app per test", WS_DIR, (*one_process, "--app-scope=function")
         ),

@@ -9,7 +9,7 @@ from typing import Any
 from bench.configs import Configuration
 
 # The configurations every results file names, even when a run left some out (value null).
-CORE_CONFIGS = ("floor", "naive", "shared", "shared_xdist")
+CORE_CONFIGS = ("floor", "floor_xdist", "naive", "shared", "shared_xdist")
 # The harness as shipped: the configurations whose speed-up over naive is the point.
 SHARING = ("shared", "shared_xdist", "shared_xdist_auto")
 
@@ -62,7 +62,7 @@ def summarize(
         by_config.setdefault(run.config, []).append(run)
     seconds = {name: _median([run.seconds for run in done]) for name, done in by_config.items()}
     floor, naive, shared = seconds.get("floor"), seconds.get("naive"), seconds.get("shared")
-    xdist = seconds.get("shared_xdist")
+    xdist, floor_xdist = seconds.get("shared_xdist"), seconds.get("floor_xdist")
     # Per-worker startup as xdist workers see it (two starting at once); else one process.
     startup_runs = by_config.get("shared_xdist") or by_config.get("shared") or []
     startups = [run.report["worker_startup_ms"] for run in startup_runs]
@@ -78,9 +78,13 @@ def summarize(
             phase: _rounded(_median([startup[phase] for startup in startups]), 1)
             for phase in ("schema_and_migrations", "resources", "server")
         },
-        "per_test_overhead_ms": _rounded(
-            None if shared is None or floor is None else (shared - floor) / tests * 1000, 2
+        "per_test_overhead_ms": _per_test_ms(shared, floor, tests),
+        # Where parallel time goes: xdist's own cost on empty tests, and the harness's per test
+        # above that floor when the same tests run on two workers.
+        "xdist_overhead_s": _rounded(
+            None if floor_xdist is None or floor is None else floor_xdist - floor, 3
         ),
+        "per_test_overhead_xdist_ms": _per_test_ms(xdist, floor_xdist, tests),
         "test_setup_median_ms": _rounded(
             _median([run.report["test_setup_ms"]["median"] for run in shared_runs]), 2
         ),
@@ -128,6 +132,15 @@ def table(results: dict[str, Any]) -> list[str]:
             f"{config['label']:<24}{config['median_s']:>10.2f}{config['min_s']:>9.2f}"
             f"{config['max_s']:>9.2f}{versus:>10}"
         )
+    if results["xdist_overhead_s"] is not None:
+        lines.append(
+            f"xdist's own overhead at -n 2 (floor -n 2 - floor), s: {results['xdist_overhead_s']}"
+        )
+    if results["per_test_overhead_xdist_ms"] is not None:
+        lines.append(
+            "per-test overhead above the floor at -n 2, ms: "
+            f"{results['per_test_overhead_xdist_ms']}"
+        )
     phases = results["worker_startup_phases_ms"]
     if results["worker_startup_ms"] is not None:
         lines.append(
@@ -150,6 +163,11 @@ def _median(values: list[float]) -> float | None:
 
 def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def _per_test_ms(suite: float | None, floor: float | None, tests: int) -> float | None:
+    """What each test costs above the floor's empty test, in milliseconds."""
+    return None if suite is None or floor is None else round((suite - floor) / tests * 1000, 2)
 
 
 def _ratio(slower: float | None, faster: float | None) -> float | None:

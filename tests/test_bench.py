@@ -44,6 +44,7 @@ def _run(config: str, round_number: int, seconds: float, workers: int = 1) -> Ru
 def test_figures_are_medians_over_rounds_and_their_ratios():
     timings = {
         "floor": [1, 2, 9],
+        "floor_xdist": [1.5, 2.5, 2.5],
         "naive": [50, 40, 60],
         "shared": [5, 4, 6],
         "shared_xdist": [3, 2, 4],
@@ -54,11 +55,13 @@ def test_figures_are_medians_over_rounds_and_their_ratios():
         for round_number, seconds in enumerate(per_round, start=1)
     ]
     results = summarize(runs, configurations(cores=2), tests=1000, rounds=3, cores=2)
-    assert [results[f"{name}_s"] for name in CORE_CONFIGS] == [2, 50, 5, 3]
+    assert [results[f"{name}_s"] for name in CORE_CONFIGS] == [2, 2.5, 50, 5, 3]
     floor = results["configs"]["floor"]
     assert (floor["median_s"], floor["min_s"], floor["max_s"]) == (2, 1, 9)
     assert floor["per_round_s"] == [1, 2, 9]
     assert results["per_test_overhead_ms"] == 3.0
+    # xdist's own cost, and the harness's per test above it on two workers.
+    assert (results["xdist_overhead_s"], results["per_test_overhead_xdist_ms"]) == (0.5, 0.5)
     assert (results["speedup_sharing"], results["speedup_parallel"]) == (10.0, 1.67)
     assert results["speedup_total"] == 16.67
     assert (results["workers"], results["worker_startup_ms"]) == (2, 20.0)
@@ -72,6 +75,7 @@ def test_a_subset_of_configurations_leaves_the_others_null():
     results = summarize(runs, configurations(cores=2), tests=2000, rounds=1, cores=2)
     assert (results["floor_s"], results["naive_s"]) == (None, None)
     assert results["per_test_overhead_ms"] is None
+    assert (results["xdist_overhead_s"], results["per_test_overhead_xdist_ms"]) == (None, None)
     assert (results["speedup_sharing"], results["speedup_total"]) == (None, None)
     assert results["speedup_parallel"] == 1.6
     assert set(results["goals"]) == {"worker_startup_ms", "speedup_parallel"}
