@@ -173,7 +173,7 @@ async def test_leak_guard_finds_rows_in_tables_it_was_never_told_about(
             "CREATE TABLE bookmarks (user_id uuid REFERENCES users (id) ON DELETE CASCADE)"
         )
     # A pool of its own: the guard reads a schema's tables once per pool.
-    pool = await open_database_pool(settings)
+    pool = await open_database_pool(settings.database_url, settings.database_schema, max_size=2)
     try:
         async with pool.connection() as conn:
             await conn.execute("INSERT INTO bookmarks VALUES (%s)", [user.id])

@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from websockets.asyncio.client import connect
 
+from {{ cookiecutter.package_name }} import store
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.protocol import (
     BEARER_PREFIX,
@@ -135,3 +137,31 @@ async def test_sigterm_drains_then_closes_sessions_with_1012(
         if service.returncode is None:
             service.kill()
             await service.wait()
+
+
+async def test_add_user_needs_only_the_database_settings(
+    settings: Settings, shared_resources: Resources, pytestconfig: pytest.Config
+):
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(Path(pytestconfig.rootpath) / "src"),
+        "DATABASE_URL": settings.database_url,
+        "DATABASE_SCHEMA": settings.database_schema,
+    }
+    command = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        PACKAGE,
+        "add-user",
+        "from the command line",
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(command.communicate(), EXIT_TIMEOUT_S)
+    assert command.returncode == 0, stderr.decode()
+    user_id = stdout.decode().strip()
+    try:
+        assert await store.is_active_user(shared_resources.db, user_id)
+    finally:
+        await store.delete_user(shared_resources.db, user_id)

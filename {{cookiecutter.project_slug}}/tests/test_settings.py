@@ -10,6 +10,7 @@ from {{ cookiecutter.package_name }}.settings import (
     ConfigError,
     Settings,
     markdown_table,
+    read,
 )
 
 
@@ -90,3 +91,15 @@ def test_the_readme_lists_every_setting_as_declared():
         "the README's settings table is out of date: paste the output of"
         " `python -m {{ cookiecutter.package_name }} settings` into it"
     )
+
+
+def test_a_command_reads_only_the_settings_it_uses():
+    environ = {"DATABASE_URL": "postgresql://db.example/app"}
+    assert read(("database_url", "database_schema"), environ) == {
+        "database_url": "postgresql://db.example/app",
+        "database_schema": "public",
+    }
+    with pytest.raises(ConfigError, match="DATABASE_SCHEMA 'Bad;' is invalid"):
+        read(("database_schema",), {"DATABASE_SCHEMA": "Bad;"})
+    with pytest.raises(ConfigError, match="DATABASE_URL is not set"):
+        read(("database_url",), {})

@@ -15,14 +15,24 @@ from .auth import SigningKey
 from .migrations import migrate
 from .resources import open_database_pool
 from .server import serve
-from .settings import ConfigError, Settings, markdown_table
+from .settings import ConfigError, Settings, markdown_table, read
 
 
 def settings_or_exit() -> Settings:
+    """Every setting, or exit naming the variable at fault."""
     try:
         return Settings.from_env()
     except ConfigError as error:
         sys.exit(f"configuration error: {error}")
+
+
+def database_or_exit() -> tuple[str, str]:
+    """DATABASE_URL and DATABASE_SCHEMA alone, for the commands that only touch Postgres."""
+    try:
+        values = read(("database_url", "database_schema"))
+    except ConfigError as error:
+        sys.exit(f"configuration error: {error}")
+    return values["database_url"], values["database_schema"]
 
 
 def run_server(args: argparse.Namespace) -> None:
@@ -33,19 +43,19 @@ def run_server(args: argparse.Namespace) -> None:
 
 def run_migrations(args: argparse.Namespace) -> None:
     """Apply pending migrations into DATABASE_SCHEMA."""
-    settings = settings_or_exit()
-    with psycopg.connect(settings.database_url) as conn:
-        applied = migrate(conn, settings.database_schema)
+    url, schema = database_or_exit()
+    with psycopg.connect(url) as conn:
+        applied = migrate(conn, schema)
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing pending"
-    print(f"migrated schema {settings.database_schema}: {names}")
+    print(f"migrated schema {schema}: {names}")
 
 
 def add_user(args: argparse.Namespace) -> None:
     """Create a user and print its id."""
-    settings = settings_or_exit()
+    url, schema = database_or_exit()
 
     async def create() -> str:
-        pool = await open_database_pool(settings)
+        pool = await open_database_pool(url, schema, max_size=1)
         try:
             return await store.create_user(pool, args.name)
         finally:

@@ -31,7 +31,9 @@ class Resources:
     @classmethod
     async def open(cls, settings: Settings) -> "Resources":
         """Open the pools and register the bus; fail fast if Postgres or Redis is unreachable."""
-        db = await open_database_pool(settings)
+        db = await open_database_pool(
+            settings.database_url, settings.database_schema, settings.database_pool_size
+        )
         redis: Redis = Redis.from_url(
             settings.redis_url,
             decode_responses=True,
@@ -55,16 +57,16 @@ class Resources:
         await self.db.close()
 
 
-async def open_database_pool(settings: Settings) -> AsyncConnectionPool:
-    """A pool whose connections see only DATABASE_SCHEMA, opened and checked."""
+async def open_database_pool(url: str, schema: str, max_size: int) -> AsyncConnectionPool:
+    """A pool whose connections see only `schema`, opened and checked."""
     pool = AsyncConnectionPool(
-        settings.database_url,
+        url,
         min_size=1,
-        max_size=settings.database_pool_size,
+        max_size=max_size,
         kwargs={
             # Only the service's schema: with `public` on the path, a missing table could
             # silently resolve there.
-            "options": f"-c search_path={settings.database_schema}",
+            "options": f"-c search_path={schema}",
             # Every query in store.py is a single statement: autocommit spares each one its
             # BEGIN and COMMIT round trips.
             "autocommit": True,

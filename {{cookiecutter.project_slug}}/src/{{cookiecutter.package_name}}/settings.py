@@ -9,7 +9,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,15 @@ def _text(name: str, raw: str) -> str:
 
 def _url(name: str, raw: str) -> str:
     return raw.strip()
+
+
+def _schema(name: str, raw: str) -> str:
+    if not SCHEMA_NAME.fullmatch(raw):
+        raise ConfigError(
+            f"{name} {raw!r} is invalid: use lowercase letters, digits and underscores, starting"
+            " with a letter or underscore, at most 63 bytes"
+        )
+    return raw
 
 
 def _origins(name: str, raw: str) -> frozenset[str]:
@@ -97,7 +106,7 @@ class Settings:
     )
     database_schema: str = _setting(
         "DATABASE_SCHEMA",
-        _text,
+        _schema,
         "schema the service's tables live in (the pool sees only it)",
         "public",
     )
@@ -236,26 +245,42 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        if not SCHEMA_NAME.fullmatch(self.database_schema):
-            raise ConfigError(
-                f"DATABASE_SCHEMA {self.database_schema!r} is invalid: use lowercase letters, "
-                "digits and underscores, starting with a letter or underscore, at most 63 bytes"
-            )
+        _schema("DATABASE_SCHEMA", self.database_schema)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
         """Read the settings from `environ`, raising ConfigError on the first bad variable."""
         values: dict[str, Any] = {"keyring": _keyring(environ)}
         for setting in fields(cls):
-            variable, parse = setting.metadata["variable"], setting.metadata["parse"]
-            if setting.name in values:
-                continue
-            raw = environ.get(variable, "")
-            if raw.strip():
-                values[setting.name] = parse(variable, raw)
-            elif _required(setting):
-                raise ConfigError(f"{variable} is not set: {setting.metadata['doc']}")
+            if setting.name not in values:
+                value = _parsed(setting, environ)
+                if value is not MISSING:
+                    values[setting.name] = value
         return cls(**values)
+
+
+def read(names: Iterable[str], environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """Only the named settings, parsed as declared (their defaults where unset): for commands
+    that need a few of them, and should not demand the rest."""
+    values: dict[str, Any] = {}
+    for setting in fields(Settings):
+        if setting.name in names:
+            value = _parsed(setting, environ)
+            if value is MISSING:
+                value = setting.default_factory() if _has_factory(setting) else setting.default
+            values[setting.name] = value
+    return values
+
+
+def _parsed(setting: Any, environ: Mapping[str, str]) -> Any:
+    """The setting's value from `environ`; MISSING when unset, or ConfigError if it is required."""
+    variable, parse = setting.metadata["variable"], setting.metadata["parse"]
+    raw = environ.get(variable, "")
+    if raw.strip():
+        return parse(variable, raw)
+    if _required(setting):
+        raise ConfigError(f"{variable} is not set: {setting.metadata['doc']}")
+    return MISSING
 
 
 def markdown_table() -> str:
@@ -268,7 +293,11 @@ def markdown_table() -> str:
 
 
 def _required(setting: Any) -> bool:
-    return setting.default is MISSING and setting.default_factory is MISSING
+    return setting.default is MISSING and not _has_factory(setting)
+
+
+def _has_factory(setting: Any) -> bool:
+    return setting.default_factory is not MISSING
 
 
 def _shown_default(setting: Any) -> str:
