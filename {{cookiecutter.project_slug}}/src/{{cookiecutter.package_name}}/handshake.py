@@ -98,10 +98,11 @@ async def admit(websocket: WebSocket, service: Service) -> Admitted:
     presented = credentials(websocket)
     try:
         identity = service.resources.keyring.verify(presented.token, settings.max_token_ttl_s)
-        # One spelling per user, so every index of sessions by user agrees with Postgres.
-        identity = replace(identity, user_id=str(uuid.UUID(identity.user_id)))
     except AuthError as error:
         raise HandshakeRefused(Status.FORBIDDEN, error.reason, str(error)) from None
+    try:
+        # One spelling per user, so every index of sessions by user agrees with Postgres.
+        identity = replace(identity, user_id=str(uuid.UUID(identity.user_id)))
     except ValueError:
         raise HandshakeRefused(
             Status.FORBIDDEN, "unknown_user", f"`sub` {identity.user_id!r} is not a user id"

@@ -62,18 +62,22 @@ def _flag(name: str, raw: str) -> bool:
     return value in ("1", "true", "yes")
 
 
-def _seconds(name: str, raw: str) -> float:
+def _number(name: str, raw: str, unit: str) -> float:
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError:
-        raise ConfigError(f"{name} {raw!r} is not a number of seconds") from None
+        raise ConfigError(f"{name} {raw!r} is not a number of {unit}") from None
+
+
+def _seconds(name: str, raw: str) -> float:
+    value = _number(name, raw, "seconds")
     if not value >= 0:
         raise ConfigError(f"{name} {raw!r} must not be negative")
     return value
 
 
 def _rate(name: str, raw: str) -> float:
-    value = _seconds(name, raw)
+    value = _number(name, raw, "requests per second")
     if not value > 0:
         raise ConfigError(f"{name} {raw!r} must be positive")
     return value

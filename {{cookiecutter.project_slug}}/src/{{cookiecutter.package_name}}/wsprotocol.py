@@ -58,7 +58,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             transport.max_size = READ_BYTES
         self._metrics.open_sockets += 1
         peer = self.client[0] if self.client else "unknown"
-        self.logger = _ClientFaultLog(logging.getLogger("uvicorn.error"), peer)  # type: ignore[assignment]
+        self.logger = _ClientFaultLog(self.logger, peer)  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._metrics.open_sockets -= 1
