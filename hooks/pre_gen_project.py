@@ -24,6 +24,7 @@ DEPENDENCY_IMPORT_NAMES = frozenset(
         "cryptography",
         "h11",
         "jwt",
+        "prometheus_client",
         "psycopg",
         "psycopg_pool",
         "pytest",

@@ -102,7 +102,7 @@ async def test_restarted_instance_first_delivers_what_it_never_acknowledged(
     received: list[str] = []
     all_received = asyncio.Event()
 
-    def listener(channel: str, offset: int, frame: str) -> None:
+    def listener(channel: str, offset: int, frame: str, streamed_at: float) -> None:
         if channel == "room:pending":
             received.append(frame)
             if len(received) == len(frames):

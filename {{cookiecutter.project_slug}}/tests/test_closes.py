@@ -15,6 +15,7 @@ from {{ cookiecutter.package_name }}.protocol import CloseCode
 from {{ cookiecutter.package_name }}.resources import Resources
 
 from harness.live import AppFactory, LiveApp
+from harness.scrape import closes
 from harness.stalled import StalledClient
 from harness.users import User
 from harness.wsclient import WsClient
@@ -27,11 +28,11 @@ async def client_closes(live: LiveApp, ws: WsClient, resources: Resources, user:
 
 
 async def binary_frame(live: LiveApp, ws: WsClient, resources: Resources, user: User) -> None:
-    await ws.connection.send(b"\x00\x01")
+    await ws.send_raw(b"\x00\x01")
 
 
 async def oversized_frame(live: LiveApp, ws: WsClient, resources: Resources, user: User) -> None:
-    await ws.connection.send("x" * (live.service.settings.max_message_bytes + 1))
+    await ws.send_raw("x" * (live.service.settings.max_message_bytes + 1))
 
 
 async def flood(live: LiveApp, ws: WsClient, resources: Resources, user: User) -> None:
@@ -68,7 +69,7 @@ async def test_each_close_is_counted_once_with_its_code(
         async with live.websocket_session(user=test_user) as ws:
             await trigger(live, ws, shared_resources, test_user)
             assert await ws.closed_with() == code
-        assert dict(live.service.metrics.closes) == {code: 1}
+        assert closes(live.service.metrics) == {code: 1}
 
 
 async def test_an_unexpected_failure_counts_one_1011(
@@ -82,7 +83,9 @@ async def test_an_unexpected_failure_counts_one_1011(
             async with live.websocket_session(user=test_user) as ws:
                 await ws.send({"type": "publish", "id": 1, "channel": "room:fail", "data": 1})
                 assert await ws.closed_with() == CloseCode.INTERNAL_ERROR
-            assert dict(live.service.metrics.closes) == {CloseCode.INTERNAL_ERROR: 1}
+            assert closes(live.service.metrics) == {CloseCode.INTERNAL_ERROR: 1}
+            failed = {"backend": "redis", "operation": "request"}
+            assert live.service.metrics.value("ws_backend_errors_total", **failed) == 1
     finally:
         await unreachable.aclose()
 
@@ -92,7 +95,7 @@ async def test_shutdown_counts_one_1012_per_session(another_app: AppFactory, tes
         client = StalledClient(live.url, test_user.token)
         await client.open()
     assert await client.close_code() == CloseCode.SERVICE_RESTART
-    assert dict(live.service.metrics.closes) == {CloseCode.SERVICE_RESTART: 1}
+    assert closes(live.service.metrics) == {CloseCode.SERVICE_RESTART: 1}
 
 
 async def test_invalid_utf8_counts_one_1007(another_app: AppFactory, test_user: User):
@@ -104,4 +107,4 @@ async def test_invalid_utf8_counts_one_1007(another_app: AppFactory, test_user: 
         session_ids = [session.id for session in live.service.registry.all()]
         for session_id in session_ids:
             await live.wait_drained(session_id)
-        assert dict(live.service.metrics.closes) == {1007: 1}
+        assert closes(live.service.metrics) == {1007: 1}

@@ -23,6 +23,7 @@ from {{ cookiecutter.package_name }}.protocol import (
 from {{ cookiecutter.package_name }}.resources import Resources
 
 from harness.live import AppFactory, LiveApp
+from harness.scrape import closes
 from harness.stalled import StalledClient
 from harness.users import User, UserFactory
 from harness.wsclient import WsClient
@@ -78,10 +79,10 @@ async def test_invalid_utf8_closes_with_1007_and_logs_no_traceback(
 
 
 async def test_lone_surrogates_are_refused_without_hurting_the_connection(ws_session: WsClient):
-    await ws_session.connection.send('{"type": "ping", "id": "\\ud800"}')
+    await ws_session.send_raw('{"type": "ping", "id": "\\ud800"}')
     reply = await ws_session.next_of_type("error")
     assert (reply["code"], reply["id"]) == ("invalid_message", None)
-    await ws_session.connection.send(
+    await ws_session.send_raw(
         '{"type": "publish", "id": 7, "channel": "room:u", "data": "\\udfff alone"}'
     )
     reply = await ws_session.next_of_type("error")
@@ -104,7 +105,7 @@ async def test_a_flooding_connection_is_told_then_closed_and_others_carry_on(
     flooder, healthy = await make_user("flooder"), await make_user("healthy")
     # A refill slow enough that no token comes back during the test, however loaded the machine.
     async with another_app(request_rate=0.001, request_burst=5) as live:
-        before = live.service.metrics.closes[CloseCode.TOO_MANY_REQUESTS]
+        before = closes(live.service.metrics).get(CloseCode.TOO_MANY_REQUESTS, 0)
         async with live.websocket_session(user=healthy) as healthy_ws:
             async with live.websocket_session(user=flooder) as ws:
                 for n in range(5):
@@ -118,7 +119,7 @@ async def test_a_flooding_connection_is_told_then_closed_and_others_carry_on(
                     await ws.send({"type": "ping", "id": f"flood {n}"})
                 assert await ws.closed_with() == CloseCode.TOO_MANY_REQUESTS
             assert (await healthy_ws.request("ping"))["type"] == "pong"
-        assert live.service.metrics.closes[CloseCode.TOO_MANY_REQUESTS] == before + 1
+        assert closes(live.service.metrics).get(CloseCode.TOO_MANY_REQUESTS, 0) == before + 1
 
 
 async def test_the_publish_limit_holds_in_every_window(
@@ -158,7 +159,9 @@ async def test_connections_per_user_and_per_address_are_capped(
                 assert await refusal(live, other.token) == (429, "too_many_connections")
         async with live.websocket_session(user=user) as again:
             await again.assert_silent()
-        refused = live.service.metrics.handshakes_refused["too_many_connections"]
+        refused = live.service.metrics.value(
+            "ws_handshakes_refused_total", reason="too_many_connections"
+        )
         assert refused == 2
 
 
@@ -170,7 +173,7 @@ async def test_a_disabled_user_is_closed_with_4003_within_the_check_interval(
             async with shared_resources.db.connection() as conn:
                 await conn.execute("UPDATE users SET disabled = true WHERE id = %s", [test_user.id])
             assert await ws.closed_with() == CloseCode.ACCOUNT_REVOKED
-        assert live.service.metrics.closes[CloseCode.ACCOUNT_REVOKED] == 1
+        assert closes(live.service.metrics) == {CloseCode.ACCOUNT_REVOKED: 1}
 
 
 async def test_a_deleted_users_publish_gets_an_error_not_1011(
@@ -192,6 +195,8 @@ async def test_a_postgres_outage_refuses_handshakes_with_503_at_once(
     try:
         async with another_app(dataclasses.replace(shared_resources, db=unreachable)) as live:
             assert await refusal(live, test_user.token) == (503, "unavailable")
+            failed = {"backend": "postgres", "operation": "handshake"}
+            assert live.service.metrics.value("ws_backend_errors_total", **failed) == 1
     finally:
         await unreachable.close()
 
@@ -217,10 +222,10 @@ async def test_a_socket_whose_peer_never_completes_the_close_is_aborted(
             await stalled.open()
             await stalled.send({"type": "subscribe", "id": 1, "channel": "room:stuck"})
             assert (await stalled.next_frame())["type"] == "ack"
-            assert metrics.open_sockets == 2
-            while not metrics.closes[CloseCode.SLOW_CONSUMER]:
+            assert metrics.value("ws_sockets") == 2
+            while CloseCode.SLOW_CONSUMER not in closes(metrics):
                 await writer_ws.publish("room:stuck", "x" * 60_000)
             # The stuck client reads nothing more: its socket is aborted, not left to linger.
-            await eventually(lambda: metrics.open_sockets == 1)
+            await eventually(lambda: metrics.value("ws_sockets") == 1)
             assert len(live.service.registry) == 1
             stalled.writer.close()

@@ -27,6 +27,7 @@ from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness.embedded import free_port
 from harness.live import AppFactory, LiveApp
+from harness.scrape import closes
 from harness.stalled import StalledClient
 from harness.users import User, UserFactory
 from harness.wsclient import WsClient
@@ -40,10 +41,10 @@ async def test_expiring_token_closes_the_session_with_4001(
 ):
     # Long enough to survive a handshake on a loaded machine, well inside the client's timeout.
     short_lived = User(test_user.id, signing_key.issue(test_user.id, ttl=2.0))
-    expired_before = shared_app.service.metrics.closes[CloseCode.TOKEN_EXPIRED]
+    expired_before = closes(shared_app.service.metrics).get(CloseCode.TOKEN_EXPIRED, 0)
     async with shared_app.websocket_session(user=short_lived) as ws:
         assert await ws.closed_with() == CloseCode.TOKEN_EXPIRED
-    assert shared_app.service.metrics.closes[CloseCode.TOKEN_EXPIRED] == expired_before + 1
+    assert closes(shared_app.service.metrics).get(CloseCode.TOKEN_EXPIRED, 0) == expired_before + 1
 
 
 async def test_dead_peer_is_dropped_by_the_heartbeat(another_app: AppFactory, test_user: User):

@@ -1,32 +1,35 @@
-"""Metrics in the Prometheus text format, and structured JSON logs."""
+"""Metrics as Prometheus scrapes them, and structured JSON logs."""
 
 import contextvars
+import io
 import json
 import logging
+from collections.abc import Iterator
 
 import httpx
+import pytest
 
 from {{ cookiecutter.package_name }} import logs
 
-from harness.live import LiveApp
+from harness.live import AppFactory, LiveApp
+from harness.scrape import sample, scrape
 from harness.users import User
 from harness.wsclient import WsClient
 
-
-async def scrape(live: LiveApp) -> dict[str, float]:
-    async with httpx.AsyncClient(base_url=live.url.replace("ws://", "http://", 1)) as client:
-        response = await client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    samples = {}
-    for line in response.text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    return samples
+ACCEPTED = sample("ws_handshake_seconds_count", outcome="accepted")
+REFUSED = sample("ws_handshake_seconds_count", outcome="refused")
+PUBLISHED = sample("ws_publish_seconds_count")
+HANDED_OUT = sample("ws_fanout_lag_seconds_count")
+FRAMES_WRITTEN = sample("ws_send_queue_frames_count")
 
 
-async def test_metrics_count_connections_messages_and_closes(shared_app: LiveApp, test_user: User):
+def grew(before: dict, after: dict, key: tuple) -> float:
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+async def test_metrics_follow_a_session_from_handshake_to_close(
+    shared_app: LiveApp, test_user: User
+):
     before = await scrape(shared_app)
     async with shared_app.websocket_session(user=test_user) as ws:
         during = await scrape(shared_app)
@@ -34,21 +37,54 @@ async def test_metrics_count_connections_messages_and_closes(shared_app: LiveApp
         await ws.publish("room:metrics", "counted")
         await ws.next_message()
     after = await scrape(shared_app)
-    assert during["ws_connections"] == before["ws_connections"] + 1
-    assert after["ws_connections"] == before["ws_connections"]
-    accepted = "ws_connections_accepted_total"
-    assert after[accepted] == before[accepted] + 1
-    assert after["ws_messages_received_total"] >= before["ws_messages_received_total"] + 2
-    # Sent: welcome, two acks and the message.
-    assert after["ws_messages_sent_total"] >= before["ws_messages_sent_total"] + 4
-    normal = 'ws_closes_total{code="1000"}'
-    assert after[normal] == before.get(normal, 0) + 1
+    assert grew(before, during, sample("ws_connections")) == 1
+    assert grew(before, after, sample("ws_connections")) == 0
+    assert grew(before, after, sample("ws_connections_accepted_total")) == 1
+    assert grew(before, after, ACCEPTED) == 1
+    assert grew(before, after, sample("ws_messages_received_total")) == 2
+    # Welcome, two acks and the message, each written once and seen in the queue once.
+    assert grew(before, after, sample("ws_messages_sent_total")) == 4
+    assert grew(before, after, FRAMES_WRITTEN) == 4
+    assert grew(before, after, PUBLISHED) == 1
+    assert grew(before, after, HANDED_OUT) == 1
+    assert grew(before, after, sample("ws_closes_total", code="1000")) == 1
 
 
-async def test_refused_handshakes_are_counted(shared_app: LiveApp, ws_session: WsClient):
+async def test_latencies_land_in_buckets_that_add_up(shared_app: LiveApp, ws_session: WsClient):
+    await ws_session.subscribe("room:buckets")
+    for n in range(3):
+        await ws_session.publish("room:buckets", n)
+    await ws_session.messages(3)
+    samples = await scrape(shared_app)
+    for name in ("ws_publish_seconds", "ws_fanout_lag_seconds"):
+        count = samples[sample(f"{name}_count")]
+        assert samples[sample(f"{name}_bucket", le="+Inf")] == count >= 3
+        # A few milliseconds each on loopback: all within the 5 s bucket, none negative.
+        assert samples[sample(f"{name}_bucket", le="5.0")] == count
+        assert 0 <= samples[sample(f"{name}_sum")] < 5 * count
+
+
+async def test_a_replay_is_measured_by_its_size(
+    shared_app: LiveApp, ws_session: WsClient, test_user: User
+):
+    start = await ws_session.subscribe("room:replayed")
+    for n in range(3):
+        await ws_session.publish("room:replayed", n)
+    before = await scrape(shared_app)
+    async with shared_app.websocket_session(user=test_user) as resumed:
+        ack = await resumed.subscribe("room:replayed", since=start["position"])
+        assert ack["replayed"] == 3
+    after = await scrape(shared_app)
+    assert grew(before, after, sample("ws_replay_messages_count")) == 1
+    assert grew(before, after, sample("ws_replay_messages_sum")) == 3
+    assert grew(before, after, sample("ws_replay_messages_bucket", le="10.0")) == 1
+    assert grew(before, after, sample("ws_replay_messages_bucket", le="1.0")) == 0
+
+
+async def test_refused_handshakes_are_counted_by_reason(shared_app: LiveApp, ws_session: WsClient):
     before = await scrape(shared_app)
     async with httpx.AsyncClient() as client:
-        # A plain GET is no handshake; a WebSocket upgrade without a token is refused.
+        # A WebSocket upgrade without a token is refused.
         headers = {
             "Connection": "Upgrade",
             "Upgrade": "websocket",
@@ -60,28 +96,103 @@ async def test_refused_handshakes_are_counted(shared_app: LiveApp, ws_session: W
         )
     assert (response.status_code, response.text) == (403, "no_token")
     after = await scrape(shared_app)
-    refused = 'ws_handshakes_refused_total{reason="no_token"}'
-    assert after[refused] == before.get(refused, 0) + 1
+    assert grew(before, after, sample("ws_handshakes_refused_total", reason="no_token")) == 1
+    assert grew(before, after, REFUSED) == 1
+    assert grew(before, after, ACCEPTED) == 0
 
 
-def test_log_lines_are_json_with_the_session_and_user():
-    formatter = logs.JsonFormatter()
-    context_filter = logs.ContextFilter()
+async def test_each_app_counts_only_its_own_connections(
+    shared_app: LiveApp, another_app: AppFactory, test_user: User
+):
+    before = await scrape(shared_app)
+    async with another_app() as live:
+        async with live.websocket_session(user=test_user):
+            pass
+        mine = await scrape(live)
+    after = await scrape(shared_app)
+    assert mine[sample("ws_connections_accepted_total")] == 1
+    assert grew(before, after, sample("ws_connections_accepted_total")) == 0
 
-    def log_inside_a_session() -> str:
+
+async def test_process_and_runtime_metrics_are_exported(shared_app: LiveApp):
+    samples = await scrape(shared_app)
+    names = {name for name, _ in samples}
+    assert {"process_resident_memory_bytes", "process_open_fds", "python_info"} <= names
+    assert samples[sample("process_resident_memory_bytes")] > 0
+    assert samples[sample("ws_stream_read_failures_total")] == 0
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """Logging configured as `serve` does, into a buffer; the test process's handlers come back
+    afterwards."""
+    loggers = [
+        logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+    ]
+    saved = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    output = io.StringIO()
+    logs.configure(logging.INFO, output)
+    yield output
+    for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+
+
+def lines(output: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in output.getvalue().splitlines()]
+
+
+def test_log_lines_are_json_with_the_session_user_and_channel(log_output: io.StringIO):
+    def log_inside_a_request() -> None:
         logs.session_id.set("s-1")
         logs.user_id.set("u-1")
-        record = logging.LogRecord("svc", logging.INFO, __file__, 1, "hello %s", ("you",), None)
-        context_filter.filter(record)
-        return formatter.format(record)
+        logs.channel.set("room:1")
+        logging.getLogger("svc").info("hello %s", "you")
 
-    entry = json.loads(contextvars.copy_context().run(log_inside_a_session))
-    assert entry["message"] == "hello you"
-    assert (entry["session_id"], entry["user_id"], entry["level"]) == ("s-1", "u-1", "info")
+    contextvars.copy_context().run(log_inside_a_request)
+    logging.getLogger("svc").warning("idle")
+    inside, outside = lines(log_output)
+    assert inside["message"] == "hello you"
+    assert (inside["session_id"], inside["user_id"], inside["channel"]) == ("s-1", "u-1", "room:1")
+    assert inside["level"] == "info" and inside["logger"] == "svc"
+    assert outside["level"] == "warning"
+    assert not {"session_id", "user_id", "channel"} & outside.keys()
 
 
-def test_log_lines_outside_a_session_carry_no_ids():
-    record = logging.LogRecord("svc", logging.WARNING, __file__, 1, "idle", (), None)
-    logs.ContextFilter().filter(record)
-    entry = json.loads(logs.JsonFormatter().format(record))
-    assert "session_id" not in entry and entry["level"] == "warning"
+def test_extra_fields_exceptions_and_odd_values_are_kept(log_output: io.StringIO):
+    log = logging.getLogger("svc")
+    log.info("with extras", extra={"attempt": 3, "peer": ("127.0.0.1", 5), "when": object()})
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed", extra={"channel": "room:given"})
+    extras, failure = lines(log_output)
+    assert extras["attempt"] == 3 and extras["peer"] == ["127.0.0.1", 5]
+    assert extras["when"].startswith("<object object")
+    assert failure["channel"] == "room:given"
+    assert "ValueError: boom" in failure["exception"]
+
+
+def test_uvicorns_logs_come_out_as_json_without_colour_codes(log_output: io.StringIO):
+    access = logging.getLogger("uvicorn.access")
+    access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/healthz", "1.1", 200)
+    logging.getLogger("uvicorn.error").info(
+        "Started server", extra={"color_message": "\x1b[1mStarted server\x1b[0m"}
+    )
+    request, started = lines(log_output)
+    assert request["logger"] == "uvicorn.access"
+    assert request["message"] == '127.0.0.1:5000 - "GET /healthz HTTP/1.1" 200'
+    assert started["message"] == "Started server" and "color_message" not in started
+
+
+async def test_a_requests_log_lines_name_its_session_user_and_channel(
+    ws_session: WsClient, test_user: User, caplog: pytest.LogCaptureFixture, monkeypatch
+):
+    # Other tests from this same peer may have spent its share of client-fault lines.
+    monkeypatch.setattr(logs, "CLIENT_FAULT_LINES", 1_000_000)
+    caplog.handler.addFilter(logs.ContextFilter())
+    with caplog.at_level(logging.INFO):
+        reply = await ws_session.request("publish", channel="room:logged", data="nul \u0000")
+    assert reply["code"] == "invalid_data"
+    [record] = [r for r in caplog.records if r.getMessage().startswith("publish refused")]
+    assert (record.user_id, record.channel) == (test_user.id, "room:logged")
+    assert record.session_id is not None

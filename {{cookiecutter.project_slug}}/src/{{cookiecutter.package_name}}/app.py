@@ -4,17 +4,15 @@ from importlib.resources import files
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from . import health
+from . import health, metrics
 from .connection import Connection
 from .resources import Resources
 from .service import Service
 from .settings import Settings
-
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def create_app(settings: Settings, resources: Resources | None = None) -> Starlette:
@@ -27,15 +25,14 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Starle
     async def readiness(request: Request) -> JSONResponse:
         return await health.readiness(service)
 
-    async def metrics(request: Request) -> PlainTextResponse:
-        body = service.metrics.render(service.registry)
-        return PlainTextResponse(body, media_type=METRICS_CONTENT_TYPE)
+    async def exposition(request: Request) -> Response:
+        return Response(service.metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     routes = [
         WebSocketRoute("/ws", websocket),
         Route("/healthz", health.liveness),
         Route("/readyz", readiness),
-        Route("/metrics", metrics),
+        Route("/metrics", exposition),
     ]
     if settings.serve_demo:
         page = files(__package__).joinpath("static", "demo.html").read_text("utf-8")

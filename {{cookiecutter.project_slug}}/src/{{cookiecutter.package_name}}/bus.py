@@ -22,8 +22,9 @@ from .keys import RedisKeys
 
 log = logging.getLogger(__name__)
 
-Listener = Callable[[str, int, str], None]
-"""Called with (channel, offset, frame) for every message read from the stream."""
+Listener = Callable[[str, int, str, float], None]
+"""Called with (channel, offset, frame, streamed_at) for every message read from the stream;
+`streamed_at` is when Redis added the entry (Unix seconds, from the entry's id)."""
 
 GROUP_PREFIX = "instance:"
 STREAM_MAX_LENGTH = 10_000
@@ -49,6 +50,8 @@ class Bus:
         self._reader: asyncio.Task[None] | None = None
         self._reading = False
         self._next_heartbeat = 0.0
+        self.read_failures = 0
+        """Reads of the stream that failed and were retried, since the bus started."""
 
     async def start(self) -> None:
         """Clear dead instances' groups, register ours at the stream's end, start reading."""
@@ -140,6 +143,7 @@ class Bus:
                 log.warning("bus lost Redis (%s); reconnecting", error)
             except Exception:
                 log.exception("bus reader failed")
+            self.read_failures += 1
             await asyncio.sleep(RETRY_DELAY_S)
 
     async def _read_batch(self, position: str) -> int:
@@ -165,8 +169,9 @@ class Bus:
             # Not one of ours (or from an older version): skipping it keeps the reader going.
             log.warning("bus skips malformed entry %s", entry_id)
             return
+        streamed_at = int(entry_id.partition("-")[0]) / 1000
         for listener in list(self._listeners):
             try:
-                listener(channel, offset, frame)
+                listener(channel, offset, frame, streamed_at)
             except Exception:
                 log.exception("a bus listener failed on message %s of %s", offset, channel)

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket
 from . import logs
 from .handlers import handle
 from .handshake import HandshakeRefused, admit, peer_of
+from .metrics import backend_of
 from .protocol import (
     CloseCode,
     ErrorCode,
@@ -50,18 +51,21 @@ class Connection:
 
     async def serve(self) -> None:
         """Handshake, then serve until the client or the server closes."""
+        started = time.perf_counter()
         try:
             admitted = await admit(self.websocket, self.service)
         except HandshakeRefused as refusal:
             if logs.allowed(peer_of(self.websocket)):
                 log.info("handshake refused (%s): %s", refusal.reason, refusal)
-            self.metrics.handshakes_refused[refusal.reason] += 1
+            self.metrics.refused.labels(reason=refusal.reason).inc()
             response = PlainTextResponse(refusal.reason, status_code=refusal.status)
             await self.websocket.send_denial_response(response)
+            self._handshake_took(started, "refused")
             return
         identity = admitted.identity
         await self.websocket.accept(subprotocol=admitted.subprotocol)
-        self.metrics.connections_accepted += 1
+        self._handshake_took(started, "accepted")
+        self.metrics.accepted.inc()
         session = self.registry.open(
             identity.user_id,
             admitted.peer,
@@ -97,7 +101,7 @@ class Connection:
             for task in (sender, receiver, overflow):
                 task.cancel()
             await asyncio.wait({sender, receiver, overflow})
-            self.metrics.frames_dropped += session.dropped
+            self.metrics.dropped.inc(session.dropped)
             self.service.feeds.unsubscribe_all(session)
             self.registry.drain(session)
             log.info("session closed")
@@ -113,9 +117,9 @@ class Connection:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     if not self._closed_by_server:
-                        self.metrics.closes[message.get("code", 1005)] += 1
+                        self.metrics.close(message.get("code", 1005))
                     return True
-                self.metrics.messages_received += 1
+                self.metrics.received.inc()
                 text = message.get("text")
                 if text is None:
                     session.close(CloseCode.UNSUPPORTED_DATA)
@@ -140,7 +144,9 @@ class Connection:
                 session.reply(encode(reply))
         except SlowConsumer:
             return True  # the session overflowed: serve() closes it with 4008
-        except Exception:
+        except Exception as error:
+            if backend := backend_of(error):
+                self.metrics.backend_error(backend, "request")
             log.exception("session failed")
             session.close(CloseCode.INTERNAL_ERROR)
             return False
@@ -151,13 +157,18 @@ class Connection:
             if isinstance(item, CloseCode):
                 await self._close(item)
                 return
+            self.metrics.queue_depth.observe(session.outgoing.qsize())
             await self.websocket.send_text(item)
-            self.metrics.messages_sent += 1
+            self.metrics.sent.inc()
+
+    def _handshake_took(self, started: float, outcome: str) -> None:
+        elapsed = time.perf_counter() - started
+        self.metrics.handshake_seconds.labels(outcome=outcome).observe(elapsed)
 
     async def _close(self, code: CloseCode) -> None:
         """Send a close frame, unless the client is too stuck to take even that in time."""
         self._closed_by_server = True
-        self.metrics.closes[code] += 1
+        self.metrics.close(code)
         closing = asyncio.create_task(self.websocket.close(code))
         # A peer that never reads makes the close fail once the socket is aborted: expected.
         closing.add_done_callback(lambda task: task.cancelled() or task.exception())

@@ -17,6 +17,7 @@ is, one page is all that is held in memory.
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from . import store
+from .metrics import Metrics
 from .protocol import Position, RecoveryFailure, encode, message_frame
 from .sessions import Session
 
@@ -47,14 +49,16 @@ class Subscription:
 class ChannelFeed:
     """One channel's live messages on this app, handed to its subscribers in offset order."""
 
-    def __init__(self, channel: str, db: AsyncConnectionPool) -> None:
+    def __init__(self, channel: str, db: AsyncConnectionPool, metrics: Metrics) -> None:
         self.channel = channel
         self.subscribers: set[Session] = set()
         self.joining = 0
         self.offset: int | None = None
         """The last offset handed out; None until the first subscriber read where to start."""
         self._db = db
-        self._early: dict[int, str] = {}
+        self._metrics = metrics
+        self._early: dict[int, tuple[str, float]] = {}
+        """Frames that came before their turn, with when they were stored or streamed."""
         self._newest = 0
         self._filling: asyncio.Task[None] | None = None
 
@@ -66,13 +70,13 @@ class ChannelFeed:
         """Hand out what comes after `offset`, the newest stored when a subscriber looked."""
         if self.offset is None:
             self.offset = offset
-            self._early = {k: frame for k, frame in self._early.items() if k > offset}
+            self._early = {k: early for k, early in self._early.items() if k > offset}
             self._advance()
 
-    def receive(self, offset: int, frame: str) -> None:
+    def receive(self, offset: int, frame: str, streamed_at: float) -> None:
         """A message from the stream, in whatever order the stream brought it."""
         if self.offset is None or offset > self.offset:
-            self._early[offset] = frame
+            self._early[offset] = (frame, streamed_at)
             self.expect(offset)
 
     def expect(self, newest: int) -> None:
@@ -87,13 +91,15 @@ class ChannelFeed:
     def _advance(self) -> None:
         if self.offset is None:
             return
-        while (frame := self._early.pop(self.offset + 1, None)) is not None:
-            self._hand_out(self.offset + 1, frame)
+        while (early := self._early.pop(self.offset + 1, None)) is not None:
+            self._hand_out(self.offset + 1, *early)
         if self._newest > self.offset and self._filling is None:
             self._filling = asyncio.create_task(self._fill_gap(), name=f"fill {self.channel}")
 
-    def _hand_out(self, offset: int, frame: str) -> None:
+    def _hand_out(self, offset: int, frame: str, stored_at: float) -> None:
         self.offset = offset
+        # Clocks of different hosts may disagree by a little: a lag is never negative.
+        self._metrics.fanout_lag_seconds.observe(max(0.0, time.time() - stored_at))
         for session in self.subscribers:
             session.deliver(self.channel, offset, frame)
 
@@ -108,15 +114,19 @@ class ChannelFeed:
                 )
                 for message in stored:
                     if message.offset > self.offset:
-                        self._early.setdefault(message.offset, encode(message_frame(message)))
+                        self._early.setdefault(
+                            message.offset,
+                            (encode(message_frame(message)), message.sent_at.timestamp()),
+                        )
                 while self.offset < upto:
-                    frame = self._early.pop(self.offset + 1, None)
-                    if frame is None:
+                    early = self._early.pop(self.offset + 1, None)
+                    if early is None:
                         self.offset += 1  # deleted since it was stored: nothing to hand out
                     else:
-                        self._hand_out(self.offset + 1, frame)
+                        self._hand_out(self.offset + 1, *early)
                 self._advance()
         except psycopg.Error as error:
+            self._metrics.backend_error("postgres", "gap_fill")
             log.warning(
                 "filling %s from Postgres failed (%s); the position check retries",
                 self.channel,
@@ -129,8 +139,9 @@ class ChannelFeed:
 class Feeds:
     """This app's channel feeds: fed by the bus, checked against Postgres, joined by sessions."""
 
-    def __init__(self, history_limit: int) -> None:
+    def __init__(self, history_limit: int, metrics: Metrics) -> None:
         self.history_limit = history_limit
+        self._metrics = metrics
         self._feeds: dict[str, ChannelFeed] = {}
         self._db: AsyncConnectionPool | None = None
 
@@ -151,11 +162,11 @@ class Feeds:
     def __contains__(self, channel: str) -> bool:
         return channel in self._feeds
 
-    def receive(self, channel: str, offset: int, frame: str) -> None:
+    def receive(self, channel: str, offset: int, frame: str, streamed_at: float) -> None:
         """The bus listener: a message for a channel someone here subscribed to goes to its feed."""
         feed = self._feeds.get(channel)
         if feed is not None:
-            feed.receive(offset, frame)
+            feed.receive(offset, frame, streamed_at)
 
     async def subscribe(
         self, session: Session, channel: str, since: Position | None
@@ -202,7 +213,7 @@ class Feeds:
     def _feed(self, channel: str) -> ChannelFeed:
         feed = self._feeds.get(channel)
         if feed is None:
-            feed = self._feeds[channel] = ChannelFeed(channel, self._pool())
+            feed = self._feeds[channel] = ChannelFeed(channel, self._pool(), self._metrics)
         return feed
 
     def _forget_if_unused(self, feed: ChannelFeed) -> None:
@@ -261,6 +272,7 @@ class Feeds:
             try:
                 newest = await store.channel_offsets(self._pool(), started)
             except psycopg.Error as error:
+                self._metrics.backend_error("postgres", "position_check")
                 log.warning("feed position check failed: %s", error)
                 continue
             for channel, offset in newest.items():

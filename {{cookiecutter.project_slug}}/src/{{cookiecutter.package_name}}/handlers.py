@@ -5,6 +5,7 @@ A new request type is a dataclass in protocol.py and a case in `handle`, which e
 """
 
 import logging
+import time
 from typing import assert_never
 
 import psycopg
@@ -35,18 +36,23 @@ log = logging.getLogger(__name__)
 
 
 async def handle(service: Service, session: Session, request: Request) -> Frame:
-    """Carry out one request; return its reply, or raise ProtocolError."""
-    match request:
-        case Subscribe():
-            return await subscribe(service, session, request)
-        case Unsubscribe():
-            return unsubscribe(service, session, request)
-        case Publish():
-            return await publish(service, session, request)
-        case Ping():
-            return {"type": "pong", "id": request.id}
-        case _:
-            assert_never(request)
+    """Carry out one request; return its reply, or raise ProtocolError. What is logged meanwhile
+    names the request's channel."""
+    channel = logs.channel.set(None if isinstance(request, Ping) else request.channel)
+    try:
+        match request:
+            case Subscribe():
+                return await subscribe(service, session, request)
+            case Unsubscribe():
+                return unsubscribe(service, session, request)
+            case Publish():
+                return await publish(service, session, request)
+            case Ping():
+                return {"type": "pong", "id": request.id}
+            case _:
+                assert_never(request)
+    finally:
+        logs.channel.reset(channel)
 
 
 async def subscribe(service: Service, session: Session, request: Subscribe) -> Frame:
@@ -60,6 +66,7 @@ async def subscribe(service: Service, session: Session, request: Subscribe) -> F
     subscription = await service.feeds.subscribe(session, request.channel, request.since)
     ack = ack_frame(request.id, position=position_field(subscription.position))
     if request.since is not None:
+        service.metrics.replayed.observe(subscription.replayed)
         ack["recovered"] = subscription.failure is None
         ack["replayed"] = subscription.replayed
         if subscription.failure is not None:
@@ -74,6 +81,7 @@ def unsubscribe(service: Service, session: Session, request: Unsubscribe) -> Fra
 
 async def publish(service: Service, session: Session, request: Publish) -> Frame:
     """Store the message at the channel's next offset, then stream it to every instance."""
+    started = time.perf_counter()
     _authorize(session, request.channel, request.id)
     resources, settings = service.resources, service.settings
     retry_after = await ratelimit.check(
@@ -110,7 +118,9 @@ async def publish(service: Service, session: Session, request: Publish) -> Frame
         await resources.bus.publish(message.channel, message.offset, encode(message_frame(message)))
     except redis_errors.RedisError as error:
         # Stored all the same: the feeds' position check delivers it from Postgres.
+        service.metrics.backend_error("redis", "stream")
         log.warning("message %d of %s not streamed: %s", message.offset, message.channel, error)
+    service.metrics.publish_seconds.observe(time.perf_counter() - started)
     return ack_frame(request.id, offset=message.offset, epoch=message.epoch)
 
 

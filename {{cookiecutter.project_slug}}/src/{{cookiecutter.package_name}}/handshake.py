@@ -117,6 +117,7 @@ async def admit(websocket: WebSocket, service: Service) -> Admitted:
         async with asyncio.timeout(USER_LOOKUP_TIMEOUT_S):
             active = await store.is_active_user(service.resources.db, identity.user_id)
     except (TimeoutError, psycopg.Error) as error:
+        service.metrics.backend_error("postgres", "handshake")
         raise HandshakeRefused(
             Status.UNAVAILABLE, "unavailable", f"Postgres did not answer: {error!r}"
         ) from None

@@ -1,21 +1,36 @@
-"""Structured logs: one JSON object per line, carrying the session and user being served."""
+"""Structured logs: one JSON object per line, carrying the session, user and channel served.
+
+The formatter is the standard library's, not python-json-logger's or structlog's: it is a few
+lines, and keeps everything they would here (`extra=` fields, exceptions, stack traces, values
+JSON cannot hold written as text); the tests in test_observability.py pin each of those.
+"""
 
 import contextvars
 import json
 import logging
 import time
 from datetime import UTC, datetime
+from typing import TextIO
 
 session_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("session_id", default=None)
 user_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("user_id", default=None)
+channel: contextvars.ContextVar[str | None] = contextvars.ContextVar("channel", default=None)
+
+CONTEXT = {"session_id": session_id, "user_id": user_id, "channel": channel}
+# What every LogRecord has, so that anything else on one came from `extra=`. uvicorn's
+# `color_message` repeats the message with terminal colours.
+_STANDARD_ATTRIBUTES = frozenset(
+    [*vars(logging.LogRecord("", 0, "", 0, "", None, None)), "message", "asctime", "color_message"]
+)
 
 
 class ContextFilter(logging.Filter):
-    """Stamps every record with the session and user of the task that logged it."""
+    """Stamps every record with the session, user and channel of the task that logged it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.session_id = session_id.get()
-        record.user_id = user_id.get()
+        for name, variable in CONTEXT.items():
+            if getattr(record, name, None) is None:
+                setattr(record, name, variable.get())
         return True
 
 
@@ -29,18 +44,21 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name in ("session_id", "user_id"):
-            value = getattr(record, name, None)
-            if value is not None:
-                entry[name] = value
+        entry.update(
+            (name, value)
+            for name, value in vars(record).items()
+            if name not in _STANDARD_ATTRIBUTES and name not in entry and value is not None
+        )
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure(level: int = logging.INFO) -> None:
-    """Send every log record, uvicorn's included, to stderr as JSON lines."""
-    handler = logging.StreamHandler()
+def configure(level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    """Send every log record, uvicorn's included, to `stream` (stderr) as JSON lines."""
+    handler = logging.StreamHandler(stream)
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

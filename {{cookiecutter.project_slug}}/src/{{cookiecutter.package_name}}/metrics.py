@@ -1,76 +1,155 @@
-"""Counters of one app, served at /metrics in the Prometheus text format."""
+"""What one app measures, served at /metrics in the Prometheus text format.
 
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
+Each app has a registry of its own rather than prometheus_client's global one, so apps sharing a
+process (tests run several on one worker) never mix their figures. The process collectors (CPU,
+memory, file descriptors, GC) come along in every registry.
+"""
 
-from .sessions import SessionRegistry
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+import psycopg
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from redis import exceptions as redis_errors
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Latencies on loopback are a few milliseconds; a slow backend stretches them to seconds.
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+REPLAY_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000)
+QUEUE_BUCKETS = (0, 1, 4, 16, 64, 256, 1_024)
+
+Backend = Literal["postgres", "redis"]
 
 
-@dataclass
 class Metrics:
-    """What an app counts; plain integers, since every update happens on the event loop."""
+    """One app's metrics, each updated where the event happens."""
 
-    connections_accepted: int = 0
-    open_sockets: int = 0
-    handshakes_refused: Counter[str] = field(default_factory=Counter)
-    messages_received: int = 0
-    messages_sent: int = 0
-    frames_dropped: int = 0
-    closes: Counter[int] = field(default_factory=Counter)
+    def __init__(
+        self, open_sessions: Callable[[], int], stream_read_failures: Callable[[], int]
+    ) -> None:
+        self.registry = registry = CollectorRegistry()
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=registry)
+        registry.register(
+            _CountedElsewhere(
+                "ws_stream_read_failures",
+                "Reads of the Redis stream that failed and were retried by this process.",
+                stream_read_failures,
+            )
+        )
+        Gauge("ws_connections", "Open WebSocket sessions.", registry=registry).set_function(
+            open_sessions
+        )
+        self.sockets = Gauge(
+            "ws_sockets",
+            "WebSocket sockets open, closing ones included, until the kernel lets go.",
+            registry=registry,
+        )
+        self.accepted = Counter(
+            "ws_connections_accepted", "WebSocket handshakes accepted.", registry=registry
+        )
+        self.refused = Counter(
+            "ws_handshakes_refused",
+            "WebSocket handshakes refused, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.handshake_seconds = Histogram(
+            "ws_handshake_seconds",
+            "From the upgrade request to the accept or the refusal.",
+            ["outcome"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.received = Counter(
+            "ws_messages_received", "Frames received from clients.", registry=registry
+        )
+        self.sent = Counter("ws_messages_sent", "Frames sent to clients.", registry=registry)
+        self.dropped = Counter(
+            "ws_frames_dropped",
+            "Queued frames discarded when a slow consumer was closed.",
+            registry=registry,
+        )
+        self.closes = Counter(
+            "ws_closes",
+            "WebSocket connections closed, by close code (whichever side closed).",
+            ["code"],
+            registry=registry,
+        )
+        self.publish_seconds = Histogram(
+            "ws_publish_seconds",
+            "From a publish request to its ack: stored in Postgres and added to the stream.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.fanout_lag_seconds = Histogram(
+            "ws_fanout_lag_seconds",
+            "From a message entering the stream to this app handing it to its subscribers.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.replayed = Histogram(
+            "ws_replay_messages",
+            "Messages replayed to a subscriber resuming from a position.",
+            buckets=REPLAY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Histogram(
+            "ws_send_queue_frames",
+            "Frames waiting in the session's send queue, seen each time a frame is written.",
+            buckets=QUEUE_BUCKETS,
+            registry=registry,
+        )
+        self.backend_errors = Counter(
+            "ws_backend_errors",
+            "Failed Postgres or Redis operations, by backend and what the service was doing.",
+            ["backend", "operation"],
+            registry=registry,
+        )
 
-    def render(self, registry: SessionRegistry) -> str:
-        """The exposition text, including the live connection count."""
-        lines = [
-            *_metric("ws_connections", "gauge", "Open WebSocket sessions.", len(registry)),
-            *_metric(
-                "ws_sockets",
-                "gauge",
-                "WebSocket sockets open, closing ones included, until the kernel lets go.",
-                self.open_sockets,
-            ),
-            *_metric(
-                "ws_connections_accepted_total",
-                "counter",
-                "WebSocket handshakes accepted.",
-                self.connections_accepted,
-            ),
-            *_labelled_metric(
-                "ws_handshakes_refused_total",
-                "WebSocket handshakes refused, by reason.",
-                "reason",
-                self.handshakes_refused,
-            ),
-            *_metric(
-                "ws_messages_received_total",
-                "counter",
-                "Frames received from clients.",
-                self.messages_received,
-            ),
-            *_metric(
-                "ws_messages_sent_total", "counter", "Frames sent to clients.", self.messages_sent
-            ),
-            *_metric(
-                "ws_frames_dropped_total",
-                "counter",
-                "Queued frames discarded when a slow consumer was closed.",
-                self.frames_dropped,
-            ),
-            *_labelled_metric(
-                "ws_closes_total",
-                "WebSocket connections closed, by close code (whichever side closed).",
-                "code",
-                self.closes,
-            ),
-        ]
-        return "\n".join(lines) + "\n"
+    def close(self, code: int) -> None:
+        self.closes.labels(code=str(code)).inc()
+
+    def backend_error(self, backend: Backend, operation: str) -> None:
+        self.backend_errors.labels(backend=backend, operation=operation).inc()
+
+    def value(self, name: str, **labels: str) -> float:
+        """A sample's current value (0 if it was never recorded), by its exposed name."""
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        return generate_latest(self.registry)
 
 
-def _metric(name: str, kind: str, help_text: str, value: int) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+def backend_of(error: BaseException) -> Backend | None:
+    """Which backend an exception came from, if it came from one."""
+    if isinstance(error, psycopg.Error):
+        return "postgres"
+    if isinstance(error, redis_errors.RedisError):
+        return "redis"
+    return None
 
 
-def _labelled_metric(name: str, help_text: str, label: str, counts: Counter[Any]) -> list[str]:
-    # Built by concatenation: the braces of an f-string would read as template syntax here.
-    samples = [name + "{" + f'{label}="{key}"' + "} " + str(n) for key, n in sorted(counts.items())]
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} counter", *samples]
+class _CountedElsewhere(Collector):
+    """A counter kept by an object shared beyond this app (the bus), read at each scrape."""
+
+    def __init__(self, name: str, documentation: str, count: Callable[[], int]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._count = count
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self._count())

@@ -26,8 +26,8 @@ class Service:
     def __init__(self, settings: Settings, resources: Resources | None = None) -> None:
         self.settings = settings
         self.registry = SessionRegistry()
-        self.feeds = Feeds(settings.history_limit)
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.registry.__len__, self._stream_read_failures)
+        self.feeds = Feeds(settings.history_limit, self.metrics)
         self.readiness = Readiness()
         self.draining = False
         self._given_resources = resources
@@ -38,6 +38,9 @@ class Service:
         if self._resources is None:
             raise RuntimeError("the service has not started: its lifespan opens the Resources")
         return self._resources
+
+    def _stream_read_failures(self) -> int:
+        return 0 if self._resources is None else self._resources.bus.read_failures
 
     def start_draining(self) -> None:
         """Turn readiness off and refuse new connections; live ones carry on for now."""
@@ -73,6 +76,7 @@ class Service:
             try:
                 revoked = await store.inactive_users(self.resources.db, users)
             except psycopg.Error as error:
+                self.metrics.backend_error("postgres", "user_check")
                 log.warning("checking for revoked users failed: %s", error)
                 continue
             for user_id in revoked:

@@ -56,12 +56,12 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_made(transport)
         if hasattr(transport, "max_size"):  # asyncio's selector transports; uvloop has none
             transport.max_size = READ_BYTES
-        self._metrics.open_sockets += 1
+        self._metrics.sockets.inc()
         peer = self.client[0] if self.client else "unknown"
         self.logger = _ClientFaultLog(self.logger, peer)  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._metrics.open_sockets -= 1
+        self._metrics.sockets.dec()
         super().connection_lost(exc)
 
     async def send(self, message: Any) -> None:
