@@ -1,45 +1,32 @@
-"""Remove the files of the options not chosen, then tell the user how to test and run the project.
+"""Tidy the fresh render, then tell the user how to test and run the project.
 
-Cookiecutter runs this hook in the directory it has just rendered. So does cruft, which for
-`cruft update` and `cruft diff` renders the template afresh into temporary directories and
-diffs the renders: the hook only ever touches a fresh render, never a team's working copy.
+The files of the answers not chosen are never rendered: in the project template, each such
+file's name is a Jinja `if` on its answer, and cookiecutter skips a file whose name renders
+empty. So nothing needs deleting after a bake, and a bake with `-f` over an existing project
+never touches the team's own `.gitlab-ci.yml`, `Dockerfile` or `.github/workflows/release.yml`.
+A directory cannot be skipped that way (cookiecutter fails on an empty directory name), so the
+directories that hold only such files are created regardless; this hook removes the ones that
+are empty, which hold nothing to lose.
 """
 
 import json
 import shlex
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
-# For each option, the paths (relative to the project) that only one of its answers keeps.
-OPTION_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
-    "ci": {"github": (".github",), "gitlab": (".gitlab-ci.yml",), "none": ()},
-    "docker": {"yes": ("Dockerfile", ".dockerignore", "docker-compose.yml"), "no": ()},
-}
+# Directories of the project template whose files all have conditional names, innermost first.
+OPTIONAL_DIRS = (".github/workflows", ".github")
 
 
-def deselected_paths(answers: Mapping[str, Any]) -> list[str]:
-    """Return the paths that belong to answers other than the ones given, sorted."""
-    return sorted(
-        path
-        for option, paths_by_answer in OPTION_PATHS.items()
-        for answer, paths in paths_by_answer.items()
-        if answer != answers[option]
-        for path in paths
-    )
-
-
-def remove_deselected(answers: Mapping[str, Any], project_dir: Path) -> None:
-    """Delete the deselected paths under project_dir."""
-    for relative in deselected_paths(answers):
+def remove_empty_optional_dirs(project_dir: Path) -> None:
+    """Remove the optional directories that hold nothing; one that holds anything stays."""
+    for relative in OPTIONAL_DIRS:
         path = project_dir / relative
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def next_steps(answers: Mapping[str, Any], project_dir: Path) -> str:
@@ -62,8 +49,8 @@ Next steps:
 
 
 def main(answers: Mapping[str, Any], project_dir: Path) -> None:
-    """Drop the deselected options' files from the fresh render and print the next steps."""
-    remove_deselected(answers, project_dir)
+    """Remove the render's empty optional directories and print the next steps."""
+    remove_empty_optional_dirs(project_dir)
     print(next_steps(answers, project_dir))
 
 

@@ -142,10 +142,15 @@ def test_unrendered_jinja_spares_only_github_expressions_in_workflows(
     assert unrendered_jinja(Path(relative), text) is expected
 
 
-# The files only some answers bake. Written out here rather than taken from the post-gen hook's
-# table, so that a file the table misses shows up.
+# The files and directories only some answers bake, written out here rather than taken from the
+# template's conditional file names, so that a name with the wrong condition shows up.
 OPTION_FILES: dict[tuple[str, str], set[str]] = {
-    ("ci", "github"): {".github/workflows/ci.yml", ".github/dependabot.yml"},
+    ("ci", "github"): {
+        ".github",
+        ".github/workflows",
+        ".github/workflows/ci.yml",
+        ".github/dependabot.yml",
+    },
     ("ci", "gitlab"): {".gitlab-ci.yml"},
     ("docker", "yes"): {"Dockerfile", ".dockerignore", "docker-compose.yml"},
 }

@@ -1,6 +1,7 @@
 """The toml filter, the hook helpers, and the hooks as cookiecutter runs them."""
 
 import json
+import re
 import subprocess
 import tomllib
 from collections.abc import Callable
@@ -10,12 +11,13 @@ import pytest
 from cookiecutter.environment import StrictEnvironment
 from cookiecutter.exceptions import FailedHookException
 
-from hooks.post_gen_project import OPTION_PATHS, deselected_paths, next_steps, remove_deselected
+from hooks.post_gen_project import OPTIONAL_DIRS, next_steps, remove_empty_optional_dirs
 from hooks.post_gen_project import main as post_gen_main
 from hooks.pre_gen_project import (
     CI_SERVICES,
     DEPENDENCY_IMPORT_NAMES,
     PYTHON_VERSIONS,
+    TRACING,
     YES_NO,
     main,
     validate,
@@ -40,6 +42,7 @@ VALID = {
     "python_version": "3.12",
     "ci": "github",
     "docker": "yes",
+    "tracing": "none",
 }
 BLANK = "it must not be blank"
 NAME_TOO_LONG = "it must be at most 300 characters long"
@@ -57,6 +60,7 @@ EMAIL_SHAPE = "it must look like name@example.com"
 VERSION = "it must be one of 3.11, 3.12, 3.13"
 CI = "it must be one of github, gitlab, none"
 DOCKER = "it must be one of yes, no"
+TRACING_CHOICE = "it must be one of none, otel"
 NOT_STRING = "it must be a string"
 
 
@@ -134,6 +138,7 @@ def test_valid_answers_pass(capsys: pytest.CaptureFixture[str]) -> None:
         *(("python_version", version) for version in TEMPLATE_CONTEXT["python_version"]),
         *(("ci", service) for service in TEMPLATE_CONTEXT["ci"]),
         *(("docker", answer) for answer in TEMPLATE_CONTEXT["docker"]),
+        *(("tracing", answer) for answer in TEMPLATE_CONTEXT["tracing"]),
     ],
 )
 def test_valid_value_passes(field: str, value: str) -> None:
@@ -190,6 +195,8 @@ INVALID = [
     ("ci", "", CI),
     ("docker", "true", DOCKER),
     ("docker", True, NOT_STRING),
+    ("tracing", "opentelemetry", TRACING_CHOICE),
+    ("tracing", "OTEL", TRACING_CHOICE),
     ("project_name", None, NOT_STRING),
 ]
 
@@ -213,58 +220,107 @@ def test_first_failing_check_wins() -> None:
 
 @pytest.mark.parametrize(
     ("option", "choices"),
-    [("python_version", PYTHON_VERSIONS), ("ci", CI_SERVICES), ("docker", YES_NO)],
+    [
+        ("python_version", PYTHON_VERSIONS),
+        ("ci", CI_SERVICES),
+        ("docker", YES_NO),
+        ("tracing", TRACING),
+    ],
 )
 def test_hook_choices_match_the_template_choices(option: str, choices: tuple[str, ...]) -> None:
     assert sorted(choices) == sorted(TEMPLATE_CONTEXT[option])
 
 
-@pytest.mark.parametrize("option", sorted(OPTION_PATHS))
-def test_option_paths_cover_exactly_the_template_choices(option: str) -> None:
-    assert sorted(OPTION_PATHS[option]) == sorted(TEMPLATE_CONTEXT[option])
+PROJECT_TEMPLATE = TEMPLATE_DIR / "{{cookiecutter.project_slug}}"
+# How the project template names a file that only some answers bake.
+CONDITIONAL_NAME = re.compile(
+    r"\{% if cookiecutter\.(?P<option>\w+) (==|!=) '(?P<answer>[^']*)' %\}[^{}%]+\{% endif %\}"
+)
 
 
-def test_option_paths_name_files_of_the_project_template() -> None:
-    # A path renamed in the template but not in the table would silently stop being removed.
-    project_template = TEMPLATE_DIR / "{{cookiecutter.project_slug}}"
-    paths = [path for answers in OPTION_PATHS.values() for p in answers.values() for path in p]
-    assert paths
-    assert [path for path in paths if not (project_template / path).exists()] == []
+def conditional(path: Path) -> bool:
+    """Whether a file of the project template has a Jinja condition for its name."""
+    return "{%" in path.name
+
+
+def test_conditional_names_test_an_answer_the_question_offers() -> None:
+    # A misspelt answer would make its file silently never bake.
+    names = [path.name for path in PROJECT_TEMPLATE.rglob("*") if conditional(path)]
+    assert names
+    for name in names:
+        match = CONDITIONAL_NAME.fullmatch(name)
+        assert match, name
+        assert match["answer"] in TEMPLATE_CONTEXT[match["option"]], name
+
+
+def test_optional_dirs_are_the_dirs_holding_only_conditional_files() -> None:
+    # A directory whose files may all be skipped is created anyway, and must be tidied away.
+    dirs = [path for path in PROJECT_TEMPLATE.rglob("*") if path.is_dir()]
+    only_conditional = [
+        str(path.relative_to(PROJECT_TEMPLATE))
+        for path in dirs
+        if all(conditional(file) for file in path.rglob("*") if file.is_file())
+    ]
+    assert sorted(OPTIONAL_DIRS) == sorted(only_conditional)
+    # Innermost first, so that emptying a directory can empty its parent.
+    for index, directory in enumerate(OPTIONAL_DIRS):
+        later = OPTIONAL_DIRS[index + 1 :]
+        assert not any(path.startswith(f"{directory}/") for path in later), directory
+
+
+def test_remove_empty_optional_dirs_keeps_any_that_hold_something(tmp_path: Path) -> None:
+    empty, kept = tmp_path / "empty", tmp_path / "kept"
+    for project_dir in (empty, kept):
+        for relative in OPTIONAL_DIRS:
+            (project_dir / relative).mkdir(parents=True, exist_ok=True)
+    (kept / ".github" / "workflows" / "release.yml").write_text("x", encoding="utf-8")
+    remove_empty_optional_dirs(empty)
+    remove_empty_optional_dirs(kept)
+    assert list(empty.iterdir()) == []
+    assert (kept / ".github" / "workflows" / "release.yml").read_text(encoding="utf-8") == "x"
+
+
+# A team's own files at the paths of the optional files, as an existing project may hold them.
+TEAM_FILES = {
+    ".gitlab-ci.yml": "# our own pipeline\n",
+    "Dockerfile": "FROM scratch\n",
+    ".dockerignore": "*\n",
+    "docker-compose.yml": "services: {}\n",
+    ".github/workflows/release.yml": "name: release\n",
+    ".github/CODEOWNERS": "* @platform\n",
+}
+DOCKER_FILES = {"Dockerfile", ".dockerignore", "docker-compose.yml"}
 
 
 @pytest.mark.parametrize(
-    ("ci", "docker", "expected"),
+    ("ci", "docker", "overwritten"),
     [
-        ("github", "yes", [".gitlab-ci.yml"]),
-        ("gitlab", "yes", [".github"]),
-        ("none", "yes", [".github", ".gitlab-ci.yml"]),
-        ("github", "no", [".dockerignore", ".gitlab-ci.yml", "Dockerfile", "docker-compose.yml"]),
+        ("github", "no", set()),
+        ("none", "no", set()),
+        ("gitlab", "no", {".gitlab-ci.yml"}),
+        ("none", "yes", DOCKER_FILES),
     ],
 )
-def test_deselected_paths_are_the_other_answers_paths(
-    ci: str, docker: str, expected: list[str]
-) -> None:
-    assert deselected_paths({"ci": ci, "docker": docker}) == expected
-
-
-def test_remove_deselected_deletes_only_deselected_paths_inside_the_project(
+def test_forced_bake_over_a_project_touches_only_the_files_it_renders(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
     tmp_path: Path,
+    ci: str,
+    docker: str,
+    overwritten: set[str],
 ) -> None:
-    project_dir = tmp_path / "project"
-    for path in (".github/workflows/ci.yml", ".gitlab-ci.yml", "Dockerfile", "src/app.py"):
-        (project_dir / path).parent.mkdir(parents=True, exist_ok=True)
-        (project_dir / path).write_text("x", encoding="utf-8")
-    # Files of the same names next to the project, as in the directory cruft renders into.
-    for path in (".gitlab-ci.yml", "Dockerfile"):
-        (tmp_path / path).write_text("outside", encoding="utf-8")
-    remove_deselected({"ci": "github", "docker": "no"}, project_dir)
-    kept = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
-    assert kept == [
-        ".gitlab-ci.yml",
-        "Dockerfile",
-        "project/.github/workflows/ci.yml",
-        "project/src/app.py",
-    ]
+    project_dir = tmp_path / "out" / "chat-service"
+    for relative, content in TEAM_FILES.items():
+        (project_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        (project_dir / relative).write_text(content, encoding="utf-8")
+    result = cli("--no-input", "--overwrite-if-exists", f"ci={ci}", f"docker={docker}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    unchanged = {
+        relative
+        for relative, content in TEAM_FILES.items()
+        if (project_dir / relative).read_text(encoding="utf-8") == content
+    }
+    assert unchanged == set(TEAM_FILES) - overwritten
+    assert (project_dir / ".github" / "workflows" / "ci.yml").is_file() is (ci == "github")
 
 
 @pytest.mark.parametrize("hook", sorted((TEMPLATE_DIR / "hooks").glob("*_project.py")))
