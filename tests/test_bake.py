@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -114,12 +115,13 @@ def unrendered_jinja(relative: Path, text: str) -> bool:
 
 
 def test_no_jinja_left_unrendered(project_dir: Path) -> None:
-    # Files cookiecutter copies without rendering are data (test ids may hold braces).
-    verbatim = set(TEMPLATE_CONTEXT["_copy_without_render"])
+    # Files cookiecutter copies without rendering are data (test ids, Prometheus templates may
+    # hold braces); cookiecutter matches their patterns with fnmatch.
+    verbatim = TEMPLATE_CONTEXT["_copy_without_render"]
     leftovers = [
         str(relative)
         for path, text in text_files(project_dir)
-        if str(relative := path.relative_to(project_dir)) not in verbatim
+        if not any(fnmatch(str(relative := path.relative_to(project_dir)), p) for p in verbatim)
         and unrendered_jinja(relative, text)
     ]
     assert leftovers == []
