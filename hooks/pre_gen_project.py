@@ -13,6 +13,10 @@ MAX_PROJECT_NAME_LENGTH = 300
 MAX_SLUG_LENGTH = 50
 SLUG_PATTERN = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 PACKAGE_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
+# What cookiecutter.json derives the slug as when the name holds nothing slugify keeps (emoji
+# only, say): an empty slug would stop cookiecutter before the hooks with a misleading
+# '"." directory already exists', or, under -f, render into the output directory itself.
+UNDERIVABLE_SLUG = "_"
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
 CI_SERVICES = ("github", "gitlab", "none")
@@ -56,6 +60,8 @@ def check_project_name(value: str) -> str | None:
 
 def check_project_slug(value: str) -> str | None:
     """Return why a project slug is invalid, or None if it is valid."""
+    if value == UNDERIVABLE_SLUG:
+        return "project_name has no ASCII letters or digits to derive it from; give one"
     # fullmatch, because `$` would accept a trailing newline.
     if not SLUG_PATTERN.fullmatch(value):
         return (

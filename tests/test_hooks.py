@@ -17,7 +17,6 @@ from hooks.pre_gen_project import (
     CI_SERVICES,
     DEPENDENCY_IMPORT_NAMES,
     PYTHON_VERSIONS,
-    TRACING,
     YES_NO,
     main,
     validate,
@@ -42,7 +41,6 @@ VALID = {
     "python_version": "3.12",
     "ci": "github",
     "docker": "yes",
-    "tracing": "none",
 }
 BLANK = "it must not be blank"
 NAME_TOO_LONG = "it must be at most 300 characters long"
@@ -56,11 +54,11 @@ PACKAGE_SHAPE = (
     "it must be lowercase ASCII letters, digits and underscores, not starting with a digit"
 )
 KEYWORD = "it is a Python keyword"
+UNDERIVABLE = "project_name has no ASCII letters or digits to derive it from; give one"
 EMAIL_SHAPE = "it must look like name@example.com"
 VERSION = "it must be one of 3.11, 3.12, 3.13"
 CI = "it must be one of github, gitlab, none"
 DOCKER = "it must be one of yes, no"
-TRACING_CHOICE = "it must be one of none, otel"
 NOT_STRING = "it must be a string"
 
 
@@ -138,7 +136,6 @@ def test_valid_answers_pass(capsys: pytest.CaptureFixture[str]) -> None:
         *(("python_version", version) for version in TEMPLATE_CONTEXT["python_version"]),
         *(("ci", service) for service in TEMPLATE_CONTEXT["ci"]),
         *(("docker", answer) for answer in TEMPLATE_CONTEXT["docker"]),
-        *(("tracing", answer) for answer in TEMPLATE_CONTEXT["tracing"]),
     ],
 )
 def test_valid_value_passes(field: str, value: str) -> None:
@@ -152,6 +149,7 @@ INVALID = [
     ("project_name", "Chat\nService", ONE_LINE),
     ("project_name", "Chat\x7fService", ONE_LINE),
     ("project_slug", "", SLUG_SHAPE),
+    ("project_slug", "_", UNDERIVABLE),
     ("project_slug", "Chat-Service", SLUG_SHAPE),
     ("project_slug", "chat_service", SLUG_SHAPE),
     ("project_slug", "chat service", SLUG_SHAPE),
@@ -195,8 +193,6 @@ INVALID = [
     ("ci", "", CI),
     ("docker", "true", DOCKER),
     ("docker", True, NOT_STRING),
-    ("tracing", "opentelemetry", TRACING_CHOICE),
-    ("tracing", "OTEL", TRACING_CHOICE),
     ("project_name", None, NOT_STRING),
 ]
 
@@ -220,12 +216,7 @@ def test_first_failing_check_wins() -> None:
 
 @pytest.mark.parametrize(
     ("option", "choices"),
-    [
-        ("python_version", PYTHON_VERSIONS),
-        ("ci", CI_SERVICES),
-        ("docker", YES_NO),
-        ("tracing", TRACING),
-    ],
+    [("python_version", PYTHON_VERSIONS), ("ci", CI_SERVICES), ("docker", YES_NO)],
 )
 def test_hook_choices_match_the_template_choices(option: str, choices: tuple[str, ...]) -> None:
     assert sorted(choices) == sorted(TEMPLATE_CONTEXT[option])
@@ -360,8 +351,11 @@ def test_cli_bake_prints_next_steps(
 
 
 CLI_REJECTIONS = [
-    # Blank names slugify to '', which cookiecutter refuses before any hook, unless a slug is given.
+    ({"project_name": ""}, error_line("project_name", "", BLANK)),
     ({"project_name": "  ", "project_slug": "chat"}, error_line("project_name", "  ", BLANK)),
+    # Nothing for slugify to keep: the slug falls back to one the hook explains.
+    ({"project_name": "🚀 🔥"}, error_line("project_slug", "_", UNDERIVABLE)),
+    ({"project_name": "---"}, error_line("project_slug", "_", UNDERIVABLE)),
     ({"project_name": "Chat\nService"}, error_line("project_name", "Chat\nService", ONE_LINE)),
     ({"project_name": "x " * 151}, error_line("project_name", "x " * 151, NAME_TOO_LONG)),
     ({"project_slug": "../escape"}, error_line("project_slug", "../escape", SLUG_SHAPE)),
@@ -397,6 +391,14 @@ def test_cli_rejects_invalid_answer_and_leaves_nothing(
     bake_fails: Callable[..., str], context: dict[str, str], expected: str
 ) -> None:
     assert bake_fails(**context).splitlines() == [expected]
+
+
+def test_cli_forced_bake_of_a_name_without_a_slug_writes_nothing(
+    cli_fails: Callable[..., str],
+) -> None:
+    # An empty slug would make the output directory itself the project directory.
+    stderr = cli_fails("--no-input", "--overwrite-if-exists", "project_name=🚀")
+    assert stderr.splitlines() == [error_line("project_slug", "_", UNDERIVABLE)]
 
 
 def test_cli_rejects_python_version_from_a_replay_file(
