@@ -1,5 +1,8 @@
 """Jinja extensions that cookiecutter.json loads through `_extensions`."""
 
+import logging
+
+from cookiecutter.exceptions import FailedHookException
 from jinja2 import Environment
 from jinja2.ext import Extension
 
@@ -30,3 +33,25 @@ class TomlStringExtension(Extension):
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         environment.filters["toml"] = toml_string
+
+
+def _without_hook_traceback(record: logging.LogRecord) -> bool:
+    """Keep a failed hook's log record to its message: the traceback is cookiecutter's own."""
+    if record.exc_info is not None and isinstance(record.exc_info[1], FailedHookException):
+        record.exc_info = None
+    return True
+
+
+class QuietHookFailures(Extension):
+    """Add no Jinja syntax: keep cookiecutter from printing a traceback when a hook fails.
+
+    A hook that refuses an answer prints one line saying why and exits 1; cookiecutter then logs
+    "Stopping generation because ..." with the traceback of its own FailedHookException, a dozen
+    lines of its internals. Cookiecutter loads `_extensions` into its own process before it runs
+    any hook, which makes this the one place a template can shorten that record.
+    """
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        # A logger ignores a filter it already has, so each new environment adds none.
+        logging.getLogger("cookiecutter.hooks").addFilter(_without_hook_traceback)

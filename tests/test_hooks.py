@@ -401,6 +401,19 @@ def test_cli_forced_bake_of_a_name_without_a_slug_writes_nothing(
     assert stderr.splitlines() == [error_line("project_slug", "_", UNDERIVABLE)]
 
 
+def test_cli_refusal_is_the_hooks_line_then_cookiecutters_two(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    result = cli("--no-input", "package_name=class")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [error_line("package_name", "class", KEYWORD)]
+    # No traceback: local_extensions.QuietHookFailures keeps cookiecutter's log to its message.
+    assert result.stdout.splitlines() == [
+        "ERROR: Stopping generation because pre_gen_project hook script didn't exit successfully",
+        "Hook script failed (exit status: 1)",
+    ]
+
+
 def test_cli_rejects_python_version_from_a_replay_file(
     cli_fails: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -413,7 +426,12 @@ def test_cli_rejects_python_version_from_a_replay_file(
 
 
 def test_cli_refuses_unknown_python_version_choice(bake_fails: Callable[..., str]) -> None:
-    assert "python_version" in bake_fails(python_version="3.10")
+    # Cookiecutter checks choices before any template code runs; its traceback ends thus.
+    choices = TEMPLATE_CONTEXT["python_version"]
+    assert bake_fails(python_version="3.10").splitlines()[-1] == (
+        f"ValueError: 3.10 provided for choice variable python_version, but the choices are"
+        f" {choices}."
+    )
 
 
 def test_api_bake_raises_failed_hook_and_removes_the_project(
