@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEMPLATE_DIR
+from tests.conftest import TEMPLATE_DIR, bake_into
 
 PROJECT_TEMPLATE = "{{cookiecutter.project_slug}}"
 # Local state of this checkout that a clone of the template would not have.
 NOT_TEMPLATE = shutil.ignore_patterns(
-    ".git", ".venv", "build", "__pycache__", ".pytest_cache", ".ruff_cache"
+    ".git", ".venv", "build", "__pycache__", ".pytest_cache", ".ruff_cache", "node_modules"
 )
 GIT_TIMEOUT_S = 60
 CRUFT_TIMEOUT_S = 300
@@ -141,6 +141,40 @@ def test_cruft_create_records_the_template_commit_and_answers(
     assert (project / ".gitlab-ci.yml").is_file()
     assert not (project / ".github").exists()
     succeeds(run("cruft", "check", cwd=project))
+
+
+def test_plain_cookiecutter_bake_joins_cruft_through_link(
+    tmp_path: Path, run: Run, template: Path, cookiecutter_config: Path
+) -> None:
+    # What the READMEs tell a team that baked with plain cookiecutter.
+    project = bake_into(tmp_path / "projects", cookiecutter_config, ci="gitlab")
+    succeeds(run("git", "init", "--quiet", cwd=project))
+    commit_all(run, project, "Bake")
+    unlinked = run("cruft", "check", cwd=project)
+    assert unlinked.returncode == 1
+    assert "NoCruftFound" in unlinked.stdout + unlinked.stderr
+    succeeds(
+        run(
+            "cruft",
+            "link",
+            str(template),
+            "--no-input",
+            "--config-file",
+            str(cookiecutter_config),
+            # The answers it was baked with; left out, they would be the defaults.
+            "--extra-context",
+            json.dumps({"ci": "gitlab"}),
+            cwd=project,
+        )
+    )
+    state = json.loads((project / ".cruft.json").read_text(encoding="utf-8"))
+    assert state["commit"] == head(run, template)
+    assert state["context"]["cookiecutter"]["ci"] == "gitlab"
+    succeeds(run("cruft", "check", cwd=project))
+    # Linked at the commit it was baked from, an update finds nothing to change.
+    commit_all(run, project, "Link to the template")
+    succeeds(run("cruft", "update", "--skip-apply-ask", cwd=project))
+    assert changed_files(run, project) == []
 
 
 def test_cruft_update_brings_a_template_change_in_cleanly(
