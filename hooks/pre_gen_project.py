@@ -21,19 +21,23 @@ EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
 CI_SERVICES = ("github", "gitlab", "none")
 YES_NO = ("yes", "no")
+TRACING = ("none", "otel")
 # Import names of the generated project's dependencies, direct and transitive.
 DEPENDENCY_IMPORT_NAMES = frozenset(
     {
         "anyio",
         "cryptography",
+        "google",
         "h11",
         "jwt",
+        "opentelemetry",
         "prometheus_client",
         "psycopg",
         "psycopg_pool",
         "pytest",
         "pytest_asyncio",
         "redis",
+        "requests",
         "starlette",
         "uvicorn",
         "websockets",
@@ -117,6 +121,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("python_version", one_of(PYTHON_VERSIONS)),
     ("ci", one_of(CI_SERVICES)),
     ("docker", one_of(YES_NO)),
+    ("tracing", one_of(TRACING)),
 )
 
 

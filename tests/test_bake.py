@@ -155,6 +155,7 @@ OPTION_FILES: dict[tuple[str, str], set[str]] = {
     },
     ("ci", "gitlab"): {".gitlab-ci.yml"},
     ("docker", "yes"): {"Dockerfile", ".dockerignore", "docker-compose.yml"},
+    ("tracing", "otel"): {"src/chat_service/tracing.py", "tests/test_tracing.py"},
 }
 OPTIONS = sorted({option for option, _answer in OPTION_FILES})
 
@@ -175,6 +176,18 @@ def test_bake_holds_exactly_the_files_of_the_chosen_answers(
     optional = set().union(*OPTION_FILES.values())
     chosen = set().union(*(OPTION_FILES.get(choice, set()) for choice in answers.items()))
     assert baked & optional == chosen
+
+
+def test_only_an_otel_bake_mentions_opentelemetry(bake: Callable[..., Path]) -> None:
+    def mentions(project_dir: Path) -> list[str]:
+        return [
+            str(path.relative_to(project_dir))
+            for path, text in text_files(project_dir)
+            if re.search("opentelemetry|traceparent", text, re.IGNORECASE)
+        ]
+
+    assert mentions(bake(tracing="none")) == []
+    assert "src/chat_service/tracing.py" in mentions(bake(tracing="otel"))
 
 
 def test_python_files_compile(project_dir: Path) -> None:

@@ -33,8 +33,10 @@ def project(bake: Callable[..., Path]) -> Path:
 
 
 def test_generated_suite_runs_under_xdist_with_a_namespace_per_worker(
-    project: Path, tmp_path: Path
+    bake: Callable[..., Path], tmp_path: Path
 ):
+    # With tracing, so that its tests run too: `make test` below runs a default bake under xdist.
+    project = bake(tracing="otel")
     report_path = tmp_path / "report.json"
     report = check_run(run_suite(project, "-n", "2", report=report_path), report_path)
     workers = report["workers"]
@@ -76,7 +78,11 @@ def test_the_flood_loadtest_reports_every_phase_and_leaves_nothing(project: Path
     assert leftovers(results["run_id"]) == {"schemas": [], "keys": []}
 
 
-def test_template_environment_holds_every_generated_dependency(project: Path):
+@pytest.mark.parametrize("answers", [{}, {"tracing": "otel"}], ids=["defaults", "otel"])
+def test_template_environment_holds_every_generated_dependency(
+    bake: Callable[..., Path], answers: dict[str, str]
+):
+    project = bake(**answers)
     pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
     wanted = [
         *pyproject["project"]["dependencies"],

@@ -17,6 +17,7 @@ from hooks.pre_gen_project import (
     CI_SERVICES,
     DEPENDENCY_IMPORT_NAMES,
     PYTHON_VERSIONS,
+    TRACING,
     YES_NO,
     main,
     validate,
@@ -41,6 +42,7 @@ VALID = {
     "python_version": "3.12",
     "ci": "github",
     "docker": "yes",
+    "tracing": "none",
 }
 BLANK = "it must not be blank"
 NAME_TOO_LONG = "it must be at most 300 characters long"
@@ -59,6 +61,7 @@ EMAIL_SHAPE = "it must look like name@example.com"
 VERSION = "it must be one of 3.11, 3.12, 3.13"
 CI = "it must be one of github, gitlab, none"
 DOCKER = "it must be one of yes, no"
+TRACING_CHOICE = "it must be one of none, otel"
 NOT_STRING = "it must be a string"
 
 
@@ -136,6 +139,7 @@ def test_valid_answers_pass(capsys: pytest.CaptureFixture[str]) -> None:
         *(("python_version", version) for version in TEMPLATE_CONTEXT["python_version"]),
         *(("ci", service) for service in TEMPLATE_CONTEXT["ci"]),
         *(("docker", answer) for answer in TEMPLATE_CONTEXT["docker"]),
+        *(("tracing", answer) for answer in TEMPLATE_CONTEXT["tracing"]),
     ],
 )
 def test_valid_value_passes(field: str, value: str) -> None:
@@ -193,6 +197,8 @@ INVALID = [
     ("ci", "", CI),
     ("docker", "true", DOCKER),
     ("docker", True, NOT_STRING),
+    ("tracing", "opentelemetry", TRACING_CHOICE),
+    ("tracing", "OTEL", TRACING_CHOICE),
     ("project_name", None, NOT_STRING),
 ]
 
@@ -216,7 +222,12 @@ def test_first_failing_check_wins() -> None:
 
 @pytest.mark.parametrize(
     ("option", "choices"),
-    [("python_version", PYTHON_VERSIONS), ("ci", CI_SERVICES), ("docker", YES_NO)],
+    [
+        ("python_version", PYTHON_VERSIONS),
+        ("ci", CI_SERVICES),
+        ("docker", YES_NO),
+        ("tracing", TRACING),
+    ],
 )
 def test_hook_choices_match_the_template_choices(option: str, choices: tuple[str, ...]) -> None:
     assert sorted(choices) == sorted(TEMPLATE_CONTEXT[option])

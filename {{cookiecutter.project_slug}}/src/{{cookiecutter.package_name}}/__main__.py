@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import logs, store
+from . import logs, store{% if cookiecutter.tracing == "otel" %}, tracing{% endif %}
 from .app import create_app
 from .auth import SigningKey
 from .migrations import migrate
@@ -38,6 +38,9 @@ def database_or_exit() -> tuple[str, str]:
 def run_server(args: argparse.Namespace) -> None:
     """Run the service under uvicorn."""
     settings = settings_or_exit()
+{%- if cookiecutter.tracing == "otel" %}
+    tracing.configure(settings.instance_id)
+{%- endif %}
     serve(create_app(settings), settings)
 
 

@@ -19,6 +19,9 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from .keys import RedisKeys
+{%- if cookiecutter.tracing == "otel" %}
+from .tracing import trace_fields, traced_delivery, traced_stream
+{%- endif %}
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +76,14 @@ class Bus:
         with suppress(redis_errors.RedisError):
             await self._redis.xgroup_destroy(self.stream, self.group)
             await self._redis.unlink(self._heartbeat_key(self.instance))
-
+{% if cookiecutter.tracing == "otel" %}
+    @traced_stream
+{%- endif %}
     async def publish(self, channel: str, offset: int, frame: str) -> None:
         """Append a message frame to the stream, for every instance to deliver."""
         await self._redis.xadd(
             self.stream,
-            {"channel": channel, "offset": offset, "frame": frame},
+            {"channel": channel, "offset": offset, "frame": frame{% if cookiecutter.tracing == "otel" %}, **trace_fields(){% endif %}},
             maxlen=STREAM_MAX_LENGTH,
             approximate=True,
         )
@@ -161,7 +166,9 @@ class Bus:
                 await self._redis.xack(self.stream, self.group, *(entry for entry, _ in entries))
             read += len(entries)
         return read
-
+{% if cookiecutter.tracing == "otel" %}
+    @traced_delivery
+{%- endif %}
     def _dispatch(self, entry_id: str, fields: dict[str, str]) -> None:
         try:
             channel, offset, frame = fields["channel"], int(fields["offset"]), fields["frame"]

@@ -31,6 +31,9 @@ from .protocol import (
 )
 from .service import Service
 from .sessions import Session
+{%- if cookiecutter.tracing == "otel" %}
+from .tracing import traced_publish
+{%- endif %}
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,9 @@ def unsubscribe(service: Service, session: Session, request: Unsubscribe) -> Fra
     service.feeds.unsubscribe(session, request.channel)
     return ack_frame(request.id)
 
-
+{% if cookiecutter.tracing == "otel" %}
+@traced_publish
+{%- endif %}
 async def publish(service: Service, session: Session, request: Publish) -> Frame:
     """Store the message at the channel's next offset, then stream it to every instance."""
     started = time.perf_counter()

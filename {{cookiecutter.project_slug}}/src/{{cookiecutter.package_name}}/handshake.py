@@ -18,6 +18,9 @@ from . import store
 from .auth import AuthError, Identity
 from .protocol import BEARER_PREFIX, PROTOCOL
 from .service import Service
+{%- if cookiecutter.tracing == "otel" %}
+from .tracing import traced_handshake
+{%- endif %}
 
 USER_LOOKUP_TIMEOUT_S = 1.0
 """A handshake waits this long for Postgres before it is refused with 503."""
@@ -81,7 +84,9 @@ def peer_of(websocket: WebSocket) -> str:
     """The client's address as the server sees it (a proxy's, behind one)."""
     return websocket.client.host if websocket.client is not None else "unknown"
 
-
+{% if cookiecutter.tracing == "otel" %}
+@traced_handshake
+{%- endif %}
 async def admit(websocket: WebSocket, service: Service) -> Admitted:
     """Check everything a handshake must pass, cheapest first; raise HandshakeRefused."""
     settings, registry = service.settings, service.registry

@@ -6,6 +6,9 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from .protocol import UNBORN_EPOCH, Message, Position
+{%- if cookiecutter.tracing == "otel" %}
+from .tracing import traced_store
+{%- endif %}
 
 
 async def create_user(pool: AsyncConnectionPool, name: str) -> str:
@@ -40,7 +43,9 @@ async def inactive_users(pool: AsyncConnectionPool, user_ids: list[str]) -> list
         )
         return [row[0] for row in await cursor.fetchall()]
 
-
+{% if cookiecutter.tracing == "otel" %}
+@traced_store
+{%- endif %}
 async def save_message(
     pool: AsyncConnectionPool, channel: str, sender_id: str, data: Any
 ) -> Message:
