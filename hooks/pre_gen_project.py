@@ -28,6 +28,7 @@ DEPENDENCY_IMPORT_NAMES = frozenset(
         "anyio",
         "cryptography",
         "google",
+        "fastjsonschema",
         "h11",
         "jwt",
         "opentelemetry",

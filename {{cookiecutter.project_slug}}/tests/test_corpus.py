@@ -16,6 +16,7 @@ from websockets.exceptions import InvalidStatus
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
 
+from harness.corpus import malformed_frames
 from harness.live import LiveApp
 from harness.stalled import StalledClient
 from harness.users import User, UserFactory
@@ -23,72 +24,6 @@ from harness.wsclient import converse
 
 EXCHANGED = 30
 HEADER_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-ODD_STRINGS = [
-    "",
-    " ",
-    "\u0000",
-    "\u202e",
-    "\u200b",
-    "\ufeff",
-    "\U0001f600",
-    "é" * 200,
-    "x" * 10_000,
-    "../../etc/passwd",
-    "room:lobby\n",
-    "' OR 1=1 --",
-    "%00",
-    "49",
-    "<script>",
-]
-ODD_VALUES: list[object] = [None, True, 0, -1, 1.5, 10**40, [], {}, [1], {"a": 1}, *ODD_STRINGS]
-
-
-def malformed_frames() -> list[str]:
-    """Frames a hostile client sends; each must get exactly one reply and keep it connected."""
-    frames = [
-        "",
-        " ",
-        "{",
-        "}",
-        "{not json",
-        "{'single': 'quotes'}",
-        '{"type": "ping",}',
-        '{"type": "ping"} trailing',
-        '{"type": NaN}',
-        '{"type": Infinity}',
-        "\ufeff{}",
-        "null",
-        "true",
-        "42",
-        '"a string"',
-        "[]",
-        "[" * 20_000,
-        '{"a":' * 5_000 + "1" + "}" * 5_000,
-        '{"type": "ping", "id": "\\ud800"}',
-        '{"type": "ping", "id": "\\udfff"}',
-        '{"type": "publish", "id": 1, "channel": "room:c", "data": "\\ud83d"}',
-        '{"type": "publish", "id": 2, "channel": "room:c", "data": {"\\udc00": 1}}',
-        '{"type": "subscribe", "id": 3, "channel": "room:c", "since": {"offset": 0, '
-        '"epoch": "\\ud800"}}',
-        '{"type": "ping", "id": "ok", "id": [1]}',
-    ]
-    for value in ODD_VALUES:
-        frames.append(json.dumps({"type": value, "id": 1}))
-        frames.append(json.dumps({"type": "ping", "id": value}))
-        frames.append(json.dumps({"type": "subscribe", "id": 1, "channel": value}))
-        frames.append(json.dumps({"type": "publish", "id": 1, "channel": "room:c", "data": value}))
-        frames.append(
-            json.dumps({"type": "subscribe", "id": 1, "channel": "room:c", "since": value})
-        )
-    for since in [{"offset": -1, "epoch": "e"}, {"offset": 2**70, "epoch": "e"}, {"epoch": "e"}]:
-        frames.append(
-            json.dumps({"type": "subscribe", "id": 1, "channel": "room:c", "since": since})
-        )
-    frames.append(json.dumps({"type": "publish", "id": 1, "channel": "room:c"}))
-    frames.append(json.dumps({"type": "unsubscribe", "id": 1}))
-    frames.append(json.dumps({"type": "subscribe", "id": 1, "channel": f"user:{uuid.uuid4()}"}))
-    return frames
 
 
 def tokens(key: SigningKey, user: User) -> list[str]:
@@ -178,17 +113,17 @@ async def attack_frames(live: LiveApp, user: User) -> int:
     frames = malformed_frames()
     async with live.websocket_session(user=user) as attacker:
         for frame in frames:
-            await attacker.connection.send(frame)
+            await attacker.send_raw(frame)
         replies = [await attacker.expect(lambda f: f["type"] != "message") for _ in frames]
         assert {reply["type"] for reply in replies} <= {"error", "ack", "pong"}
         await attacker.send({"type": "ping", "id": "still here"})
         assert (await attacker.next_of_type("pong"))["id"] == "still here"
         # Fragmented: a frame split into continuation frames is one request.
-        await attacker.connection.send(iter(['{"type": "ping", ', '"id": "in pieces"}']))
+        await attacker.send_raw(iter(['{"type": "ping", ', '"id": "in pieces"}']))
         assert (await attacker.next_of_type("pong"))["id"] == "in pieces"
         for closing in (b"\x00binary", "x" * (live.service.settings.max_message_bytes + 1)):
             async with live.websocket_session(user=user) as victim:
-                await victim.connection.send(closing)
+                await victim.send_raw(closing)
                 assert await victim.closed_with() in (1003, 1009)
     invalid = StalledClient(live.url, user.token)
     await invalid.open()

@@ -29,10 +29,10 @@ GARBAGE = [
 
 async def attack(attacker: WsClient, settings: Settings) -> int | None:
     for frame, _ in GARBAGE:
-        await attacker.connection.send(frame)
+        await attacker.send_raw(frame)
     replies = [await attacker.expect(lambda f: f["type"] != "welcome") for _ in GARBAGE]
     assert [reply["type"] for reply in replies] == [expected for _, expected in GARBAGE]
-    await attacker.connection.send("x" * (settings.max_message_bytes + 1))
+    await attacker.send_raw("x" * (settings.max_message_bytes + 1))
     return await attacker.closed_with()
 
 

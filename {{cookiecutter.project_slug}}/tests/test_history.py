@@ -156,7 +156,7 @@ async def test_since_must_be_a_position(ws_session: WsClient):
         {"offset": 1, "epoch": "e" * 65},
     ]
     for since in bad:
-        reply = await ws_session.request("subscribe", channel="room:x", since=since)
+        reply = await ws_session.bad_request("subscribe", channel="room:x", since=since)
         assert (reply["type"], reply["code"]) == ("error", "invalid_message"), since
 
 

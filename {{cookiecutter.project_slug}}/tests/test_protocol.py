@@ -1,5 +1,7 @@
 """Malformed or unexpected frames get an error reply and the connection stays usable."""
 
+import json
+
 import pytest
 
 from {{ cookiecutter.package_name }}.protocol import CloseCode
@@ -28,7 +30,7 @@ from harness.wsclient import WsClient
 async def test_bad_frame_gets_an_error_and_the_connection_survives(
     ws_session: WsClient, raw: str, code: str
 ):
-    await ws_session.connection.send(raw)
+    await ws_session.send_raw(raw)
     error = await ws_session.next_of_type("error")
     assert error["code"] == code
     assert error["message"]
@@ -37,7 +39,8 @@ async def test_bad_frame_gets_an_error_and_the_connection_survives(
 
 
 async def test_error_carries_the_request_id(ws_session: WsClient):
-    await ws_session.send({"type": "subscribe", "id": "req-7", "channel": "no spaces allowed"})
+    bad_channel = {"type": "subscribe", "id": "req-7", "channel": "no spaces allowed"}
+    await ws_session.send_raw(json.dumps(bad_channel))
     error = await ws_session.next_of_type("error")
     assert error["id"] == "req-7"
 
@@ -55,7 +58,7 @@ async def test_data_postgres_cannot_store_is_an_error_not_a_crash(ws_session: Ws
 
 
 async def test_binary_frame_closes_with_unsupported_data(ws_session: WsClient):
-    await ws_session.connection.send(b"\x00\x01binary")
+    await ws_session.send_raw(b"\x00\x01binary")
     assert await ws_session.closed_with() == CloseCode.UNSUPPORTED_DATA
 
 

@@ -1,4 +1,5 @@
-"""The Starlette app: the WebSocket endpoint, probes, metrics and the optional demo page."""
+"""The Starlette app: the WebSocket endpoint, its AsyncAPI document, probes, metrics and the
+optional demo page."""
 
 from importlib.resources import files
 
@@ -9,6 +10,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from . import health, metrics
+from .asyncapi import serve_document
 from .connection import Connection
 from .resources import Resources
 from .service import Service
@@ -32,6 +34,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Starle
         WebSocketRoute("/ws", websocket),
         Route("/healthz", health.liveness),
         Route("/readyz", readiness),
+        Route("/asyncapi.json", serve_document),
         Route("/metrics", exposition),
     ]
     if settings.serve_demo:

@@ -45,6 +45,9 @@ UNBORN_EPOCH = "0"
 RequestId = str | int | None
 Frame = dict[str, Any]
 
+REPLY_TYPES = frozenset({"ack", "pong", "error"})
+"""The types of the frames that answer a request, echoing its `id`; all others come unasked."""
+
 
 class CloseCode(IntEnum):
     """Close codes the server sends, as documented in the README."""

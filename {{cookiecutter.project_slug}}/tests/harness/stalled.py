@@ -10,6 +10,8 @@ from websockets.uri import parse_uri
 
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
 
+from .contract import contract
+
 TIMEOUT_S = 5.0
 
 
@@ -39,6 +41,8 @@ class StalledClient:
         await self.next_frame()  # the welcome
 
     async def send(self, frame: dict[str, object]) -> None:
+        """Send a request the AsyncAPI document allows."""
+        contract().check_request(frame)
         await self.send_text(json.dumps(frame).encode())
 
     async def send_text(self, payload: bytes) -> None:
@@ -50,7 +54,9 @@ class StalledClient:
         while True:
             for event in self.protocol.events_received():
                 if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                    return json.loads(event.data)
+                    frame: dict[str, object] = json.loads(event.data)
+                    contract().check_server_frame(frame)
+                    return frame
             self.protocol.receive_data(await asyncio.wait_for(self.reader.read(65536), TIMEOUT_S))
 
     async def close_code(self) -> int | None:

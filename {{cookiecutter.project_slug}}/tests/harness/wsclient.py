@@ -1,18 +1,24 @@
 """A WebSocket client for tests: JSON frames, request/reply matching, a timeout on every wait.
 
 A hung server fails the test within seconds, with the last frames seen, instead of hanging the run.
+Every frame sent and received is held to the service's AsyncAPI document (see contract.py);
+`send_raw` sends the malformed frames a test means to send.
 """
 
 import asyncio
 import itertools
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from {{ cookiecutter.package_name }}.protocol import REPLY_TYPES
+
+from .contract import contract
+
 RECEIVE_TIMEOUT_S = 5.0
-REPLY_TYPES = frozenset({"ack", "error", "pong"})
 
 Frame = dict[str, Any]
 
@@ -26,14 +32,33 @@ class WsClient:
         self.seen: list[Frame] = []
         self._backlog: list[Frame] = []
         self._ids = itertools.count(1)
+        self.contract = contract()
 
     async def send(self, frame: Frame) -> None:
+        """Send a request the AsyncAPI document allows."""
+        self.contract.check_request(frame)
         await self.connection.send(json.dumps(frame))
+
+    async def send_raw(self, data: str | bytes | Iterable[str]) -> None:
+        """Send a frame as it is, unchecked: for the malformed ones a test sends on purpose."""
+        await self.connection.send(data)
 
     async def request(self, kind: str, **fields: Any) -> Frame:
         """Send a request with a fresh id; return its reply (ack, error or pong)."""
         request_id = next(self._ids)
         await self.send({"type": kind, "id": request_id, **fields})
+        reply = await self._reply_to(request_id)
+        self.contract.check_reply(kind, reply)
+        return reply
+
+    async def bad_request(self, kind: str, **fields: Any) -> Frame:
+        """Send a request the document does not allow, unchecked, with a fresh id; return its
+        reply (an error, when the server refuses it as it should)."""
+        request_id = next(self._ids)
+        await self.send_raw(json.dumps({"type": kind, "id": request_id, **fields}))
+        return await self._reply_to(request_id)
+
+    async def _reply_to(self, request_id: int) -> Frame:
         return await self.expect(lambda f: f["type"] in REPLY_TYPES and f.get("id") == request_id)
 
     async def subscribe(self, channel: str, since: Frame | None = None) -> Frame:
@@ -79,9 +104,7 @@ class WsClient:
             raise AssertionError(
                 f"no frame within {self.timeout}s; last frames seen: {self.seen[-5:]}"
             ) from None
-        frame: Frame = json.loads(raw)
-        self.seen.append(frame)
-        return frame
+        return self._take(raw)
 
     async def assert_silent(self) -> None:
         """Nothing is waiting: a ping round-trip brings back only its pong."""
@@ -94,13 +117,21 @@ class WsClient:
         try:
             async with asyncio.timeout(self.timeout):
                 while True:
-                    self.seen.append(json.loads(await self.connection.recv()))
+                    self._take(await self.connection.recv())
         except ConnectionClosed:
             return self.connection.close_code
         except TimeoutError:
             raise AssertionError(
                 f"connection still open after {self.timeout}s; last frames: {self.seen[-5:]}"
             ) from None
+
+    def _take(self, raw: str | bytes) -> Frame:
+        """Decode a frame off the wire, remember it, and hold it to the contract."""
+        assert isinstance(raw, str), f"the server sent a binary frame: {raw[:100]!r}"
+        frame: Frame = json.loads(raw)
+        self.seen.append(frame)
+        self.contract.check_server_frame(frame)
+        return frame
 
 
 def _acked(reply: Frame) -> Frame:
