@@ -8,6 +8,8 @@ N ?= 475
 ROUNDS ?= 3
 CONFIGS ?=
 OUTPUT ?= bench/results/latest
+# The official AsyncAPI parser (npm), which tests/test_asyncapi.py runs on a baked service's document.
+ASYNCAPI := tools/asyncapi
 
 .PHONY: install test lint bake bench durations
 
@@ -21,7 +23,17 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	@touch $@
 
-install: $(VENV)/.installed
+# npm ci writes node_modules/.package-lock.json, so this reinstalls only when the lock changes.
+# Without npm the parser's tests skip (they need node) or say what to install.
+$(ASYNCAPI)/node_modules/.package-lock.json: $(ASYNCAPI)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		echo "Installing the AsyncAPI parser into $(ASYNCAPI)/node_modules (npm ci)"; \
+		cd $(ASYNCAPI) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "npm not found: not installing the AsyncAPI parser (its tests skip without node)"; \
+	fi
+
+install: $(VENV)/.installed $(ASYNCAPI)/node_modules/.package-lock.json
 
 test: install
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
