@@ -21,6 +21,7 @@ EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
 CI_SERVICES = ("github", "gitlab", "none")
 YES_NO = ("yes", "no")
+LICENSES = ("MIT", "Apache-2.0", "BSD-3-Clause", "Proprietary")
 TRACING = ("none", "otel")
 # Import names of the generated project's dependencies, direct and transitive.
 DEPENDENCY_IMPORT_NAMES = frozenset(
@@ -120,6 +121,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("author_email", check_author_email),
     # The CLI refuses an unknown choice itself; a hand-edited replay file reaches the hooks.
     ("python_version", one_of(PYTHON_VERSIONS)),
+    ("license", one_of(LICENSES)),
     ("ci", one_of(CI_SERVICES)),
     ("docker", one_of(YES_NO)),
     ("tracing", one_of(TRACING)),

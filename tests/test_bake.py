@@ -5,11 +5,14 @@ import itertools
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
+from datetime import UTC, datetime
 from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
+from packaging.licenses import canonicalize_license_expression
 
 from tests.conftest import TEMPLATE_CONTEXT, baked_metadata, expected_metadata
 
@@ -212,3 +215,43 @@ def test_ruff_passes(project_dir: Path, command: list[str]) -> None:
 
 def test_metadata_round_trips(project_dir: Path, context: dict[str, str]) -> None:
     assert baked_metadata(project_dir) == expected_metadata(project_dir, **context)
+
+
+# How each license answer's LICENSE begins, and the SPDX expression pyproject states for it.
+LICENSES = {
+    "MIT": ("MIT License", "MIT"),
+    "Apache-2.0": ("Apache License", "Apache-2.0"),
+    "BSD-3-Clause": ("BSD 3-Clause License", "BSD-3-Clause"),
+    "Proprietary": (
+        "Copyright (c) {year} {author}. All rights reserved.",
+        "LicenseRef-Proprietary",
+    ),
+}
+
+
+@pytest.mark.parametrize("answer", CHOICES["license"])
+def test_license_file_and_pyproject_agree(bake: Callable[..., Path], answer: str) -> None:
+    project_dir = bake(license=answer, author_name="Zoë's Team")
+    heading, expression = LICENSES[answer]
+    text = (project_dir / "LICENSE").read_text(encoding="utf-8")
+    year = datetime.now(UTC).year
+    assert text.strip().splitlines()[0].strip() == heading.format(year=year, author="Zoë's Team")
+    if answer != "Apache-2.0":
+        # Apache's text names no holder: it stays verbatim, as tools that recognise it expect.
+        assert f"{year}" in text and "Zoë's Team" in text
+    project = tomllib.loads((project_dir / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["license"] == canonicalize_license_expression(expression) == expression
+    assert project["license-files"] == ["LICENSE"]
+    private = "Private :: Do Not Upload" in project.get("classifiers", [])
+    assert private is (answer == "Proprietary")
+
+
+def test_changelog_opens_with_the_baked_version(bake: Callable[..., Path]) -> None:
+    project_dir = bake()
+    changelog = (project_dir / "CHANGELOG.md").read_text(encoding="utf-8")
+    version = tomllib.loads((project_dir / "pyproject.toml").read_text(encoding="utf-8"))[
+        "project"
+    ]["version"]
+    assert "https://keepachangelog.com/en/1.1.0/" in changelog
+    sections = re.findall(r"^## (.+)$", changelog, flags=re.MULTILINE)
+    assert sections == ["[Unreleased]", f"[{version}] - {datetime.now(UTC).date().isoformat()}"]

@@ -231,7 +231,7 @@ def test_build_context_holds_what_the_dockerfile_copies(docker: Path) -> None:
         if keyword == "COPY" and not args.startswith("--from=")
         for source in args.split()[:-1]
     ]
-    assert sorted(sources) == ["README.md", "pyproject.toml", "src"]
+    assert sorted(sources) == ["LICENSE", "README.md", "pyproject.toml", "src"]
     assert set(sources) <= allowed
     assert all((docker / source).exists() for source in sources)
 

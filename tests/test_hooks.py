@@ -16,6 +16,7 @@ from hooks.post_gen_project import main as post_gen_main
 from hooks.pre_gen_project import (
     CI_SERVICES,
     DEPENDENCY_IMPORT_NAMES,
+    LICENSES,
     PYTHON_VERSIONS,
     TRACING,
     YES_NO,
@@ -39,6 +40,7 @@ VALID = {
     "description": "A real-time WebSocket service.",
     "author_name": "Platform Team",
     "author_email": "platform@example.com",
+    "license": "MIT",
     "python_version": "3.12",
     "ci": "github",
     "docker": "yes",
@@ -61,6 +63,7 @@ EMAIL_SHAPE = "it must look like name@example.com"
 VERSION = "it must be one of 3.11, 3.12, 3.13"
 CI = "it must be one of github, gitlab, none"
 DOCKER = "it must be one of yes, no"
+LICENSE = "it must be one of MIT, Apache-2.0, BSD-3-Clause, Proprietary"
 TRACING_CHOICE = "it must be one of none, otel"
 NOT_STRING = "it must be a string"
 
@@ -139,6 +142,7 @@ def test_valid_answers_pass(capsys: pytest.CaptureFixture[str]) -> None:
         *(("python_version", version) for version in TEMPLATE_CONTEXT["python_version"]),
         *(("ci", service) for service in TEMPLATE_CONTEXT["ci"]),
         *(("docker", answer) for answer in TEMPLATE_CONTEXT["docker"]),
+        *(("license", answer) for answer in TEMPLATE_CONTEXT["license"]),
         *(("tracing", answer) for answer in TEMPLATE_CONTEXT["tracing"]),
     ],
 )
@@ -196,6 +200,8 @@ INVALID = [
     ("ci", "GitHub", CI),
     ("ci", "", CI),
     ("docker", "true", DOCKER),
+    ("license", "mit", LICENSE),
+    ("license", "GPL-3.0", LICENSE),
     ("docker", True, NOT_STRING),
     ("tracing", "opentelemetry", TRACING_CHOICE),
     ("tracing", "OTEL", TRACING_CHOICE),
@@ -227,6 +233,7 @@ def test_first_failing_check_wins() -> None:
         ("ci", CI_SERVICES),
         ("docker", YES_NO),
         ("tracing", TRACING),
+        ("license", LICENSES),
     ],
 )
 def test_hook_choices_match_the_template_choices(option: str, choices: tuple[str, ...]) -> None:

@@ -1,6 +1,8 @@
 """Settings from the environment: defaults, and errors that name the variable at fault."""
 
 import json
+import re
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.settings import (
     ConfigError,
     Settings,
+    env_example,
     markdown_table,
     read,
 )
@@ -93,6 +96,20 @@ def test_the_readme_lists_every_setting_as_declared():
         "the README's settings table is out of date: paste the output of"
         " `python -m {{ cookiecutter.package_name }} settings` into it"
     )
+
+
+def test_the_env_example_lists_every_setting_as_declared():
+    example = (Path(__file__).parents[1] / ".env.example").read_text(encoding="utf-8")
+    assert example == env_example(), ".env.example is out of date: remake it as its header says"
+
+
+def test_the_env_example_spells_the_defaults_the_service_uses():
+    written = dict(re.findall(r"^# ([A-Z_]+)=(.+)$", env_example(), flags=re.MULTILINE))
+    with_default = [setting for setting in fields(Settings) if setting.default is not MISSING]
+    spelt = [setting.name for setting in with_default if setting.metadata["variable"] in written]
+    assert read(spelt, written) == read(spelt, {})
+    # Only a default with no spelling as a value, the empty list of origins, is told in words.
+    assert {setting.name for setting in with_default} - set(spelt) == {"allowed_origins"}
 
 
 def test_a_command_reads_only_the_settings_it_uses():

@@ -15,7 +15,7 @@ from .auth import SigningKey
 from .migrations import migrate
 from .resources import open_database_pool
 from .server import serve
-from .settings import ConfigError, Settings, markdown_table, read
+from .settings import ConfigError, Settings, env_example, markdown_table, read
 
 
 def settings_or_exit() -> Settings:
@@ -82,8 +82,9 @@ def token(args: argparse.Namespace) -> None:
 
 
 def print_settings(args: argparse.Namespace) -> None:
-    """Print every setting: variable, default and meaning, as a Markdown table."""
-    print(markdown_table(), end="")
+    """Print every setting: variable, default and meaning, as a Markdown table (or, with --env,
+    as the .env.example file)."""
+    print(env_example() if args.env else markdown_table(), end="")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -103,7 +104,9 @@ def parser() -> argparse.ArgumentParser:
     tok.add_argument("--private-key", type=Path, default=Path("signing-key.json"))
     tok.add_argument("--ttl", type=float, default=3600.0)
     tok.set_defaults(run=token)
-    sub.add_parser("settings", help=print_settings.__doc__).set_defaults(run=print_settings)
+    listing = sub.add_parser("settings", help=print_settings.__doc__)
+    listing.add_argument("--env", action="store_true", help="print .env.example instead")
+    listing.set_defaults(run=print_settings)
     return commands
 
 

@@ -296,6 +296,43 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def env_example() -> str:
+    """The settings as the committed `.env.example`: each one's meaning, then its variable set to
+    its default and commented out, or left empty where it must be set."""
+    lines = [
+        "# Every setting of the service, read from the environment (the README's Configuration).",
+        f"# Written by `python -m {__package__} settings --env`; a test keeps it in step.",
+    ]
+    for setting in fields(Settings):
+        variables = setting.metadata["variable"].split(" / ")
+        value, active = _env_default(setting), False
+        if _required(setting) and len(variables) == 1:
+            note, active = " (required)", True
+        elif _required(setting):
+            # An alternative set to nothing would still count as the one chosen.
+            note = " (required: one of these)"
+        else:
+            # A default that has no spelling as a value (computed, or empty) is told instead.
+            note = "" if value else f" (default: {_shown_default(setting)})"
+        lines += ["", f"# {setting.metadata['doc']}{note}"]
+        lines += [f"{'' if active else '# '}{variable}={value}" for variable in variables]
+    return "\n".join(lines) + "\n"
+
+
+def _env_default(setting: Any) -> str:
+    """The default as the variable's value would spell it; empty where there is none to spell."""
+    if _required(setting) or _has_factory(setting):
+        return ""
+    default = setting.default
+    if isinstance(default, bool):
+        return "yes" if default else "no"
+    if isinstance(default, frozenset):
+        return ",".join(sorted(default))
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default)
+
+
 def _required(setting: Any) -> bool:
     return setting.default is MISSING and not _has_factory(setting)
 
