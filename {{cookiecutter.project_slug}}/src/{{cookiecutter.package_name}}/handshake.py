@@ -6,7 +6,6 @@ a user or address over its connection cap, 503 while the service drains or canno
 Postgres. The body is the refusal's reason code; the details go to the log only.
 """
 
-import asyncio
 import uuid
 from dataclasses import dataclass, replace
 from enum import IntEnum
@@ -14,7 +13,6 @@ from enum import IntEnum
 import psycopg
 from starlette.websockets import WebSocket
 
-from . import store
 from .auth import AuthError, Identity
 from .protocol import BEARER_PREFIX, PROTOCOL
 from .service import Service
@@ -22,7 +20,6 @@ from .service import Service
 from .tracing import traced_handshake
 {%- endif %}
 
-USER_LOOKUP_TIMEOUT_S = 1.0
 """A handshake waits this long for Postgres before it is refused with 503."""
 
 
@@ -119,8 +116,7 @@ async def admit(websocket: WebSocket, service: Service) -> Admitted:
             f"user {identity.user_id} has too many connections",
         )
     try:
-        async with asyncio.timeout(USER_LOOKUP_TIMEOUT_S):
-            active = await store.is_active_user(service.resources.db, identity.user_id)
+        active = await service.user_checks.is_active(service.resources.db, identity.user_id)
     except (TimeoutError, psycopg.Error) as error:
         service.metrics.backend_error("postgres", "handshake")
         raise HandshakeRefused(

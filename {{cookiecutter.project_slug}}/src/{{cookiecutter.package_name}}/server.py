@@ -37,6 +37,7 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvic
         # WebSocketProtocol bound each read, which keeps one flooding client from stalling others.
         "loop": "asyncio",
         "ws_max_size": settings.max_message_bytes,
+        "ws_per_message_deflate": settings.compression,
         "ws_ping_interval": settings.ping_interval_s,
         "ws_ping_timeout": settings.ping_timeout_s,
         "timeout_graceful_shutdown": settings.shutdown_timeout_s,

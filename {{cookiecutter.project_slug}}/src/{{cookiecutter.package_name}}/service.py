@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 
 from . import store
 from .feeds import Feeds
+from .lookups import UserChecks
 from .metrics import Metrics
 from .protocol import CloseCode
 from .readiness import Readiness
@@ -29,6 +30,7 @@ class Service:
         self.metrics = Metrics(self.registry.__len__, self._stream_read_failures)
         self.feeds = Feeds(settings.history_limit, self.metrics)
         self.readiness = Readiness()
+        self.user_checks = UserChecks()
         self.draining = False
         self._given_resources = resources
         self._resources = resources

@@ -218,6 +218,15 @@ class Settings:
         " aborted",
         5.0,
     )
+    compression: bool = _setting(
+        "COMPRESSION",
+        _flag,
+        "negotiate permessage-deflate with clients that offer it: fewer bytes on the wire, but"
+        " every frame compressed again for each subscriber, and about 40 KB more memory per"
+        " connection (README: Performance)",
+        False,
+        shown="off",
+    )
     ping_interval_s: float = _setting(
         "PING_INTERVAL_S", _seconds, "how often the server pings each client", 20.0
     )

@@ -1,0 +1,125 @@
+"""What every load test runs on: a namespace of its own, users, and servers as processes.
+
+The service runs as real `serve` processes on a schema and Redis prefix of their own, named like
+a test run's so the test harness's reaper also clears what a crashed load test left. The
+reference server is a bare `websockets` broadcast server (reference.py). All of it is gone when
+the blocks end, whatever happens.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import psycopg
+from websockets.typing import Subprotocol
+
+from {{ cookiecutter.package_name }}.auth import SigningKey
+from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
+
+from harness.embedded import free_port
+from harness.namespaces import redis_prefix, schema_name, unlink_prefix, worker_schema
+from harness.services import resolve
+
+START_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A server process listening on `url`."""
+
+    url: str
+    pid: int
+
+
+def offer(token: str) -> list[Subprotocol]:
+    """The subprotocols a client offers: the protocol, and its token the way browsers pass it."""
+    return [Subprotocol(PROTOCOL), Subprotocol(BEARER_PREFIX + token)]
+
+
+@contextlib.contextmanager
+def namespace(run_id: str) -> Iterator[dict[str, str]]:
+    """A migrated schema and a Redis prefix, removed at the end; yields the service's
+    environment for them."""
+    with contextlib.ExitStack() as stack:
+        services = resolve(stack)
+        prefix = redis_prefix(run_id, "load")
+        schema = stack.enter_context(
+            worker_schema(services.database_url, schema_name(run_id, "load"), prefix)
+        )
+        stack.callback(unlink_prefix, services.redis_url, prefix)
+        yield {
+            "DATABASE_URL": services.database_url,
+            "DATABASE_SCHEMA": schema,
+            "REDIS_URL": services.redis_url,
+            "REDIS_PREFIX": prefix,
+        }
+
+
+def users(environment: dict[str, str], count: int) -> tuple[dict[str, str], list[str]]:
+    """Create `count` users in the namespace; return the environment that trusts their tokens,
+    and the tokens."""
+    key = SigningKey.generate("loadtest")
+    options = f"-c search_path={environment['DATABASE_SCHEMA']}"
+    with psycopg.connect(environment["DATABASE_URL"], options=options) as conn:
+        rows = conn.execute(
+            "INSERT INTO users (name) SELECT 'load ' || n FROM generate_series(1, %s) AS n"
+            " RETURNING id",
+            [count],
+        ).fetchall()
+    trusting = {**environment, "AUTH_KEYS": json.dumps(key.jwks())}
+    return trusting, [key.issue(str(row[0])) for row in rows]
+
+
+@contextlib.asynccontextmanager
+async def process(
+    arguments: list[str], environment: dict[str, str], ready: bytes, path: str = "/ws"
+) -> AsyncIterator[Server]:
+    """Run `python <arguments>` with PORT set; yield once it printed `ready` on stderr."""
+    port = free_port()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *arguments,
+        env={**os.environ, **environment, "PORT": str(port)},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert child.stderr is not None
+    draining: asyncio.Task[bytes] | None = None
+    try:
+        async with asyncio.timeout(START_TIMEOUT_S):
+            while ready not in await child.stderr.readline():
+                if child.stderr.at_eof():
+                    raise RuntimeError(f"{arguments} exited before it listened")
+        # Keep reading its log, or the pipe fills up and the server blocks writing to it.
+        draining = asyncio.create_task(child.stderr.read())
+        yield Server(f"ws://127.0.0.1:{port}{path}", child.pid)
+    finally:
+        if child.returncode is None:
+            child.send_signal(signal.SIGINT)
+            child.send_signal(signal.SIGINT)  # a second signal: stop now, no drain
+            await child.wait()
+        if draining is not None:
+            draining.cancel()
+
+
+def service(environment: dict[str, str]) -> contextlib.AbstractAsyncContextManager[Server]:
+    """The service's own `serve`, as a process."""
+    return process(["-m", "{{ cookiecutter.package_name }}", "serve"], environment, b"Uvicorn running on")
+
+
+def reference() -> contextlib.AbstractAsyncContextManager[Server]:
+    """The bare broadcast server the service is held against, as a process."""
+    return process(["-m", "loadtest.reference"], {}, b"listening", path="/")
+
+
+def rss_bytes(pid: int) -> int:
+    """A process's resident memory, from /proc."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")

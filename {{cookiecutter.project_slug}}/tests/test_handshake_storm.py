@@ -1,0 +1,75 @@
+"""Many handshakes at once: users checked in shared queries, compression only when asked for."""
+
+import asyncio
+
+import pytest
+from websockets.asyncio.client import connect
+
+from {{ cookiecutter.package_name }} import store
+from {{ cookiecutter.package_name }}.lookups import UserChecks
+from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
+from {{ cookiecutter.package_name }}.resources import Resources
+
+from harness.live import AppFactory, LiveApp
+from harness.users import User, UserFactory
+
+STORM = 40
+
+
+async def test_checks_waiting_together_share_one_query(
+    shared_resources: Resources, make_user: UserFactory, monkeypatch: pytest.MonkeyPatch
+):
+    active, disabled = await make_user("active"), await make_user("disabled")
+    async with shared_resources.db.connection() as conn:
+        await conn.execute("UPDATE users SET disabled = true WHERE id = %s", [disabled.id])
+    batches = []
+    real_query = store.inactive_users
+
+    async def counted(db, user_ids):
+        batches.append(sorted(user_ids))
+        return await real_query(db, user_ids)
+
+    monkeypatch.setattr(store, "inactive_users", counted)
+    checks = UserChecks()
+    asked = [active.id, disabled.id, "00000000-0000-0000-0000-000000000000"] * (STORM // 3)
+    answers = await asyncio.gather(*(checks.is_active(shared_resources.db, u) for u in asked))
+    assert answers == [True, False, False] * (STORM // 3)
+    assert batches == [sorted(set(asked))]
+
+
+async def test_a_storm_of_handshakes_is_served(shared_app: LiveApp, make_user: UserFactory):
+    users = [await make_user(f"storm {n}") for n in range(4)]
+
+    async def handshake(user: User) -> str:
+        async with shared_app.websocket_session(user=user) as ws:
+            return (await ws.request("ping"))["type"]
+
+    pongs = await asyncio.gather(*(handshake(users[n % len(users)]) for n in range(STORM)))
+    assert pongs == ["pong"] * STORM
+
+
+async def test_a_failed_query_fails_every_check_of_its_batch(shared_resources: Resources):
+    checks = UserChecks()
+    not_a_uuid = "not-a-uuid"
+    results = await asyncio.gather(
+        checks.is_active(shared_resources.db, not_a_uuid),
+        checks.is_active(shared_resources.db, not_a_uuid),
+        return_exceptions=True,
+    )
+    assert all(isinstance(result, Exception) for result in results), results
+
+
+@pytest.mark.parametrize(
+    ("compression", "negotiated"), [(False, None), (True, "permessage-deflate")]
+)
+async def test_compression_is_negotiated_only_when_turned_on(
+    another_app: AppFactory, test_user: User, compression: bool, negotiated: str | None
+):
+    async with another_app(compression=compression) as live:
+        offer = [PROTOCOL, BEARER_PREFIX + test_user.token]
+        async with connect(f"{live.url}/ws", subprotocols=offer) as connection:
+            assert connection.response is not None
+            extensions = connection.response.headers.get("Sec-WebSocket-Extensions", "")
+            assert (extensions.partition(";")[0] or None) == negotiated
+            session_id = next(iter(live.service.registry.all())).id
+        await live.wait_drained(session_id)
