@@ -10,6 +10,8 @@ Requests are open objects (the server ignores fields it does not know); the serv
 closed ones, so a field the server starts sending must be documented here first.
 """
 
+from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 from starlette.requests import Request
@@ -250,18 +252,23 @@ def _schemas() -> dict[str, Schema]:
             "properties": {"offset": _ref("Offset"), "epoch": _ref("Epoch")},
         },
         "UserId": {"type": "string", "format": "uuid"},
-        "ErrorCode": _enum("Why a request was refused; the connection stays open.", ERROR_MEANINGS),
+        "ErrorCode": _enum(
+            "Why a request was refused; the connection stays open.", ErrorCode, ERROR_MEANINGS
+        ),
         "RecoveryFailure": _enum(
-            "Why a subscribe with `since` could not replay everything missed.", RECOVERY_MEANINGS
+            "Why a subscribe with `since` could not replay everything missed.",
+            RecoveryFailure,
+            RECOVERY_MEANINGS,
         ),
     }
 
 
-def _enum(description: str, meanings: dict[Any, str]) -> Schema:
-    lines = "\n".join(f"- `{value}`: {meaning}" for value, meaning in meanings.items())
+def _enum(description: str, codes: type[StrEnum], meanings: Mapping[Any, str]) -> Schema:
+    """Every member of `codes`; one without a meaning stops the build with a KeyError."""
+    lines = "\n".join(f"- `{code}`: {meanings[code]}" for code in codes)
     return {
         "type": "string",
-        "enum": [str(value) for value in meanings],
+        "enum": [code.value for code in codes],
         "description": f"{description}\n\n{lines}",
     }
 

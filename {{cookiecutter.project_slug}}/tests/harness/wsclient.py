@@ -2,7 +2,7 @@
 
 A hung server fails the test within seconds, with the last frames seen, instead of hanging the run.
 Every frame sent and received is held to the service's AsyncAPI document (see contract.py);
-`send_raw` sends the malformed frames a test means to send.
+`send_raw` and `bad_request` send, unchecked, the malformed frames a test means to send.
 """
 
 import asyncio
