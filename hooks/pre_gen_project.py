@@ -27,23 +27,33 @@ TRACING = ("none", "otel")
 DEPENDENCY_IMPORT_NAMES = frozenset(
     {
         "anyio",
+        "cfgv",
         "cryptography",
+        "distlib",
         "google",
         "fastjsonschema",
+        "filelock",
         "h11",
+        "identify",
         "jwt",
+        "nodeenv",
         "opentelemetry",
+        "platformdirs",
+        "pre_commit",
         "prometheus_client",
         "psycopg",
         "psycopg_pool",
         "pytest",
         "pytest_asyncio",
+        "python_discovery",
         "redis",
         "requests",
         "starlette",
         "uvicorn",
+        "virtualenv",
         "websockets",
         "xdist",
+        "yaml",
     }
 )
 # Top-level directories of the generated project that are importable during its test run.

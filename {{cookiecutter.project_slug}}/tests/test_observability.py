@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from {{ cookiecutter.package_name }} import logs
+from {{ cookiecutter.package_name }}.resources import Resources
 
 from harness.live import AppFactory, LiveApp
 from harness.scrape import sample, scrape
@@ -119,7 +120,19 @@ async def test_process_and_runtime_metrics_are_exported(shared_app: LiveApp):
     names = {name for name, _ in samples}
     assert {"process_resident_memory_bytes", "process_open_fds", "python_info"} <= names
     assert samples[sample("process_resident_memory_bytes")] > 0
-    assert samples[sample("ws_stream_read_failures_total")] == 0
+
+
+async def test_stream_read_failures_are_the_shared_bus_own_count(
+    shared_app: LiveApp, shared_resources: Resources
+):
+    # Other tests on this worker break the bus's Redis connection on purpose: count on from there.
+    before = shared_resources.bus.read_failures
+    shared_resources.bus.read_failures += 2
+    try:
+        samples = await scrape(shared_app)
+    finally:
+        shared_resources.bus.read_failures -= 2
+    assert samples[sample("ws_stream_read_failures_total")] == before + 2
 
 
 @pytest.fixture
