@@ -1,6 +1,6 @@
 """The CI, Dependabot and Docker files of a bake, checked without a CI service or Docker engine:
-they parse, and they name the services, commands and variables the project's Makefile and code
-expect."""
+they match the official schemas, the Dockerfile passes hadolint, and they name the services,
+commands and variables the project's Makefile and code expect."""
 
 import json
 import os
@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -318,3 +319,95 @@ def test_service_accepts_the_container_environment(docker: Path, tmp_path: Path)
         "0.0.0.0",
         int(environment["PORT"]),
     ]
+
+
+# Official schemas and linters
+
+
+# The official schema of each generated CI, Dependabot and Compose file, as check-jsonschema
+# vendors it (so no network is needed).
+SCHEMAS = {
+    ".github/workflows/*.yml": "vendor.github-workflows",
+    ".github/dependabot.yml": "vendor.dependabot",
+    ".gitlab-ci.yml": "vendor.gitlab-ci",
+    "docker-compose.yml": "vendor.compose-spec",
+}
+CHECKED_FILES = {
+    "github": [".github/dependabot.yml", ".github/workflows/ci.yml", "docker-compose.yml"],
+    "gitlab": [".gitlab-ci.yml", "docker-compose.yml"],
+}
+SCRIPTS = Path(sysconfig.get_path("scripts"))
+
+
+def check_jsonschema(schema: str, files: list[Path]) -> subprocess.CompletedProcess[str]:
+    """Validate files against one of check-jsonschema's vendored schemas."""
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def hadolint(dockerfile: Path) -> subprocess.CompletedProcess[str]:
+    """Lint a Dockerfile, failing on every finding down to style."""
+    return subprocess.run(
+        [SCRIPTS / "hadolint", "--no-color", "--failure-threshold", "style", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("version", PYTHON_VERSIONS)
+@pytest.mark.parametrize("ci", sorted(CHECKED_FILES))
+def test_ci_dependabot_and_compose_files_match_their_official_schemas(
+    bake: Callable[..., Path], ci: str, version: str
+) -> None:
+    project = bake(ci=ci, python_version=version)
+    checked = []
+    for pattern, schema in SCHEMAS.items():
+        files = sorted(project.glob(pattern))
+        if files:
+            result = check_jsonschema(schema, files)
+            assert result.returncode == 0, result.stdout + result.stderr
+            checked += [str(path.relative_to(project)) for path in files]
+    assert sorted(checked) == CHECKED_FILES[ci]
+
+
+# A break of each file that its schema must catch: the text replaced, and its replacement.
+SCHEMA_BREAKS = {
+    ".github/workflows/ci.yml": ("runs-on:", "runs_on:"),
+    ".github/dependabot.yml": ("version: 2", "version: 3"),
+    ".gitlab-ci.yml": ("parallel: 2", "parallel: 500"),
+    "docker-compose.yml": ("condition: service_healthy", "condition: service_ready"),
+}
+
+
+@pytest.mark.parametrize(("path", "change"), SCHEMA_BREAKS.items(), ids=list(SCHEMA_BREAKS))
+def test_schema_check_catches_a_broken_file(
+    bake: Callable[..., Path], tmp_path: Path, path: str, change: tuple[str, str]
+) -> None:
+    project = bake(ci="gitlab" if path == ".gitlab-ci.yml" else "github")
+    [schema] = [schema for pattern, schema in SCHEMAS.items() if Path(path).match(pattern)]
+    text = (project / path).read_text(encoding="utf-8")
+    assert change[0] in text
+    broken = tmp_path / Path(path).name
+    broken.write_text(text.replace(change[0], change[1]), encoding="utf-8")
+    assert check_jsonschema(schema, [broken]).returncode == 1
+
+
+@pytest.mark.parametrize("version", PYTHON_VERSIONS)
+def test_dockerfile_passes_hadolint(bake: Callable[..., Path], version: str) -> None:
+    result = hadolint(bake(docker="yes", python_version=version) / "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_catches_what_it_is_there_for(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM python:latest\nRUN pip install starlette\n", encoding="utf-8")
+    result = hadolint(dockerfile)
+    assert result.returncode == 1
+    assert re.findall(r"\bDL\d{4}\b", result.stdout) == ["DL3007", "DL3013", "DL3042"]
