@@ -64,7 +64,7 @@ EDGE_REQUESTS = [
 """Requests at the edges of each rule, beside the corpus of malformed ones."""
 
 
-async def test_the_app_serves_the_document_naming_itself_as_the_server(shared_app: LiveApp):
+async def test_the_app_serves_the_document_naming_itself_as_the_server(shared_app: LiveApp) -> None:
     base_url = shared_app.url.replace("ws://", "http://", 1)
     async with httpx.AsyncClient(base_url=base_url) as client:
         response = await client.get("/asyncapi.json")
@@ -72,14 +72,14 @@ async def test_the_app_serves_the_document_naming_itself_as_the_server(shared_ap
     assert response.json() == document(base_url.removeprefix("http://"), "ws")
 
 
-def test_the_document_lists_every_request_type_error_code_and_recovery_failure():
+def test_the_document_lists_every_request_type_error_code_and_recovery_failure() -> None:
     schemas = DOCUMENT["components"]["schemas"]
     assert set(contract().requests) == REQUEST_TYPES
     assert schemas["ErrorCode"]["enum"] == [code.value for code in ErrorCode]
     assert schemas["RecoveryFailure"]["enum"] == [failure.value for failure in RecoveryFailure]
 
 
-def test_the_document_and_the_readme_list_the_same_close_codes():
+def test_the_document_and_the_readme_list_the_same_close_codes() -> None:
     documented = [close["code"] for close in DOCUMENT["channels"]["socket"]["x-close-codes"]]
     assert documented == [close["code"] for close in close_codes()]
     assert set(CloseCode) <= set(documented)
@@ -88,7 +88,7 @@ def test_the_document_and_the_readme_list_the_same_close_codes():
     assert in_readme == set(documented)
 
 
-def test_the_replies_are_the_frames_that_echo_a_request_id():
+def test_the_replies_are_the_frames_that_echo_a_request_id() -> None:
     reply_types = set().union(*contract().replies.values())
     assert reply_types == REPLY_TYPES
     for by_type in contract().replies.values():
@@ -98,7 +98,7 @@ def test_the_replies_are_the_frames_that_echo_a_request_id():
 
 
 @pytest.mark.parametrize("name", list(MESSAGES))
-def test_each_example_is_a_frame_of_its_own_message(name: str):
+def test_each_example_is_a_frame_of_its_own_message(name: str) -> None:
     for example in MESSAGES[name]["examples"]:
         frame = example["payload"]
         if frame["type"] in REQUEST_TYPES:
@@ -108,7 +108,7 @@ def test_each_example_is_a_frame_of_its_own_message(name: str):
             assert contract().check_server_frame(frame) == name
 
 
-def test_the_request_schemas_refuse_what_parse_request_refuses():
+def test_the_request_schemas_refuse_what_parse_request_refuses() -> None:
     examples = [
         json.dumps(example["payload"])
         for message in MESSAGES.values()
@@ -148,12 +148,12 @@ def test_the_request_schemas_refuse_what_parse_request_refuses():
         ["not", "an", "object"],
     ],
 )
-def test_the_contract_refuses_server_frames_the_document_does_not_allow(frame: Any):
+def test_the_contract_refuses_server_frames_the_document_does_not_allow(frame: Any) -> None:
     with pytest.raises(ContractBroken):
         contract().check_server_frame(frame)
 
 
-def test_a_reply_must_be_one_the_document_lists_for_its_request():
+def test_a_reply_must_be_one_the_document_lists_for_its_request() -> None:
     unsubscribed = {"type": "ack", "id": 1}
     assert contract().check_reply("unsubscribe", unsubscribed) == "unsubscribeAck"
     with pytest.raises(ContractBroken, match="reply to publish"):
@@ -162,14 +162,14 @@ def test_a_reply_must_be_one_the_document_lists_for_its_request():
 
 async def test_a_frame_that_breaks_the_contract_fails_the_test_that_receives_it(
     shared_app: LiveApp, ws_session: WsClient, test_user: User
-):
+) -> None:
     [session] = shared_app.service.registry.sessions_of(test_user.id)
     session.send(encode({"type": "pong", "id": None, "undocumented": True}))
     with pytest.raises(ContractBroken, match="undocumented"):
         await ws_session.receive()
 
 
-async def test_a_request_that_breaks_the_contract_is_not_sent(ws_session: WsClient):
+async def test_a_request_that_breaks_the_contract_is_not_sent(ws_session: WsClient) -> None:
     with pytest.raises(ContractBroken, match="channel"):
         await ws_session.send({"type": "subscribe", "id": 1, "channel": "no spaces allowed"})
     await ws_session.assert_silent()

@@ -26,7 +26,7 @@ def another_instance(settings: Settings) -> Settings:
 
 async def test_two_apps_on_shared_resources_both_deliver(
     shared_app: LiveApp, another_app: AppFactory, test_user: User
-):
+) -> None:
     async with another_app() as second:
         async with (
             shared_app.websocket_session(user=test_user) as on_first,
@@ -44,7 +44,7 @@ async def test_two_apps_on_shared_resources_both_deliver(
 
 async def test_two_instances_deliver_to_each_other(
     shared_app: LiveApp, other_instance: LiveApp, test_user: User
-):
+) -> None:
     other_bus = other_instance.service.resources.bus
     assert other_bus.group != shared_app.service.resources.bus.group
     async with (
@@ -76,7 +76,7 @@ async def test_a_stopped_instance_removes_its_group(
 
 async def test_groups_of_dead_instances_are_removed(
     shared_resources: Resources, settings: Settings
-):
+) -> None:
     stream = shared_resources.bus.stream
     dead_group = f"{GROUP_PREFIX}crashed-{uuid.uuid4().hex[:8]}"
     await shared_resources.redis.xgroup_create(stream, dead_group, id="$", mkstream=True)
@@ -89,7 +89,7 @@ async def test_groups_of_dead_instances_are_removed(
 
 async def test_restarted_instance_first_delivers_what_it_never_acknowledged(
     shared_resources: Resources,
-):
+) -> None:
     redis, stream = shared_resources.redis, shared_resources.bus.stream
     instance = f"restarting-{uuid.uuid4().hex[:8]}"
     await redis.xgroup_create(stream, GROUP_PREFIX + instance, id="$", mkstream=True)
@@ -120,7 +120,7 @@ async def test_restarted_instance_first_delivers_what_it_never_acknowledged(
 
 async def test_bus_reconnects_when_redis_drops_its_connection(
     ws_session: WsClient, shared_resources: Resources, caplog: pytest.LogCaptureFixture
-):
+) -> None:
     await ws_session.subscribe("room:reconnect")
     redis = shared_resources.redis
     own_name = await redis.client_getname()
@@ -137,7 +137,7 @@ async def test_bus_reconnects_when_redis_drops_its_connection(
     assert "bus lost Redis" in caplog.text
 
 
-async def test_app_that_owns_no_resources_opens_and_closes_its_own(settings: Settings):
+async def test_app_that_owns_no_resources_opens_and_closes_its_own(settings: Settings) -> None:
     app = create_app(another_instance(settings))
     async with app.router.lifespan_context(app):
         resources = app.state.service.resources

@@ -64,7 +64,7 @@ async def test_each_close_is_counted_once_with_its_code(
     code: int,
     changes: dict[str, object],
     trigger: Trigger,
-):
+) -> None:
     async with another_app(**changes) as live:
         async with live.websocket_session(user=test_user) as ws:
             await trigger(live, ws, shared_resources, test_user)
@@ -74,7 +74,7 @@ async def test_each_close_is_counted_once_with_its_code(
 
 async def test_an_unexpected_failure_counts_one_1011(
     another_app: AppFactory, shared_resources: Resources, test_user: User
-):
+) -> None:
     unreachable = Redis.from_url(
         "redis://127.0.0.1:1/0", socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
     )
@@ -90,7 +90,9 @@ async def test_an_unexpected_failure_counts_one_1011(
         await unreachable.aclose()
 
 
-async def test_shutdown_counts_one_1012_per_session(another_app: AppFactory, test_user: User):
+async def test_shutdown_counts_one_1012_per_session(
+    another_app: AppFactory, test_user: User
+) -> None:
     async with another_app() as live:
         client = StalledClient(live.url, test_user.token)
         await client.open()
@@ -98,7 +100,7 @@ async def test_shutdown_counts_one_1012_per_session(another_app: AppFactory, tes
     assert closes(live.service.metrics) == {CloseCode.SERVICE_RESTART: 1}
 
 
-async def test_invalid_utf8_counts_one_1007(another_app: AppFactory, test_user: User):
+async def test_invalid_utf8_counts_one_1007(another_app: AppFactory, test_user: User) -> None:
     async with another_app() as live:
         client = StalledClient(live.url, test_user.token)
         await client.open()

@@ -137,7 +137,7 @@ async def test_the_bad_input_corpus_hurts_nobody(
     make_user: UserFactory,
     signing_key: SigningKey,
     caplog: pytest.LogCaptureFixture,
-):
+) -> None:
     alice, bob, mallory = [await make_user(name) for name in ("alice", "bob", "mallory")]
     async with (
         shared_app.websocket_session(user=alice) as alice_ws,

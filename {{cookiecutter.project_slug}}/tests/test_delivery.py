@@ -29,7 +29,7 @@ async def publish_many(live: LiveApp, user: User, channel: str, count: int) -> l
 
 async def test_concurrent_publishers_on_two_instances_are_delivered_in_offset_order(
     shared_app: LiveApp, other_instance: LiveApp, make_user: UserFactory
-):
+) -> None:
     channel = fresh_channel("order")
     publishers = [await make_user(f"publisher {n}") for n in range(20)]
     reader = await make_user("reader")
@@ -93,7 +93,9 @@ async def test_resuming_subscribers_see_every_offset_once_in_order_despite_disco
         assert seen == acked_offsets, "each subscriber saw every offset once, in order"
 
 
-async def test_a_reading_client_gets_a_reply_to_every_pipelined_request(ws_session: WsClient):
+async def test_a_reading_client_gets_a_reply_to_every_pipelined_request(
+    ws_session: WsClient,
+) -> None:
     count = 1_000
 
     async def send_all() -> None:
@@ -109,7 +111,7 @@ async def test_a_reading_client_gets_a_reply_to_every_pipelined_request(ws_sessi
 
 async def test_a_publisher_gets_its_ack_before_its_own_message(
     shared_app: LiveApp, make_user: UserFactory
-):
+) -> None:
     channel = fresh_channel("ack-first")
     publisher, other = await make_user("publisher"), await make_user("other")
     count = 50
@@ -131,7 +133,7 @@ async def test_a_publisher_gets_its_ack_before_its_own_message(
 
 async def test_messages_the_stream_never_carried_are_delivered_from_postgres(
     ws_session: WsClient, test_user: User, shared_resources: Resources
-):
+) -> None:
     channel = fresh_channel("unstreamed")
     await ws_session.subscribe(channel)
     # Stored but never added to the stream, as when Redis fails between the two steps.
@@ -149,7 +151,7 @@ async def test_messages_the_stream_never_carried_are_delivered_from_postgres(
 
 async def test_losing_the_redis_stream_mid_run_loses_no_message(
     shared_app: LiveApp, make_user: UserFactory, shared_resources: Resources
-):
+) -> None:
     channel = fresh_channel("flushed")
     writer, live_reader, resuming = [await make_user(n) for n in ("writer", "live", "resuming")]
     async with (
@@ -170,7 +172,7 @@ async def test_losing_the_redis_stream_mid_run_loses_no_message(
         assert [m["data"] for m in await resumed.messages(60, channel)] == list(range(60))
 
 
-async def test_every_delivered_message_carries_its_position(ws_session: WsClient):
+async def test_every_delivered_message_carries_its_position(ws_session: WsClient) -> None:
     channel = fresh_channel("fields")
     first = await ws_session.publish(channel, "gives the channel its epoch")
     ack = await ws_session.subscribe(channel)

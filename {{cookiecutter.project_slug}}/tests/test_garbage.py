@@ -38,7 +38,7 @@ async def attack(attacker: WsClient, settings: Settings) -> int | None:
 
 async def test_garbage_from_one_client_loses_nothing_for_the_others(
     shared_app: LiveApp, settings: Settings, make_user: UserFactory
-):
+) -> None:
     alice, bob, mallory = [await make_user(name) for name in ("alice", "bob", "mallory")]
     async with (
         shared_app.websocket_session(user=alice) as alice_ws,

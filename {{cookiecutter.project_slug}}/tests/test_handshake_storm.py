@@ -48,7 +48,7 @@ async def test_a_storm_of_handshakes_is_served(shared_app: LiveApp, make_user: U
     assert pongs == ["pong"] * STORM
 
 
-async def test_a_failed_query_fails_every_check_of_its_batch(shared_resources: Resources):
+async def test_a_failed_query_fails_every_check_of_its_batch(shared_resources: Resources) -> None:
     checks = UserChecks()
     not_a_uuid = "not-a-uuid"
     results = await asyncio.gather(
@@ -64,7 +64,7 @@ async def test_a_failed_query_fails_every_check_of_its_batch(shared_resources: R
 )
 async def test_compression_is_negotiated_only_when_turned_on(
     another_app: AppFactory, test_user: User, compression: bool, negotiated: str | None
-):
+) -> None:
     async with another_app(compression=compression) as live:
         offer = [PROTOCOL, BEARER_PREFIX + test_user.token]
         async with connect(f"{live.url}/ws", subprotocols=offer) as connection:

@@ -48,7 +48,7 @@ def assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
 
 async def test_a_token_with_a_list_for_issuer_is_refused_with_403_not_500(
     shared_app: LiveApp, caplog: pytest.LogCaptureFixture
-):
+) -> None:
     forged = SigningKey.generate(issuer="x")
     token = forged.issue(str(uuid.uuid4())).split(".")
     # Re-encode the payload with a list `iss`: no valid signature is needed to try this.
@@ -59,7 +59,7 @@ async def test_a_token_with_a_list_for_issuer_is_refused_with_403_not_500(
 
 async def test_a_token_valid_for_too_long_is_refused(
     another_app: AppFactory, signing_key: SigningKey, test_user: User
-):
+) -> None:
     async with another_app(max_token_ttl_s=60) as live:
         too_long = signing_key.issue(test_user.id, ttl=3600)
         assert await refusal(live, too_long) == (403, "token_lifetime")
@@ -70,7 +70,7 @@ async def test_a_token_valid_for_too_long_is_refused(
 
 async def test_invalid_utf8_closes_with_1007_and_logs_no_traceback(
     shared_app: LiveApp, test_user: User, caplog: pytest.LogCaptureFixture
-):
+) -> None:
     client = StalledClient(shared_app.url, test_user.token)
     await client.open()
     await client.send_text(b'{"type": "ping", "id": "\xff\xfe"}')
@@ -78,7 +78,9 @@ async def test_invalid_utf8_closes_with_1007_and_logs_no_traceback(
     assert_no_traceback(caplog)
 
 
-async def test_lone_surrogates_are_refused_without_hurting_the_connection(ws_session: WsClient):
+async def test_lone_surrogates_are_refused_without_hurting_the_connection(
+    ws_session: WsClient,
+) -> None:
     await ws_session.send_raw('{"type": "ping", "id": "\\ud800"}')
     reply = await ws_session.next_of_type("error")
     assert (reply["code"], reply["id"]) == ("invalid_message", None)
@@ -92,7 +94,7 @@ async def test_lone_surrogates_are_refused_without_hurting_the_connection(ws_ses
     await ws_session.assert_silent()
 
 
-async def test_storage_errors_show_no_postgres_internals(ws_session: WsClient):
+async def test_storage_errors_show_no_postgres_internals(ws_session: WsClient) -> None:
     reply = await ws_session.request("publish", channel="room:nul", data={"text": "a\u0000b"})
     assert (reply["type"], reply["code"]) == ("error", "invalid_data")
     for internal in ("DETAIL", "parameter", "portal", "jsonb", "$"):
@@ -101,7 +103,7 @@ async def test_storage_errors_show_no_postgres_internals(ws_session: WsClient):
 
 async def test_a_flooding_connection_is_told_then_closed_and_others_carry_on(
     another_app: AppFactory, make_user: UserFactory
-):
+) -> None:
     flooder, healthy = await make_user("flooder"), await make_user("healthy")
     # A refill slow enough that no token comes back during the test, however loaded the machine.
     async with another_app(request_rate=0.001, request_burst=5) as live:
@@ -124,7 +126,7 @@ async def test_a_flooding_connection_is_told_then_closed_and_others_carry_on(
 
 async def test_the_publish_limit_holds_in_every_window(
     shared_resources: Resources, test_user: User
-):
+) -> None:
     """Actions whose whole round trips fit inside one window must never exceed the limit:
     a fixed window lets twice the limit through across its boundary."""
     limit, window_s = 5, 0.4
@@ -147,7 +149,7 @@ async def test_the_publish_limit_holds_in_every_window(
 
 async def test_connections_per_user_and_per_address_are_capped(
     another_app: AppFactory, make_user: UserFactory, signing_key: SigningKey
-):
+) -> None:
     user, other = await make_user("user"), await make_user("other")
     async with another_app(max_connections_per_user=2, max_connections_per_ip=3) as live:
         async with (
@@ -167,7 +169,7 @@ async def test_connections_per_user_and_per_address_are_capped(
 
 async def test_a_disabled_user_is_closed_with_4003_within_the_check_interval(
     another_app: AppFactory, test_user: User, shared_resources: Resources
-):
+) -> None:
     async with another_app(user_check_s=0.05) as live:
         async with live.websocket_session(user=test_user) as ws:
             async with shared_resources.db.connection() as conn:
@@ -178,7 +180,7 @@ async def test_a_disabled_user_is_closed_with_4003_within_the_check_interval(
 
 async def test_a_deleted_users_publish_gets_an_error_not_1011(
     ws_session: WsClient, test_user: User, shared_resources: Resources
-):
+) -> None:
     await store.delete_user(shared_resources.db, test_user.id)
     reply = await ws_session.request("publish", channel="room:ghost", data="boo")
     assert (reply["type"], reply["code"]) == ("error", "forbidden")
@@ -187,7 +189,7 @@ async def test_a_deleted_users_publish_gets_an_error_not_1011(
 
 async def test_a_postgres_outage_refuses_handshakes_with_503_at_once(
     another_app: AppFactory, shared_resources: Resources, test_user: User
-):
+) -> None:
     unreachable = AsyncConnectionPool(
         "postgresql://postgres@127.0.0.1:1/none", min_size=0, max_size=1, open=False
     )
@@ -211,7 +213,7 @@ async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> N
 
 async def test_a_socket_whose_peer_never_completes_the_close_is_aborted(
     another_app: AppFactory, make_user: UserFactory
-):
+) -> None:
     writer, stuck = await make_user("writer"), await make_user("stuck")
     # Longer than the second the app itself waits for a close to be written.
     changes = {"send_queue_size": 4, "close_timeout_s": 1.5, "publish_limit": 10_000}

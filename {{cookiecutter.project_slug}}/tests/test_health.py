@@ -18,13 +18,13 @@ def http_url(live: LiveApp) -> str:
     return live.url.replace("ws://", "http://", 1)
 
 
-async def test_liveness_answers_ok(shared_app: LiveApp):
+async def test_liveness_answers_ok(shared_app: LiveApp) -> None:
     async with httpx.AsyncClient(base_url=http_url(shared_app)) as client:
         response = await client.get("/healthz")
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
 
-async def test_readiness_reports_both_backends(shared_app: LiveApp):
+async def test_readiness_reports_both_backends(shared_app: LiveApp) -> None:
     async with httpx.AsyncClient(base_url=http_url(shared_app)) as client:
         response = await client.get("/readyz")
     assert response.status_code == 200
@@ -33,7 +33,7 @@ async def test_readiness_reports_both_backends(shared_app: LiveApp):
 
 async def test_readiness_is_503_naming_an_unreachable_redis(
     settings: Settings, shared_resources: Resources
-):
+) -> None:
     unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
     service = Service(settings, dataclasses.replace(shared_resources, redis=unreachable))
     try:
@@ -47,14 +47,16 @@ async def test_readiness_is_503_naming_an_unreachable_redis(
     assert b'"redis":"unreachable' in second.body
 
 
-def test_readiness_changes_only_after_a_streak_of_probes_disagreeing():
+def test_readiness_changes_only_after_a_streak_of_probes_disagreeing() -> None:
     readiness = Readiness()
     outcomes = [False, True, False, False, True, False, True, True, True]
     reported = [readiness.observe(ok) for ok in outcomes]
     assert reported == [True, True, True, False, False, False, False, True, True]
 
 
-async def test_readiness_is_503_while_draining(settings: Settings, shared_resources: Resources):
+async def test_readiness_is_503_while_draining(
+    settings: Settings, shared_resources: Resources
+) -> None:
     service = Service(settings, shared_resources)
     service.start_draining()
     response = await health.readiness(service)

@@ -33,7 +33,7 @@ def as_since(position: Position) -> Frame:
 
 async def test_subscribe_since_replays_the_missed_messages_then_live_ones(
     shared_app: LiveApp, make_user: UserFactory
-):
+) -> None:
     channel = fresh_channel("history")
     writer, reader = await make_user("writer"), await make_user("reader")
     async with shared_app.websocket_session(user=writer) as writer_ws:
@@ -53,7 +53,7 @@ async def test_subscribe_since_replays_the_missed_messages_then_live_ones(
 
 async def test_replay_racing_live_publishing_has_no_gap_no_duplicate_and_keeps_order(
     shared_app: LiveApp, make_user: UserFactory
-):
+) -> None:
     channel = fresh_channel("race")
     writer, reader = await make_user("writer"), await make_user("reader")
     async with (
@@ -72,7 +72,7 @@ async def test_replay_racing_live_publishing_has_no_gap_no_duplicate_and_keeps_o
 
 async def test_resume_after_ten_thousand_missed_messages_is_complete_and_in_order(
     ws_session: WsClient, test_user: User, shared_resources: Resources
-):
+) -> None:
     channel = fresh_channel("far-behind")
     seen = await store_history(shared_resources.db, channel, test_user.id, 1)
     newest = await store_history(shared_resources.db, channel, test_user.id, 10_000)
@@ -88,7 +88,7 @@ async def test_resume_after_ten_thousand_missed_messages_is_complete_and_in_orde
 
 async def test_resume_beyond_the_history_limit_is_refused_honestly_then_live(
     another_app: AppFactory, make_user: UserFactory
-):
+) -> None:
     channel = fresh_channel("limit")
     user = await make_user()
     async with (
@@ -106,7 +106,7 @@ async def test_resume_beyond_the_history_limit_is_refused_honestly_then_live(
 
 async def test_deleted_history_changes_the_epoch_and_recovery_says_so(
     shared_app: LiveApp, make_user: UserFactory, shared_resources: Resources
-):
+) -> None:
     channel = fresh_channel("deleted")
     leaving, staying = await make_user("leaving"), await make_user("staying")
     async with shared_app.websocket_session(user=staying) as ws:
@@ -121,7 +121,7 @@ async def test_deleted_history_changes_the_epoch_and_recovery_says_so(
         await ws.assert_silent()
 
 
-async def test_a_position_the_channel_never_reached_is_refused(ws_session: WsClient):
+async def test_a_position_the_channel_never_reached_is_refused(ws_session: WsClient) -> None:
     channel = fresh_channel("ahead")
     ack = await ws_session.publish(channel, "only one")
     reply = await ws_session.subscribe(channel, since={"offset": 5, "epoch": ack["epoch"]})
@@ -129,7 +129,7 @@ async def test_a_position_the_channel_never_reached_is_refused(ws_session: WsCli
     assert reply["position"] == position_of(ack)
 
 
-async def test_resubscribing_with_since_replays_again(ws_session: WsClient):
+async def test_resubscribing_with_since_replays_again(ws_session: WsClient) -> None:
     channel = fresh_channel("again")
     await ws_session.subscribe(channel)
     acks = await publish_all(ws_session, channel, 3)
@@ -140,7 +140,7 @@ async def test_resubscribing_with_since_replays_again(ws_session: WsClient):
     await ws_session.assert_silent()
 
 
-async def test_since_must_be_a_position(ws_session: WsClient):
+async def test_since_must_be_a_position(ws_session: WsClient) -> None:
     bad = [
         -1,
         "17",
@@ -162,7 +162,7 @@ async def test_since_must_be_a_position(ws_session: WsClient):
 
 async def test_history_is_not_replayed_into_someone_elses_personal_channel(
     ws_session: WsClient, make_user: UserFactory
-):
+) -> None:
     other = await make_user("other")
     since = {"offset": 0, "epoch": "anything"}
     reply = await ws_session.request("subscribe", channel=f"user:{other.id}", since=since)
@@ -171,7 +171,7 @@ async def test_history_is_not_replayed_into_someone_elses_personal_channel(
 
 async def test_subscribing_stores_nothing_and_resumes_from_before_the_first_message(
     ws_session: WsClient, shared_resources: Resources
-):
+) -> None:
     made_up = [fresh_channel("made-up") for _ in range(20)]
     for channel in made_up:
         ack = await ws_session.subscribe(channel)

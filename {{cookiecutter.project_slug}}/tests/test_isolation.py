@@ -39,36 +39,42 @@ def schema_exists(url: str, schema: str) -> bool:
         return found.fetchone() is not None
 
 
-def test_schema_name_carries_run_and_worker(run_id: str, worker_id: str, worker_db_schema: str):
+def test_schema_name_carries_run_and_worker(
+    run_id: str, worker_id: str, worker_db_schema: str
+) -> None:
     assert worker_db_schema.startswith(f"test_{run_id}_{worker_id}_")
     assert len(worker_db_schema.encode()) <= 63
 
 
-def test_schema_names_are_valid_for_any_worker_name():
+def test_schema_names_are_valid_for_any_worker_name() -> None:
     name = schema_name("RUN-id" * 20, "gw12")
     assert len(name) <= 63
     assert name == name.lower()
     assert name.replace("_", "").isalnum()
 
 
-def test_prefix_carries_run_and_worker(run_id: str, worker_id: str, worker_redis_prefix: str):
+def test_prefix_carries_run_and_worker(
+    run_id: str, worker_id: str, worker_redis_prefix: str
+) -> None:
     assert worker_redis_prefix == redis_prefix(run_id, worker_id) == f"test:{run_id}:{worker_id}:"
 
 
 async def test_published_messages_stay_under_the_worker_prefix(
     ws_session: WsClient, shared_resources: Resources, worker_redis_prefix: str
-):
+) -> None:
     await ws_session.publish("room:prefixed", {"n": 1})
     assert shared_resources.bus.stream.startswith(worker_redis_prefix)
     assert await shared_resources.redis.exists(shared_resources.bus.stream)
 
 
-def test_scan_pattern_escapes_glob_characters():
+def test_scan_pattern_escapes_glob_characters() -> None:
     keys = RedisKeys("test:[a]*?\\:")
     assert keys.match() == "test:\\[a\\]\\*\\?\\\\:*"
 
 
-def test_cleanup_unlinks_only_its_own_prefix(run_context: RunContext, worker_redis_prefix: str):
+def test_cleanup_unlinks_only_its_own_prefix(
+    run_context: RunContext, worker_redis_prefix: str
+) -> None:
     client = redis.Redis.from_url(run_context.redis_url, decode_responses=True)
     mine, neighbour = f"{worker_redis_prefix}clean:", f"{worker_redis_prefix}clean*:"
     try:
@@ -83,7 +89,9 @@ def test_cleanup_unlinks_only_its_own_prefix(run_context: RunContext, worker_red
         client.close()
 
 
-def test_live_worker_schema_is_marked_and_locked(run_context: RunContext, worker_db_schema: str):
+def test_live_worker_schema_is_marked_and_locked(
+    run_context: RunContext, worker_db_schema: str
+) -> None:
     with psycopg.connect(run_context.database_url) as conn:
         comment = conn.execute(
             "SELECT obj_description(%s::regnamespace, 'pg_namespace')", [worker_db_schema]
@@ -98,7 +106,7 @@ def test_live_worker_schema_is_marked_and_locked(run_context: RunContext, worker
 
 def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
     run_context: RunContext, run_id: str, worker_id: str
-):
+) -> None:
     url, redis_url = run_context.database_url, run_context.redis_url
     dead = schema_name(run_id, f"{worker_id}dead")
     dead_prefix = redis_prefix(run_id, f"{worker_id}dead")
@@ -150,7 +158,7 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
 
 async def test_leak_guard_names_what_a_test_still_holds(
     shared_app: LiveApp, make_user: UserFactory, leak_guard: LeakGuard
-):
+) -> None:
     user = await make_user("leaky")
     async with shared_app.websocket_session(user=user) as ws:
         await ws.publish("room:leak", "kept")
@@ -165,7 +173,7 @@ async def test_leak_guard_names_what_a_test_still_holds(
 
 async def test_leak_guard_finds_rows_in_tables_it_was_never_told_about(
     shared_resources: Resources, settings: Settings, make_user: UserFactory
-):
+) -> None:
     """A table a later migration adds, with a foreign key to users, is covered as it is."""
     user = await make_user("owner")
     async with shared_resources.db.connection() as conn:

@@ -38,7 +38,7 @@ EXIT_TIMEOUT_S = 15.0
 
 async def test_expiring_token_closes_the_session_with_4001(
     shared_app: LiveApp, test_user: User, signing_key: SigningKey
-):
+) -> None:
     # Long enough to survive a handshake on a loaded machine, well inside the client's timeout.
     short_lived = User(test_user.id, signing_key.issue(test_user.id, ttl=2.0))
     expired_before = closes(shared_app.service.metrics).get(CloseCode.TOKEN_EXPIRED, 0)
@@ -47,7 +47,9 @@ async def test_expiring_token_closes_the_session_with_4001(
     assert closes(shared_app.service.metrics).get(CloseCode.TOKEN_EXPIRED, 0) == expired_before + 1
 
 
-async def test_dead_peer_is_dropped_by_the_heartbeat(another_app: AppFactory, test_user: User):
+async def test_dead_peer_is_dropped_by_the_heartbeat(
+    another_app: AppFactory, test_user: User
+) -> None:
     async with another_app(ping_interval_s=0.1, ping_timeout_s=0.1) as live:
         silent = StalledClient(live.url, test_user.token)
         await silent.open()
@@ -62,7 +64,7 @@ async def test_unexpected_failure_closes_with_1011_and_others_carry_on(
     shared_resources: Resources,
     another_app: AppFactory,
     make_user: UserFactory,
-):
+) -> None:
     unreachable = Redis.from_url(
         "redis://127.0.0.1:1/0", socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
     )
@@ -97,7 +99,7 @@ async def wait_for_log(stream: asyncio.StreamReader, fragment: str) -> list[dict
 
 async def test_sigterm_drains_then_closes_sessions_with_1012(
     settings: Settings, signing_key: SigningKey, test_user: User, pytestconfig
-):
+) -> None:
     port = free_port()
     environment = {
         **os.environ,
@@ -142,7 +144,7 @@ async def test_sigterm_drains_then_closes_sessions_with_1012(
 
 async def test_add_user_needs_only_the_database_settings(
     settings: Settings, shared_resources: Resources, pytestconfig: pytest.Config
-):
+) -> None:
     environment = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(Path(pytestconfig.rootpath) / "src"),

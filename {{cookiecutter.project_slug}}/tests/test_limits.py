@@ -10,7 +10,9 @@ from harness.users import UserFactory
 FLOOD_FRAME_BYTES = 60_000
 
 
-async def test_channels_per_connection_are_capped(another_app: AppFactory, make_user: UserFactory):
+async def test_channels_per_connection_are_capped(
+    another_app: AppFactory, make_user: UserFactory
+) -> None:
     user = await make_user()
     async with (
         another_app(max_channels=2) as live,
@@ -27,7 +29,7 @@ async def test_channels_per_connection_are_capped(another_app: AppFactory, make_
 
 async def test_publish_rate_is_limited_per_user_across_reconnects(
     another_app: AppFactory, make_user: UserFactory
-):
+) -> None:
     flooder, bystander = await make_user("flooder"), await make_user("bystander")
     async with another_app(publish_limit=3, publish_window_s=60) as live:
         async with live.websocket_session(user=flooder) as ws:
@@ -45,7 +47,7 @@ async def test_publish_rate_is_limited_per_user_across_reconnects(
 
 async def test_slow_consumer_is_closed_and_nobody_else_is_hurt(
     another_app: AppFactory, make_user: UserFactory
-):
+) -> None:
     writer, slow, fast = [await make_user(name) for name in ("writer", "slow", "fast")]
     async with another_app(send_queue_size=4, publish_limit=10_000) as live:
         registry = live.service.registry

@@ -24,12 +24,12 @@ def history_of(conn: psycopg.Connection, schema: str) -> list[int]:
 
 def test_worker_schema_holds_its_own_complete_history(
     run_context: RunContext, worker_db_schema: str
-):
+) -> None:
     with psycopg.connect(run_context.database_url) as conn:
         assert history_of(conn, worker_db_schema) == [m.version for m in load_migrations()]
 
 
-def test_migrating_again_applies_nothing(run_context: RunContext, worker_db_schema: str):
+def test_migrating_again_applies_nothing(run_context: RunContext, worker_db_schema: str) -> None:
     with psycopg.connect(run_context.database_url, autocommit=True) as conn:
         assert migrate(conn, worker_db_schema) == []
 
@@ -52,7 +52,9 @@ def test_racing_migrations_apply_each_file_once(run_context: RunContext, worker_
     assert sum(applied) == len(load_migrations())
 
 
-async def test_pool_sees_only_the_worker_schema(shared_resources: Resources, worker_db_schema: str):
+async def test_pool_sees_only_the_worker_schema(
+    shared_resources: Resources, worker_db_schema: str
+) -> None:
     async with shared_resources.db.connection() as conn:
         cursor = await conn.execute("SELECT current_schemas(false)")
         row = await cursor.fetchone()

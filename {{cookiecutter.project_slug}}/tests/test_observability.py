@@ -30,7 +30,7 @@ def grew(before: dict, after: dict, key: tuple) -> float:
 
 async def test_metrics_follow_a_session_from_handshake_to_close(
     shared_app: LiveApp, test_user: User
-):
+) -> None:
     before = await scrape(shared_app)
     async with shared_app.websocket_session(user=test_user) as ws:
         during = await scrape(shared_app)
@@ -51,7 +51,9 @@ async def test_metrics_follow_a_session_from_handshake_to_close(
     assert grew(before, after, sample("ws_closes_total", code="1000")) == 1
 
 
-async def test_latencies_land_in_buckets_that_add_up(shared_app: LiveApp, ws_session: WsClient):
+async def test_latencies_land_in_buckets_that_add_up(
+    shared_app: LiveApp, ws_session: WsClient
+) -> None:
     await ws_session.subscribe("room:buckets")
     for n in range(3):
         await ws_session.publish("room:buckets", n)
@@ -67,7 +69,7 @@ async def test_latencies_land_in_buckets_that_add_up(shared_app: LiveApp, ws_ses
 
 async def test_a_replay_is_measured_by_its_size(
     shared_app: LiveApp, ws_session: WsClient, test_user: User
-):
+) -> None:
     start = await ws_session.subscribe("room:replayed")
     for n in range(3):
         await ws_session.publish("room:replayed", n)
@@ -82,7 +84,9 @@ async def test_a_replay_is_measured_by_its_size(
     assert grew(before, after, sample("ws_replay_messages_bucket", le="1.0")) == 0
 
 
-async def test_refused_handshakes_are_counted_by_reason(shared_app: LiveApp, ws_session: WsClient):
+async def test_refused_handshakes_are_counted_by_reason(
+    shared_app: LiveApp, ws_session: WsClient
+) -> None:
     before = await scrape(shared_app)
     async with httpx.AsyncClient() as client:
         # A WebSocket upgrade without a token is refused.
@@ -104,7 +108,7 @@ async def test_refused_handshakes_are_counted_by_reason(shared_app: LiveApp, ws_
 
 async def test_each_app_counts_only_its_own_connections(
     shared_app: LiveApp, another_app: AppFactory, test_user: User
-):
+) -> None:
     before = await scrape(shared_app)
     async with another_app() as live:
         async with live.websocket_session(user=test_user):
@@ -115,7 +119,7 @@ async def test_each_app_counts_only_its_own_connections(
     assert grew(before, after, sample("ws_connections_accepted_total")) == 0
 
 
-async def test_process_and_runtime_metrics_are_exported(shared_app: LiveApp):
+async def test_process_and_runtime_metrics_are_exported(shared_app: LiveApp) -> None:
     samples = await scrape(shared_app)
     names = {name for name, _ in samples}
     assert {"process_resident_memory_bytes", "process_open_fds", "python_info"} <= names
@@ -124,7 +128,7 @@ async def test_process_and_runtime_metrics_are_exported(shared_app: LiveApp):
 
 async def test_stream_read_failures_are_the_shared_bus_own_count(
     shared_app: LiveApp, shared_resources: Resources
-):
+) -> None:
     # Other tests on this worker break the bus's Redis connection on purpose: count on from there.
     before = shared_resources.bus.read_failures
     shared_resources.bus.read_failures += 2
@@ -154,7 +158,7 @@ def lines(output: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in output.getvalue().splitlines()]
 
 
-def test_log_lines_are_json_with_the_session_user_and_channel(log_output: io.StringIO):
+def test_log_lines_are_json_with_the_session_user_and_channel(log_output: io.StringIO) -> None:
     def log_inside_a_request() -> None:
         logs.session_id.set("s-1")
         logs.user_id.set("u-1")
@@ -171,7 +175,7 @@ def test_log_lines_are_json_with_the_session_user_and_channel(log_output: io.Str
     assert not {"session_id", "user_id", "channel"} & outside.keys()
 
 
-def test_extra_fields_exceptions_and_odd_values_are_kept(log_output: io.StringIO):
+def test_extra_fields_exceptions_and_odd_values_are_kept(log_output: io.StringIO) -> None:
     log = logging.getLogger("svc")
     log.info("with extras", extra={"attempt": 3, "peer": ("127.0.0.1", 5), "when": object()})
     try:
@@ -185,7 +189,7 @@ def test_extra_fields_exceptions_and_odd_values_are_kept(log_output: io.StringIO
     assert "ValueError: boom" in failure["exception"]
 
 
-def test_uvicorns_logs_come_out_as_json_without_colour_codes(log_output: io.StringIO):
+def test_uvicorns_logs_come_out_as_json_without_colour_codes(log_output: io.StringIO) -> None:
     access = logging.getLogger("uvicorn.access")
     access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/healthz", "1.1", 200)
     logging.getLogger("uvicorn.error").info(
@@ -199,7 +203,7 @@ def test_uvicorns_logs_come_out_as_json_without_colour_codes(log_output: io.Stri
 
 async def test_a_requests_log_lines_name_its_session_user_and_channel(
     ws_session: WsClient, test_user: User, caplog: pytest.LogCaptureFixture, monkeypatch
-):
+) -> None:
     # Other tests from this same peer may have spent its share of client-fault lines.
     monkeypatch.setattr(logs, "CLIENT_FAULT_LINES", 1_000_000)
     caplog.handler.addFilter(logs.ContextFilter())

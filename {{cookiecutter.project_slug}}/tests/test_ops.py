@@ -45,14 +45,14 @@ def test_every_metric_queried_is_exported(queries):
     assert named <= known, f"not exported: {sorted(named - known)}"
 
 
-def test_the_dashboard_charts_every_metric_of_the_service():
+def test_the_dashboard_charts_every_metric_of_the_service() -> None:
     charted = " ".join(dashboard_queries())
     own = {family: names for family, names in exported().items() if family.startswith("ws_")}
     missing = [family for family, names in own.items() if not any(n in charted for n in names)]
     assert not missing
 
 
-def test_every_alert_has_a_query_a_severity_and_a_summary():
+def test_every_alert_has_a_query_a_severity_and_a_summary() -> None:
     rules = (OPS / "prometheus-alerts.yml").read_text("utf-8")
     alerts = re.findall(r"^\s+- alert: (\w+)$", rules, re.MULTILINE)
     assert len(alerts) == len(alert_queries()) == rules.count("severity:")

@@ -31,7 +31,7 @@ from {{ cookiecutter.package_name }}.protocol import (
         ('{"type": "publish", "channel": "a", "data": {"x": [1]}}', Publish(None, "a", {"x": [1]})),
     ],
 )
-def test_each_request_type_parses_into_its_dataclass(raw: str, request_: Request):
+def test_each_request_type_parses_into_its_dataclass(raw: str, request_: Request) -> None:
     assert parse_request(raw) == request_
 
 
@@ -63,7 +63,7 @@ def test_each_request_type_parses_into_its_dataclass(raw: str, request_: Request
 )
 def test_a_bad_request_names_the_problem_and_keeps_its_id(
     raw: str, code: ErrorCode, request_id: str | None
-):
+) -> None:
     with pytest.raises(ProtocolError) as raised:
         parse_request(raw)
     assert (raised.value.code, raised.value.request_id) == (code, request_id)

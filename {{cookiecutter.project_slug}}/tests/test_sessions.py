@@ -15,7 +15,7 @@ from harness.live import LiveApp
 from harness.users import User
 
 
-async def test_disconnect_drains_session(shared_app: LiveApp, test_user: User):
+async def test_disconnect_drains_session(shared_app: LiveApp, test_user: User) -> None:
     registry = shared_app.service.registry
     async with shared_app.websocket_session(user=test_user) as ws:
         await ws.subscribe("trip:42")
@@ -26,7 +26,7 @@ async def test_disconnect_drains_session(shared_app: LiveApp, test_user: User):
     assert "trip:42" not in shared_app.service.feeds, "a channel nobody here follows has no feed"
 
 
-async def test_abrupt_disconnect_drains_session(shared_app: LiveApp, test_user: User):
+async def test_abrupt_disconnect_drains_session(shared_app: LiveApp, test_user: User) -> None:
     registry = shared_app.service.registry
     async with shared_app.websocket_session(user=test_user) as ws:
         await ws.subscribe("trip:abrupt")
@@ -37,7 +37,7 @@ async def test_abrupt_disconnect_drains_session(shared_app: LiveApp, test_user: 
     assert "trip:abrupt" not in shared_app.service.feeds
 
 
-async def test_registry_counts_each_live_session(shared_app: LiveApp, test_user: User):
+async def test_registry_counts_each_live_session(shared_app: LiveApp, test_user: User) -> None:
     registry = shared_app.service.registry
     async with shared_app.websocket_session(user=test_user):
         async with shared_app.websocket_session(user=test_user):
@@ -45,7 +45,7 @@ async def test_registry_counts_each_live_session(shared_app: LiveApp, test_user:
         assert len(registry.sessions_of(test_user.id)) == 1
 
 
-def test_drain_forgets_the_session():
+def test_drain_forgets_the_session() -> None:
     registry = SessionRegistry()
     session = registry.open("u1", "127.0.0.1", queue_size=4, send_timeout_s=1.0)
     registry.drain(session)
@@ -64,7 +64,7 @@ def queued(session: Session) -> list[object]:
     return [session.outgoing.get_nowait() for _ in range(session.outgoing.qsize())]
 
 
-def test_full_queue_drops_its_frames_and_flags_a_slow_consumer():
+def test_full_queue_drops_its_frames_and_flags_a_slow_consumer() -> None:
     session = subscribed_session(2, "news")
     for offset in range(1, 4):
         session.deliver("news", offset, f"frame {offset}")
@@ -73,7 +73,7 @@ def test_full_queue_drops_its_frames_and_flags_a_slow_consumer():
     assert session.dropped == 2
 
 
-def test_close_comes_after_the_frames_already_queued():
+def test_close_comes_after_the_frames_already_queued() -> None:
     session = subscribed_session(4)
     session.send("pending")
     session.close(CloseCode.SERVICE_RESTART)
@@ -81,7 +81,7 @@ def test_close_comes_after_the_frames_already_queued():
     assert not session.overflowed.is_set()
 
 
-def test_a_message_is_queued_once_and_only_on_subscribed_channels():
+def test_a_message_is_queued_once_and_only_on_subscribed_channels() -> None:
     session = subscribed_session(8, "news")
     for channel, offset in [("news", 1), ("news", 1), ("news", 2), ("other", 3), ("news", 2)]:
         session.deliver(channel, offset, f"{channel} {offset}")
@@ -89,7 +89,7 @@ def test_a_message_is_queued_once_and_only_on_subscribed_channels():
     assert session.positions == {"news": 2}
 
 
-def test_a_publish_reply_comes_before_the_messages_of_its_channel():
+def test_a_publish_reply_comes_before_the_messages_of_its_channel() -> None:
     session = subscribed_session(8, "news", "sport")
     session.hold("news")
     session.deliver("news", 1, "news 1")
@@ -99,7 +99,7 @@ def test_a_publish_reply_comes_before_the_messages_of_its_channel():
     assert queued(session) == ["sport 1", "ack", "news 1", "news 2"]
 
 
-async def test_paced_frames_wait_for_the_sender_to_make_room():
+async def test_paced_frames_wait_for_the_sender_to_make_room() -> None:
     session = subscribed_session(4)
     for n in range(2):
         await session.send_paced(f"reply {n}")
@@ -111,7 +111,7 @@ async def test_paced_frames_wait_for_the_sender_to_make_room():
     assert queued(session) == ["reply 1", "reply 2"]
 
 
-async def test_a_client_that_takes_nothing_for_the_send_timeout_is_a_slow_consumer():
+async def test_a_client_that_takes_nothing_for_the_send_timeout_is_a_slow_consumer() -> None:
     session = Session("u1", "127.0.0.1", queue_size=2, send_timeout_s=0.01)
     await session.send_paced("reply")
     with pytest.raises(SlowConsumer):

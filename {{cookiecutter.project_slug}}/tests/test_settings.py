@@ -26,7 +26,7 @@ def environ() -> dict[str, str]:
     }
 
 
-def test_minimal_environment_gives_working_defaults(environ: dict[str, str]):
+def test_minimal_environment_gives_working_defaults(environ: dict[str, str]) -> None:
     settings = Settings.from_env(environ)
     assert settings.database_schema == "public"
     assert settings.redis_prefix.endswith(":")
@@ -34,7 +34,7 @@ def test_minimal_environment_gives_working_defaults(environ: dict[str, str]):
     assert len(settings.keyring.keys) == 1
 
 
-def test_lists_numbers_and_flags_are_parsed(environ: dict[str, str]):
+def test_lists_numbers_and_flags_are_parsed(environ: dict[str, str]) -> None:
     settings = Settings.from_env(
         {
             **environ,
@@ -48,7 +48,7 @@ def test_lists_numbers_and_flags_are_parsed(environ: dict[str, str]):
     assert (settings.port, settings.publish_window_s, settings.serve_demo) == (9000, 2.5, True)
 
 
-def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path):
+def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
     path.write_text(environ["AUTH_KEYS"])
     without_inline = {k: v for k, v in environ.items() if k != "AUTH_KEYS"}
@@ -73,24 +73,26 @@ def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path):
         ({"SERVE_DEMO": "maybe"}, "SERVE_DEMO 'maybe' is not a yes/no flag"),
     ],
 )
-def test_bad_variable_is_named(environ: dict[str, str], change: dict[str, str], complaint: str):
+def test_bad_variable_is_named(
+    environ: dict[str, str], change: dict[str, str], complaint: str
+) -> None:
     with pytest.raises(ConfigError, match=complaint.replace("(", r"\(").replace(")", r"\)")):
         Settings.from_env({**environ, **change})
 
 
-def test_missing_keyring_says_how_to_make_one(environ: dict[str, str]):
+def test_missing_keyring_says_how_to_make_one(environ: dict[str, str]) -> None:
     without = {k: v for k, v in environ.items() if k != "AUTH_KEYS"}
     with pytest.raises(ConfigError, match=r"AUTH_KEYS or AUTH_KEYS_FILE must be set.*keygen"):
         Settings.from_env(without)
 
 
-def test_unreadable_keyring_file_is_named(environ: dict[str, str], tmp_path: Path):
+def test_unreadable_keyring_file_is_named(environ: dict[str, str], tmp_path: Path) -> None:
     without = {k: v for k, v in environ.items() if k != "AUTH_KEYS"}
     with pytest.raises(ConfigError, match=r"AUTH_KEYS_FILE .* cannot be read"):
         Settings.from_env({**without, "AUTH_KEYS_FILE": str(tmp_path / "missing.json")})
 
 
-def test_the_readme_lists_every_setting_as_declared():
+def test_the_readme_lists_every_setting_as_declared() -> None:
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     assert markdown_table() in readme, (
         "the README's settings table is out of date: paste the output of"
@@ -98,12 +100,12 @@ def test_the_readme_lists_every_setting_as_declared():
     )
 
 
-def test_the_env_example_lists_every_setting_as_declared():
+def test_the_env_example_lists_every_setting_as_declared() -> None:
     example = (Path(__file__).parents[1] / ".env.example").read_text(encoding="utf-8")
     assert example == env_example(), ".env.example is out of date: remake it as its header says"
 
 
-def test_the_env_example_spells_the_defaults_the_service_uses():
+def test_the_env_example_spells_the_defaults_the_service_uses() -> None:
     written = dict(re.findall(r"^# ([A-Z_]+)=(.+)$", env_example(), flags=re.MULTILINE))
     with_default = [setting for setting in fields(Settings) if setting.default is not MISSING]
     spelt = [setting.name for setting in with_default if setting.metadata["variable"] in written]
@@ -112,7 +114,7 @@ def test_the_env_example_spells_the_defaults_the_service_uses():
     assert {setting.name for setting in with_default} - set(spelt) == {"allowed_origins"}
 
 
-def test_a_command_reads_only_the_settings_it_uses():
+def test_a_command_reads_only_the_settings_it_uses() -> None:
     environ = {"DATABASE_URL": "postgresql://db.example/app"}
     assert read(("database_url", "database_schema"), environ) == {
         "database_url": "postgresql://db.example/app",
