@@ -108,7 +108,8 @@ async def process(
 
 def service(environment: dict[str, str]) -> contextlib.AbstractAsyncContextManager[Server]:
     """The service's own `serve`, as a process."""
-    return process(["-m", "{{ cookiecutter.package_name }}", "serve"], environment, b"Uvicorn running on")
+    command = ["-m", "{{ cookiecutter.package_name }}", "serve"]
+    return process(command, environment, b"Uvicorn running on")
 
 
 def reference() -> contextlib.AbstractAsyncContextManager[Server]:

@@ -61,15 +61,15 @@ def subscribed_session(queue_size: int, *channels: str) -> Session:
 
 
 def queued(session: Session) -> list[object]:
-    return [session.outgoing.get_nowait() for _ in range(session.outgoing.qsize())]
+    return list(session.outgoing)
 
 
 def test_full_queue_drops_its_frames_and_flags_a_slow_consumer() -> None:
     session = subscribed_session(2, "news")
     for offset in range(1, 4):
         session.deliver("news", offset, f"frame {offset}")
-    assert session.overflowed.is_set()
-    assert session.outgoing.empty()
+    assert session.overflowed
+    assert not session.outgoing
     assert session.dropped == 2
 
 
@@ -78,7 +78,7 @@ def test_close_comes_after_the_frames_already_queued() -> None:
     session.send("pending")
     session.close(CloseCode.SERVICE_RESTART)
     assert queued(session) == ["pending", CloseCode.SERVICE_RESTART]
-    assert not session.overflowed.is_set()
+    assert not session.overflowed
 
 
 def test_a_message_is_queued_once_and_only_on_subscribed_channels() -> None:
@@ -107,6 +107,7 @@ async def test_paced_frames_wait_for_the_sender_to_make_room() -> None:
     done, _ = await asyncio.wait({third}, timeout=0.01)
     assert not done, "half the queue is left to live messages"
     assert await session.next_outgoing() == "reply 0"
+    session.sent()
     await asyncio.wait_for(third, 1.0)
     assert queued(session) == ["reply 1", "reply 2"]
 
@@ -116,4 +117,61 @@ async def test_a_client_that_takes_nothing_for_the_send_timeout_is_a_slow_consum
     await session.send_paced("reply")
     with pytest.raises(SlowConsumer):
         await session.send_paced("never taken")
-    assert session.overflowed.is_set()
+    assert session.overflowed
+
+
+class Socket:
+    """A stand-in for the server's synchronous write: takes frames while `open`."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.written: list[str] = []
+
+    def write_now(self, frame: str) -> bool:
+        if self.open:
+            self.written.append(frame)
+        return self.open
+
+
+def test_frames_go_straight_to_a_socket_that_takes_them() -> None:
+    socket = Socket()
+    session = Session("u1", "127.0.0.1", 4, send_timeout_s=1.0, write_now=socket.write_now)
+    session.positions["news"] = 0
+    session.deliver("news", 1, "news 1")
+    session.reply("ack")
+    assert (socket.written, queued(session)) == (["news 1", "ack"], [])
+
+
+async def test_nothing_overtakes_a_frame_the_socket_could_not_take() -> None:
+    socket = Socket()
+    session = Session("u1", "127.0.0.1", 8, send_timeout_s=1.0, write_now=socket.write_now)
+    session.positions["news"] = 0
+    socket.open = False
+    session.deliver("news", 1, "news 1")
+    socket.open = True
+    session.deliver("news", 2, "news 2")
+    assert (socket.written, queued(session)) == ([], ["news 1", "news 2"])
+    # The sender writes the head, which stays queued until written.
+    assert await session.next_outgoing() == "news 1"
+    session.deliver("news", 3, "news 3")
+    session.sent()
+    assert queued(session) == ["news 2", "news 3"]
+    assert socket.written == []
+
+
+async def test_the_sender_waits_for_a_frame_and_wakes_for_it() -> None:
+    session = subscribed_session(4)
+    waiting = asyncio.create_task(session.next_outgoing())
+    done, _ = await asyncio.wait({waiting}, timeout=0.01)
+    assert not done
+    session.send("late")
+    assert await asyncio.wait_for(waiting, 1.0) == "late"
+
+
+async def test_an_overflow_signals_the_connection() -> None:
+    session = subscribed_session(1, "news")
+    signal = session.overflow_signal()
+    session.deliver("news", 1, "kept")
+    assert not signal.done()
+    session.deliver("news", 2, "one too many")
+    assert signal.done() and session.overflowed and session.dropped == 1

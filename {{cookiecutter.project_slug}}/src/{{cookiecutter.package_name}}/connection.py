@@ -31,7 +31,8 @@ from .protocol import (
 )
 from .ratelimit import RequestBudget
 from .service import Service
-from .sessions import Session, SlowConsumer
+from .sessions import Session, SlowConsumer, WriteNow
+from .wsprotocol import DIRECT_WRITE
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Connection:
             admitted.peer,
             self.settings.send_queue_size,
             self.settings.send_timeout_s,
+            self._direct_writer(),
         )
         logs.session_id.set(session.id)
         logs.user_id.set(session.user_id)
@@ -78,7 +80,7 @@ class Connection:
         session.send(encode({"type": "welcome", "session": session.id, "user": session.user_id}))
         sender = asyncio.create_task(self._send_loop(session), name=f"send {session.id}")
         receiver = asyncio.create_task(self._receive_loop(session), name=f"recv {session.id}")
-        overflow = asyncio.create_task(session.overflowed.wait())
+        overflow = session.overflow_signal()
         expiry = asyncio.get_running_loop().call_later(
             max(0.0, identity.expires_at - time.time()), session.close, CloseCode.TOKEN_EXPIRED
         )
@@ -86,7 +88,7 @@ class Connection:
             done, _ = await asyncio.wait(
                 {sender, receiver, overflow}, return_when=asyncio.FIRST_COMPLETED
             )
-            if session.overflowed.is_set():
+            if session.overflowed:
                 # The sender may be stuck writing to a client that stopped reading.
                 sender.cancel()
                 await self._close(CloseCode.SLOW_CONSUMER)
@@ -98,9 +100,9 @@ class Connection:
                 await asyncio.wait({receiver}, timeout=CLOSE_TIMEOUT_S)
         finally:
             expiry.cancel()
-            for task in (sender, receiver, overflow):
+            for task in (sender, receiver):
                 task.cancel()
-            await asyncio.wait({sender, receiver, overflow})
+            await asyncio.wait({sender, receiver})
             self.metrics.dropped.inc(session.dropped)
             self.service.feeds.unsubscribe_all(session)
             self.registry.drain(session)
@@ -157,9 +159,27 @@ class Connection:
             if isinstance(item, CloseCode):
                 await self._close(item)
                 return
-            self.metrics.queue_depth.observe(session.outgoing.qsize())
+            self.metrics.queue_depth.observe(len(session.outgoing) - 1)
             await self.websocket.send_text(item)
+            session.sent()
             self.metrics.sent.inc()
+
+    def _direct_writer(self) -> WriteNow | None:
+        """The server's synchronous write (see wsprotocol.py), counted; None under a server
+        without one, where every frame goes through the sender."""
+        write_text = self.websocket.scope.get("extensions", {}).get(DIRECT_WRITE)
+        if write_text is None:
+            return None
+        sent, queue_depth = self.metrics.sent, self.metrics.queue_depth
+
+        def write_now(frame: str) -> bool:
+            if not write_text(frame):
+                return False
+            queue_depth.observe(0)
+            sent.inc()
+            return True
+
+        return write_now
 
     def _handshake_took(self, started: float, outcome: str) -> None:
         elapsed = time.perf_counter() - started

@@ -1,20 +1,30 @@
 """Live WebSocket sessions of one app instance: who is connected, and what waits to be sent.
 
 This is per-app state, never shared between apps: two apps over the same Resources each keep
-their own registry. A session's outgoing frames go through a bounded queue. Live messages are
-pushed into it without waiting: a client that lets `queue_size` frames pile up has stopped
-reading and is closed (4008). Everything the session's own requests produce (replies, replays)
-waits for room instead, so a client that reads is never closed for its own burst.
+their own registry.
+
+A frame goes straight to the socket when nothing waits before it and the socket takes it without
+waiting (`write_now`, the server's synchronous write): fanning a message out to a thousand
+subscribers then costs a thousand writes, not a thousand task switches. Otherwise it waits in a
+bounded queue, which the connection's sender empties in order. Live messages never wait for
+room: a client that lets `queue_size` frames pile up has stopped reading and is closed (4008).
+Everything the session's own requests produce (replies, replays) waits for room instead, so a
+client that reads is never closed for its own burst.
 """
 
 import asyncio
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 
 from .protocol import CloseCode
 
 Outgoing = str | CloseCode
 """A text frame to send, or the code to close the connection with."""
+
+WriteNow = Callable[[str], bool]
+"""Writes a text frame at once and returns True, or returns False if the socket cannot take it
+without waiting (its buffer is full, or it is closing)."""
 
 
 class SlowConsumer(Exception):
@@ -24,38 +34,56 @@ class SlowConsumer(Exception):
 class Session:
     """One connected client."""
 
-    def __init__(self, user_id: str, peer: str, queue_size: int, send_timeout_s: float) -> None:
+    def __init__(
+        self,
+        user_id: str,
+        peer: str,
+        queue_size: int,
+        send_timeout_s: float,
+        write_now: WriteNow | None = None,
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.user_id = user_id
         self.peer = peer
         # Subscribed channels, each with the offset of the last message queued for it.
         self.positions: dict[str, int] = {}
-        self.outgoing: asyncio.Queue[Outgoing] = asyncio.Queue(queue_size)
+        self.outgoing: deque[Outgoing] = deque()
+        """What waits for the sender; the head stays here until written, so nothing overtakes it."""
         self.drained = asyncio.Event()
-        self.overflowed = asyncio.Event()
+        self.overflowed = False
         self.dropped = 0
+        self._queue_size = queue_size
         self._send_timeout_s = send_timeout_s
+        self._write_now = write_now
         # Requests' own frames wait while the queue is this full, leaving the rest to live traffic.
         self._paced_limit = max(1, queue_size // 2)
-        self._room = asyncio.Event()
-        self._room.set()
+        # Created only when someone waits: most sessions never do.
+        self._room: asyncio.Event | None = None
+        self._frames_waiting: asyncio.Future[None] | None = None
+        self._overflow_signal: asyncio.Future[None] | None = None
         # The channel of the publish being handled: its messages wait for the publish's reply.
         self._holding: str | None = None
         self._held: list[str] = []
 
     def send(self, frame: str) -> None:
-        """Queue a frame; a full queue means a slow consumer, which is cut off."""
-        try:
-            self.outgoing.put_nowait(frame)
-        except asyncio.QueueFull:
-            self._overflow()
+        """Write a frame now if nothing waits before it and the socket takes it, else queue it;
+        a full queue means a slow consumer, which is cut off."""
+        if not self.outgoing and self._write_now is not None and self._write_now(frame):
+            return
+        self._enqueue(frame)
+
+    def close(self, code: CloseCode) -> None:
+        """Ask the sender to close the connection once the frames queued before are sent."""
+        self._enqueue(code)
 
     async def wait_for_room(self) -> None:
         """Return once the queue is below its paced limit; raise SlowConsumer if the client takes
         nothing for the send timeout."""
         try:
             async with asyncio.timeout(self._send_timeout_s):
-                while self.outgoing.qsize() >= self._paced_limit:
+                while len(self.outgoing) >= self._paced_limit:
+                    if self._room is None:
+                        self._room = asyncio.Event()
                     self._room.clear()
                     await self._room.wait()
         except TimeoutError:
@@ -68,25 +96,43 @@ class Session:
         self.send(frame)
 
     async def next_outgoing(self) -> Outgoing:
-        """The next frame or close code to write, for the connection's sender."""
-        item = await self.outgoing.get()
-        if self.outgoing.qsize() < self._paced_limit:
-            self._room.set()
-        return item
+        """The oldest frame or close code waiting, for the connection's sender; it stays queued
+        until the sender calls `sent`."""
+        while not self.outgoing:
+            self._frames_waiting = asyncio.get_running_loop().create_future()
+            await self._frames_waiting
+        return self.outgoing[0]
 
-    def close(self, code: CloseCode) -> None:
-        """Ask the sender to close the connection once the frames queued before are sent."""
-        try:
-            self.outgoing.put_nowait(code)
-        except asyncio.QueueFull:
+    def sent(self) -> None:
+        """The sender wrote the oldest frame (unless an overflow dropped it meanwhile)."""
+        if self.outgoing:
+            self.outgoing.popleft()
+        if self._room is not None and len(self.outgoing) < self._paced_limit:
+            self._room.set()
+
+    def overflow_signal(self) -> asyncio.Future[None]:
+        """Done once the session overflowed, for the connection to wait on."""
+        if self._overflow_signal is None:
+            self._overflow_signal = asyncio.get_running_loop().create_future()
+            if self.overflowed:
+                self._overflow_signal.set_result(None)
+        return self._overflow_signal
+
+    def _enqueue(self, item: Outgoing) -> None:
+        if len(self.outgoing) >= self._queue_size:
             self._overflow()
+            return
+        self.outgoing.append(item)
+        if self._frames_waiting is not None and not self._frames_waiting.done():
+            self._frames_waiting.set_result(None)
 
     def _overflow(self) -> None:
         # The client stopped reading: drop what waits for it, and let the connection close it.
-        while not self.outgoing.empty():
-            self.outgoing.get_nowait()
-            self.dropped += 1
-        self.overflowed.set()
+        self.dropped += len(self.outgoing)
+        self.outgoing.clear()
+        self.overflowed = True
+        if self._overflow_signal is not None and not self._overflow_signal.done():
+            self._overflow_signal.set_result(None)
 
     def deliver(self, channel: str, offset: int, frame: str) -> None:
         """Queue a channel's message, unless this session already has it (a replay went past the
@@ -123,9 +169,16 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def open(self, user_id: str, peer: str, queue_size: int, send_timeout_s: float) -> Session:
+    def open(
+        self,
+        user_id: str,
+        peer: str,
+        queue_size: int,
+        send_timeout_s: float,
+        write_now: WriteNow | None = None,
+    ) -> Session:
         """Register a new session for `user_id`, connected from `peer`."""
-        session = Session(user_id, peer, queue_size, send_timeout_s)
+        session = Session(user_id, peer, queue_size, send_timeout_s, write_now)
         self._sessions[session.id] = session
         self._by_user[user_id].add(session)
         self._by_peer[peer] += 1
