@@ -11,7 +11,7 @@ OUTPUT ?= bench/results/latest
 # The official AsyncAPI parser (npm), which tests/test_asyncapi.py runs on a baked service's document.
 ASYNCAPI := tools/asyncapi
 
-.PHONY: install test lint bake bench durations
+.PHONY: install test lint bake bench durations locks
 
 $(BIN)/python:
 	@echo "Creating the virtualenv in $(VENV) with $(PYTHON)"
@@ -57,3 +57,9 @@ durations: install
 		python_version=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 	$(MAKE) -C build/durations/chat-service durations PYTHON=$(PYTHON)
 	cp build/durations/chat-service/.test_durations '{{cookiecutter.project_slug}}/.test_durations'
+
+# Writes the uv.lock of every python_version and tracing answer into templates/uv-lock/, which
+# a bake's uv.lock includes (tools/locks.py). Run it after changing the baked pyproject.toml's
+# dependencies; UPGRADE=1 moves every pin to the newest release.
+locks: install
+	$(BIN)/python tools/locks.py $(if $(UPGRADE),--upgrade)

@@ -57,24 +57,51 @@ def test_generated_suite_runs_without_xdist(project: Path, tmp_path: Path):
     assert list(report["workers"]) == ["master"]
 
 
-def test_the_flood_loadtest_reports_every_phase_and_leaves_nothing(project: Path, tmp_path: Path):
+def run_loadtest(project: Path, tmp_path: Path, *arguments: str) -> tuple[Path, str]:
+    """Run `python -m <arguments>` in a copy of the project; return the copy and the output."""
     copy = tmp_path / project.name
     shutil.copytree(project, copy)
     result = subprocess.run(
-        [sys.executable, "-m", "loadtest.flood", "--seconds", "0.5"],
+        [sys.executable, "-m", *arguments],
         cwd=copy,
         env=clean_environment(PYTHONPATH="src:tests"),
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
         check=False,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return copy, result.stdout
+
+
+def test_the_flood_loadtest_reports_every_phase_and_leaves_nothing(project: Path, tmp_path: Path):
+    copy, output = run_loadtest(project, tmp_path, "loadtest.flood", "--seconds", "0.5")
     results = json.loads((copy / "loadtest" / "results" / "flood.json").read_text("utf-8"))
     phases = [row for row in results.values() if isinstance(row, dict)]
     assert len(phases) == 4
     assert all(row["pings"] > 0 and row["p99_ms"] >= row["p50_ms"] for row in phases)
-    assert "p99_ms" in result.stdout
+    assert "p99_ms" in output
+    assert leftovers(results["run_id"]) == {"schemas": [], "keys": []}
+
+
+def test_the_loadtest_holds_every_scenario_against_the_reference_and_leaves_nothing(
+    project: Path, tmp_path: Path
+):
+    small = ["--subscribers", "20", "--messages", "5", "--connections", "50", "--seconds", "1"]
+    copy, output = run_loadtest(project, tmp_path, "loadtest.run", *small)
+    results_dir = copy / "loadtest" / "results"
+    results = json.loads((results_dir / "latest.json").read_text("utf-8"))
+    scenarios = results["scenarios"]
+    assert set(scenarios) == {"fanout", "publishers", "latency", "held", "instances"}
+    for name, row in scenarios.items():
+        for side in ("service", "reference"):
+            if "delivered" in row[side]:
+                got, wanted = row[side]["delivered"].split("/")
+                assert got == wanted != "0", (name, side, row[side])
+    assert scenarios["held"]["service"]["held"] == 50
+    assert scenarios["fanout"]["ratio"]["deliveries_per_s"] > 0
+    assert (results_dir / "latest.png").read_bytes().startswith(b"\x89PNG")
+    assert "rss_per_connection_kb" in output
     assert leftovers(results["run_id"]) == {"schemas": [], "keys": []}
 
 
@@ -86,11 +113,14 @@ def test_template_environment_holds_every_generated_dependency(
     pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
     wanted = [
         *pyproject["project"]["dependencies"],
-        *pyproject["project"]["optional-dependencies"]["test"],
+        *pyproject["dependency-groups"]["test"],
+        *pyproject["dependency-groups"]["lint"],
     ]
     unmet = []
     for line in wanted:
         requirement = Requirement(line)
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
         try:
             installed = metadata.version(requirement.name)
         except metadata.PackageNotFoundError:
