@@ -22,7 +22,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -42,9 +42,9 @@ from harness.wsclient import WsClient
 pytest_plugins = ["harness.plugin"]
 
 
-def app_scope(fixture_name: str, config: pytest.Config) -> str:
+def app_scope(fixture_name: str, config: pytest.Config) -> Literal["session", "function"]:
     """The scope of the app and its Resources: per worker, or per test with --app-scope."""
-    return str(config.getoption("app_scope"))
+    return "function" if config.getoption("app_scope") == "function" else "session"
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,7 @@ async def test_two_instances_deliver_to_each_other(
 
 async def test_a_stopped_instance_removes_its_group(
     shared_resources: Resources, settings: Settings
-):
+) -> None:
     stream = shared_resources.bus.stream
 
     async def groups() -> set[str]:

@@ -10,14 +10,13 @@ import re
 import uuid
 
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin, Subprotocol
 
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
 
 from harness.corpus import malformed_frames
-from harness.live import LiveApp
+from harness.live import Handshake, LiveApp, offer, refused_status
 from harness.stalled import StalledClient
 from harness.users import User, UserFactory
 from harness.wsclient import converse
@@ -73,39 +72,31 @@ def tokens(key: SigningKey, user: User) -> list[str]:
     ]
 
 
-async def handshake_status(live: LiveApp, **options: object) -> int:
-    """The HTTP status a handshake that must fail was refused with."""
-    with pytest.raises(InvalidStatus) as refused:
-        async with connect(f"{live.url}/ws", open_timeout=5, **options):  # type: ignore[arg-type]
-            pass
-    return refused.value.response.status_code
-
-
 async def attack_handshakes(live: LiveApp, key: SigningKey, user: User) -> list[int]:
     statuses = []
     for token in tokens(key, user):
         if HEADER_TOKEN.fullmatch(token):  # else no client can offer it as a subprotocol
-            subprotocols = [PROTOCOL, BEARER_PREFIX + token]
-            statuses.append(await handshake_status(live, subprotocols=subprotocols))
+            statuses.append(await refused_status(live, subprotocols=offer(token)))
         statuses.append(
-            await handshake_status(live, additional_headers={"Authorization": f"Bearer {token}"})
+            await refused_status(live, additional_headers={"Authorization": f"Bearer {token}"})
         )
-    for options in [
+    handshakes: list[Handshake] = [
         {},
-        {"subprotocols": [PROTOCOL]},
-        {"subprotocols": [BEARER_PREFIX + user.token]},
-        {"subprotocols": [PROTOCOL, BEARER_PREFIX]},
+        {"subprotocols": [Subprotocol(PROTOCOL)]},
+        {"subprotocols": [Subprotocol(BEARER_PREFIX + user.token)]},
+        {"subprotocols": offer("")},
         {"additional_headers": {"Authorization": "Basic dXNlcjpwYXNz"}},
         {"additional_headers": {"Authorization": "Bearer"}},
         {"additional_headers": {"Authorization": "Bearer ", "Origin": "null"}},
-        {"subprotocols": [PROTOCOL, BEARER_PREFIX + user.token], "origin": "https://evil.example"},
-        {"subprotocols": [PROTOCOL, BEARER_PREFIX + user.token], "origin": "null"},
+        {"subprotocols": offer(user.token), "origin": Origin("https://evil.example")},
+        {"subprotocols": offer(user.token), "origin": Origin("null")},
         {
-            "subprotocols": [PROTOCOL, BEARER_PREFIX + user.token],
-            "origin": "https://app.example.com.evil.example",
+            "subprotocols": offer(user.token),
+            "origin": Origin("https://app.example.com.evil.example"),
         },
-    ]:
-        statuses.append(await handshake_status(live, **options))
+    ]
+    for handshake in handshakes:
+        statuses.append(await refused_status(live, **handshake))
     return statuses
 
 

@@ -53,7 +53,7 @@ async def test_concurrent_publishers_on_two_instances_are_delivered_in_offset_or
 
 async def test_resuming_subscribers_see_every_offset_once_in_order_despite_disconnects(
     shared_app: LiveApp, other_instance: LiveApp, make_user: UserFactory
-):
+) -> None:
     """The chaos test: 8 publishers across two instances, 3 subscribers that drop their
     connection at random points (cleanly or abruptly) and resume on a random instance."""
     channel = fresh_channel("chaos")

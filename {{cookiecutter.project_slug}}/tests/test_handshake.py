@@ -1,32 +1,19 @@
 """Who may connect: origin, token transport, signature, expiry, and the user behind the token."""
 
 import jwt
-import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin, Subprotocol
 
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
 
-from harness.live import LiveApp
+from harness.live import LiveApp, offer, refused_status
 from harness.users import User
 from harness.wsclient import WsClient
 
 
-async def refused_status(live: LiveApp, **options: object) -> int:
-    """Try a handshake that must fail; return the HTTP status the server answered."""
-    with pytest.raises(InvalidStatus) as refused:
-        async with connect(f"{live.url}/ws", **options):  # type: ignore[arg-type]
-            pass
-    return refused.value.response.status_code
-
-
-def bearer(token: str) -> dict[str, object]:
-    return {"subprotocols": [PROTOCOL, BEARER_PREFIX + token]}
-
-
 async def test_welcome_names_the_session_and_user(shared_app: LiveApp, test_user: User) -> None:
-    async with connect(f"{shared_app.url}/ws", **bearer(test_user.token)) as connection:
+    async with connect(f"{shared_app.url}/ws", subprotocols=offer(test_user.token)) as connection:
         welcome = await WsClient(connection).next_of_type("welcome")
         assert welcome["user"] == test_user.id
         assert shared_app.service.registry.get(welcome["session"]) is not None
@@ -35,7 +22,7 @@ async def test_welcome_names_the_session_and_user(shared_app: LiveApp, test_user
 async def test_server_echoes_the_protocol_never_the_token(
     shared_app: LiveApp, test_user: User
 ) -> None:
-    async with connect(f"{shared_app.url}/ws", **bearer(test_user.token)) as connection:
+    async with connect(f"{shared_app.url}/ws", subprotocols=offer(test_user.token)) as connection:
         assert connection.subprotocol == PROTOCOL
 
 
@@ -50,31 +37,31 @@ async def test_authorization_header_works_for_non_browser_clients(
 
 
 async def test_no_token_is_refused(shared_app: LiveApp) -> None:
-    assert await refused_status(shared_app, subprotocols=[PROTOCOL]) == 403
+    assert await refused_status(shared_app, subprotocols=[Subprotocol(PROTOCOL)]) == 403
 
 
 async def test_bearer_without_the_protocol_is_refused(shared_app: LiveApp, test_user: User) -> None:
-    options = {"subprotocols": [BEARER_PREFIX + test_user.token]}
-    assert await refused_status(shared_app, **options) == 403
+    bearer = Subprotocol(BEARER_PREFIX + test_user.token)
+    assert await refused_status(shared_app, subprotocols=[bearer]) == 403
 
 
 async def test_token_signed_by_an_unknown_key_is_refused(
     shared_app: LiveApp, test_user: User, signing_key: SigningKey
 ) -> None:
     impostor = SigningKey(signing_key.issuer, signing_key.kid, SigningKey.generate("x").private_key)
-    assert await refused_status(shared_app, **bearer(impostor.issue(test_user.id))) == 403
+    assert await refused_status(shared_app, subprotocols=offer(impostor.issue(test_user.id))) == 403
 
 
 async def test_token_with_an_unknown_kid_is_refused(shared_app: LiveApp, test_user: User) -> None:
     stranger = SigningKey.generate(issuer="tests")
-    assert await refused_status(shared_app, **bearer(stranger.issue(test_user.id))) == 403
+    assert await refused_status(shared_app, subprotocols=offer(stranger.issue(test_user.id))) == 403
 
 
 async def test_expired_token_is_refused(
     shared_app: LiveApp, test_user: User, signing_key: SigningKey
 ) -> None:
     expired = signing_key.issue(test_user.id, ttl=-1)
-    assert await refused_status(shared_app, **bearer(expired)) == 403
+    assert await refused_status(shared_app, subprotocols=offer(expired)) == 403
 
 
 async def test_unsigned_token_is_refused(
@@ -82,43 +69,45 @@ async def test_unsigned_token_is_refused(
 ) -> None:
     unsigned = jwt.encode(
         {"sub": test_user.id, "iss": signing_key.issuer, "exp": 2**40},
-        key=None,
+        key="",
         algorithm="none",
         headers={"kid": signing_key.kid},
     )
-    assert await refused_status(shared_app, **bearer(unsigned)) == 403
+    assert await refused_status(shared_app, subprotocols=offer(unsigned)) == 403
 
 
 async def test_garbage_token_is_refused(shared_app: LiveApp) -> None:
-    assert await refused_status(shared_app, **bearer("not.a.jwt")) == 403
+    assert await refused_status(shared_app, subprotocols=offer("not.a.jwt")) == 403
 
 
 async def test_token_for_a_deleted_user_is_refused(
     shared_app: LiveApp, signing_key: SigningKey
 ) -> None:
     ghost = "00000000-0000-4000-8000-000000000000"
-    assert await refused_status(shared_app, **bearer(signing_key.issue(ghost))) == 403
+    assert await refused_status(shared_app, subprotocols=offer(signing_key.issue(ghost))) == 403
 
 
 async def test_token_for_a_disabled_user_is_refused(shared_app: LiveApp, test_user: User) -> None:
     async with shared_app.service.resources.db.connection() as conn:
         await conn.execute("UPDATE users SET disabled = true WHERE id = %s", [test_user.id])
-    assert await refused_status(shared_app, **bearer(test_user.token)) == 403
+    assert await refused_status(shared_app, subprotocols=offer(test_user.token)) == 403
 
 
 async def test_foreign_origin_is_refused(shared_app: LiveApp, test_user: User) -> None:
-    options = {**bearer(test_user.token), "origin": "https://evil.example.net"}
-    assert await refused_status(shared_app, **options) == 403
+    evil = Origin("https://evil.example.net")
+    assert await refused_status(shared_app, subprotocols=offer(test_user.token), origin=evil) == 403
 
 
 async def test_allowed_origin_connects(shared_app: LiveApp, test_user: User) -> None:
-    options = {**bearer(test_user.token), "origin": "https://app.example.com"}
-    async with connect(f"{shared_app.url}/ws", **options) as connection:  # type: ignore[arg-type]
+    allowed = Origin("https://app.example.com")
+    async with connect(
+        f"{shared_app.url}/ws", subprotocols=offer(test_user.token), origin=allowed
+    ) as connection:
         assert (await WsClient(connection).next_of_type("welcome"))["user"] == test_user.id
 
 
 async def test_refusal_leaves_no_session_behind(shared_app: LiveApp, test_user: User) -> None:
     before = len(shared_app.service.registry)
-    await refused_status(shared_app, subprotocols=[PROTOCOL])
+    await refused_status(shared_app, subprotocols=[Subprotocol(PROTOCOL)])
     assert len(shared_app.service.registry) == before
     assert not shared_app.service.registry.sessions_of(test_user.id)

@@ -3,29 +3,30 @@
 import asyncio
 
 import pytest
+from psycopg_pool import AsyncConnectionPool
 from websockets.asyncio.client import connect
 
 from {{ cookiecutter.package_name }} import store
 from {{ cookiecutter.package_name }}.lookups import UserChecks
-from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
 from {{ cookiecutter.package_name }}.resources import Resources
 
-from harness.live import AppFactory, LiveApp
+from harness.live import AppFactory, LiveApp, offer
 from harness.users import User, UserFactory
+from harness.wsclient import Frame
 
 STORM = 40
 
 
 async def test_checks_waiting_together_share_one_query(
     shared_resources: Resources, make_user: UserFactory, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     active, disabled = await make_user("active"), await make_user("disabled")
     async with shared_resources.db.connection() as conn:
         await conn.execute("UPDATE users SET disabled = true WHERE id = %s", [disabled.id])
-    batches = []
+    batches: list[list[str]] = []
     real_query = store.inactive_users
 
-    async def counted(db, user_ids):
+    async def counted(db: AsyncConnectionPool, user_ids: list[str]) -> list[str]:
         batches.append(sorted(user_ids))
         return await real_query(db, user_ids)
 
@@ -37,15 +38,15 @@ async def test_checks_waiting_together_share_one_query(
     assert batches == [sorted(set(asked))]
 
 
-async def test_a_storm_of_handshakes_is_served(shared_app: LiveApp, make_user: UserFactory):
+async def test_a_storm_of_handshakes_is_served(shared_app: LiveApp, make_user: UserFactory) -> None:
     users = [await make_user(f"storm {n}") for n in range(4)]
 
-    async def handshake(user: User) -> str:
+    async def handshake(user: User) -> Frame:
         async with shared_app.websocket_session(user=user) as ws:
-            return (await ws.request("ping"))["type"]
+            return await ws.request("ping")
 
-    pongs = await asyncio.gather(*(handshake(users[n % len(users)]) for n in range(STORM)))
-    assert pongs == ["pong"] * STORM
+    replies = await asyncio.gather(*(handshake(users[n % len(users)]) for n in range(STORM)))
+    assert [reply["type"] for reply in replies] == ["pong"] * STORM
 
 
 async def test_a_failed_query_fails_every_check_of_its_batch(shared_resources: Resources) -> None:
@@ -66,8 +67,7 @@ async def test_compression_is_negotiated_only_when_turned_on(
     another_app: AppFactory, test_user: User, compression: bool, negotiated: str | None
 ) -> None:
     async with another_app(compression=compression) as live:
-        offer = [PROTOCOL, BEARER_PREFIX + test_user.token]
-        async with connect(f"{live.url}/ws", subprotocols=offer) as connection:
+        async with connect(f"{live.url}/ws", subprotocols=offer(test_user.token)) as connection:
             assert connection.response is not None
             extensions = connection.response.headers.get("Sec-WebSocket-Extensions", "")
             assert (extensions.partition(";")[0] or None) == negotiated

@@ -16,13 +16,11 @@ from websockets.exceptions import InvalidStatus
 from {{ cookiecutter.package_name }} import ratelimit, store
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.protocol import (
-    BEARER_PREFIX,
-    PROTOCOL,
     CloseCode,
 )
 from {{ cookiecutter.package_name }}.resources import Resources
 
-from harness.live import AppFactory, LiveApp
+from harness.live import AppFactory, LiveApp, offer
 from harness.scrape import closes
 from harness.stalled import StalledClient
 from harness.users import User, UserFactory
@@ -32,9 +30,7 @@ from harness.wsclient import WsClient
 async def refusal(live: LiveApp, token: str) -> tuple[int, str]:
     """Try a handshake that must fail; return the HTTP status and body it was refused with."""
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(
-            f"{live.url}/ws", subprotocols=[PROTOCOL, BEARER_PREFIX + token], open_timeout=5
-        ):
+        async with connect(f"{live.url}/ws", subprotocols=offer(token), open_timeout=5):
             pass
     response = refused.value.response
     return response.status_code, response.body.decode()

@@ -18,15 +18,13 @@ from websockets.asyncio.client import connect
 from {{ cookiecutter.package_name }} import store
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.protocol import (
-    BEARER_PREFIX,
-    PROTOCOL,
     CloseCode,
 )
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness.embedded import free_port
-from harness.live import AppFactory, LiveApp
+from harness.live import AppFactory, LiveApp, offer
 from harness.scrape import closes
 from harness.stalled import StalledClient
 from harness.users import User, UserFactory
@@ -86,7 +84,7 @@ async def test_unexpected_failure_closes_with_1011_and_others_carry_on(
 
 async def wait_for_log(stream: asyncio.StreamReader, fragment: str) -> list[dict[str, object]]:
     """Read JSON log lines until one's message contains `fragment`; return all read."""
-    lines = []
+    lines: list[dict[str, object]] = []
     async with asyncio.timeout(EXIT_TIMEOUT_S):
         while True:
             raw = await stream.readline()
@@ -98,7 +96,7 @@ async def wait_for_log(stream: asyncio.StreamReader, fragment: str) -> list[dict
 
 
 async def test_sigterm_drains_then_closes_sessions_with_1012(
-    settings: Settings, signing_key: SigningKey, test_user: User, pytestconfig
+    settings: Settings, signing_key: SigningKey, test_user: User, pytestconfig: pytest.Config
 ) -> None:
     port = free_port()
     environment = {
@@ -120,8 +118,7 @@ async def test_sigterm_drains_then_closes_sessions_with_1012(
     url = f"ws://127.0.0.1:{port}/ws"
     try:
         await wait_for_log(service.stderr, "Uvicorn running on")
-        subprotocols = [PROTOCOL, BEARER_PREFIX + test_user.token]
-        async with connect(url, subprotocols=subprotocols) as connection:  # type: ignore[list-item]
+        async with connect(url, subprotocols=offer(test_user.token)) as connection:
             client = WsClient(connection)
             await client.next_of_type("welcome")
             service.send_signal(signal.SIGTERM)

@@ -34,7 +34,9 @@ def test_migrating_again_applies_nothing(run_context: RunContext, worker_db_sche
         assert migrate(conn, worker_db_schema) == []
 
 
-def test_racing_migrations_apply_each_file_once(run_context: RunContext, worker_db_schema: str):
+def test_racing_migrations_apply_each_file_once(
+    run_context: RunContext, worker_db_schema: str
+) -> None:
     schema = f"{worker_db_schema}_race"[:63]
 
     def run(_: int) -> int:

@@ -2,6 +2,7 @@
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,8 +39,8 @@ def alert_queries() -> list[str]:
 
 
 @pytest.mark.parametrize("queries", [dashboard_queries, alert_queries])
-def test_every_metric_queried_is_exported(queries):
-    known = set().union(*exported().values())
+def test_every_metric_queried_is_exported(queries: Callable[[], list[str]]) -> None:
+    known = set[str]().union(*exported().values())
     named = {name for query in queries() for name in METRIC_NAME.findall(query)}
     assert named, "no metric found in the queries"
     assert named <= known, f"not exported: {sorted(named - known)}"

@@ -17,6 +17,7 @@ from contextlib import contextmanager, suppress
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from .keys import RedisKeys
 {%- if cookiecutter.tracing == "otel" %}
@@ -81,12 +82,11 @@ class Bus:
 {%- endif %}
     async def publish(self, channel: str, offset: int, frame: str) -> None:
         """Append a message frame to the stream, for every instance to deliver."""
-        await self._redis.xadd(
-            self.stream,
-            {"channel": channel, "offset": offset, "frame": frame{% if cookiecutter.tracing == "otel" %}, **trace_fields(){% endif %}},
-            maxlen=STREAM_MAX_LENGTH,
-            approximate=True,
-        )
+        entry: dict[FieldT, EncodableT] = {"channel": channel, "offset": offset, "frame": frame}
+{%- if cookiecutter.tracing == "otel" %}
+        entry.update(trace_fields())
+{%- endif %}
+        await self._redis.xadd(self.stream, entry, maxlen=STREAM_MAX_LENGTH, approximate=True)
 
     @contextmanager
     def listening(self, listener: Listener) -> Iterator[None]:
@@ -156,6 +156,8 @@ class Bus:
         batches = await self._redis.xreadgroup(
             self.group, "reader", {self.stream: position}, count=READ_BATCH, block=READ_BLOCK_MS
         )
+        # In RESP2, redis-py's default protocol, the reply is a list of [stream, entries] pairs.
+        assert isinstance(batches, list)
         read = 0
         for _stream, entries in batches:
             for entry_id, fields in entries:

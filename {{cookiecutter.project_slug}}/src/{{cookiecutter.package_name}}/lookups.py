@@ -27,7 +27,7 @@ class UserChecks:
         self._querying: asyncio.Task[None] | None = None
 
     async def is_active(self, db: AsyncConnectionPool, user_id: str) -> bool:
-        answer = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(user_id, []).append(answer)
         if self._querying is None:
             self._querying = asyncio.create_task(self._answer_all(db), name="user checks")

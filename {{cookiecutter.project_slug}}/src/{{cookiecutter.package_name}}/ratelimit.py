@@ -46,9 +46,9 @@ async def check(
         uuid.uuid4().hex,
     )
     try:
-        wait_us = await redis.evalsha(SLIDING_LOG_SHA, *arguments)  # type: ignore[misc]
+        wait_us: int = await redis.evalsha(SLIDING_LOG_SHA, *arguments)
     except redis_errors.NoScriptError:
-        wait_us = await redis.eval(SLIDING_LOG, *arguments)  # type: ignore[misc]
+        wait_us = await redis.eval(SLIDING_LOG, *arguments)
     return None if wait_us < 0 else wait_us / 1_000_000
 
 

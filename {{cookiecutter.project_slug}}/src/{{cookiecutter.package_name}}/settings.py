@@ -10,7 +10,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -279,13 +279,11 @@ def read(names: Iterable[str], environ: Mapping[str, str] = os.environ) -> dict[
     for setting in fields(Settings):
         if setting.name in names:
             value = _parsed(setting, environ)
-            if value is MISSING:
-                value = setting.default_factory() if _has_factory(setting) else setting.default
-            values[setting.name] = value
+            values[setting.name] = _default(setting) if value is MISSING else value
     return values
 
 
-def _parsed(setting: Any, environ: Mapping[str, str]) -> Any:
+def _parsed(setting: Field[Any], environ: Mapping[str, str]) -> Any:
     """The setting's value from `environ`; MISSING when unset, or ConfigError if it is required."""
     variable, parse = setting.metadata["variable"], setting.metadata["parse"]
     raw = environ.get(variable, "")
@@ -328,7 +326,7 @@ def env_example() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _env_default(setting: Any) -> str:
+def _env_default(setting: Field[Any]) -> str:
     """The default as the variable's value would spell it; empty where there is none to spell."""
     if _required(setting) or _has_factory(setting):
         return ""
@@ -342,15 +340,21 @@ def _env_default(setting: Any) -> str:
     return str(default)
 
 
-def _required(setting: Any) -> bool:
+def _default(setting: Field[Any]) -> Any:
+    """The declared default, made afresh where a factory declares it."""
+    factory = setting.default_factory
+    return setting.default if factory is MISSING else factory()
+
+
+def _required(setting: Field[Any]) -> bool:
     return setting.default is MISSING and not _has_factory(setting)
 
 
-def _has_factory(setting: Any) -> bool:
+def _has_factory(setting: Field[Any]) -> bool:
     return setting.default_factory is not MISSING
 
 
-def _shown_default(setting: Any) -> str:
+def _shown_default(setting: Field[Any]) -> str:
     if "shown" in setting.metadata:
         return str(setting.metadata["shown"])
     if _required(setting):

@@ -226,7 +226,9 @@ def _stop_postgres(pg_ctl: str, data: Path, user: pwd.struct_passwd | None) -> N
 def _run(command: list[str], user: pwd.struct_passwd | None, log: Path | None = None) -> None:
     """Run a Postgres tool as `user`; a failure raises with the tail of its output and `log`."""
     # As root, drop root's supplementary groups as well as its uid and gid.
-    uid, gid, groups = (None, None, None) if user is None else (user.pw_uid, user.pw_gid, [])
+    uid, gid, groups = (
+        (None, None, None) if user is None else (user.pw_uid, user.pw_gid, list[int]())
+    )
     result = subprocess.run(
         command,
         stdout=subprocess.PIPE,

@@ -5,10 +5,14 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin, Subprotocol
 
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
 from {{ cookiecutter.package_name }}.server import uvicorn_config
@@ -54,9 +58,7 @@ class LiveApp:
     @contextlib.asynccontextmanager
     async def websocket_session(self, user: User) -> AsyncIterator[WsClient]:
         """A fresh connection for `user`; on exit, closed and drained from the server."""
-        async with connect(
-            f"{self.url}/ws", subprotocols=[PROTOCOL, BEARER_PREFIX + user.token]
-        ) as connection:
+        async with connect(f"{self.url}/ws", subprotocols=offer(user.token)) as connection:
             client = WsClient(connection)
             welcome = await client.next_of_type("welcome")
             try:
@@ -76,6 +78,27 @@ class LiveApp:
             raise AssertionError(
                 f"the server did not drain session {session_id} within {DRAIN_TIMEOUT_S}s"
             ) from None
+
+
+class Handshake(TypedDict, total=False):
+    """What tests vary in a handshake, as websockets' `connect` takes it."""
+
+    subprotocols: list[Subprotocol]
+    origin: Origin
+    additional_headers: dict[str, str]
+
+
+def offer(token: str) -> list[Subprotocol]:
+    """The subprotocols a browser offers: the protocol, and the token (it cannot send headers)."""
+    return [Subprotocol(PROTOCOL), Subprotocol(BEARER_PREFIX + token)]
+
+
+async def refused_status(live: LiveApp, **handshake: Unpack[Handshake]) -> int:
+    """Try a handshake that must fail; return the HTTP status the server answered."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"{live.url}/ws", **handshake):
+            pass
+    return refused.value.response.status_code
 
 
 AppFactory = Callable[..., contextlib.AbstractAsyncContextManager[LiveApp]]

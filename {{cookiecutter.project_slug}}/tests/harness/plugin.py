@@ -7,6 +7,7 @@ stack" summary. Without xdist, a stand-in provides xdist's `worker_id` fixture (
 """
 
 import os
+from collections.abc import Generator
 
 import pytest
 
@@ -56,8 +57,10 @@ def pytest_testnodedown(node: object, error: object) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
-    test_report: pytest.TestReport = yield
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    test_report = yield
     report.count(item.config, test_report)
     return test_report
 

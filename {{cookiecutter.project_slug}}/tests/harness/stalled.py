@@ -8,9 +8,8 @@ from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
-from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
-
 from .contract import contract
+from .live import offer
 
 TIMEOUT_S = 5.0
 
@@ -23,9 +22,7 @@ class StalledClient:
     """
 
     def __init__(self, url: str, token: str) -> None:
-        self.protocol = ClientProtocol(
-            parse_uri(f"{url}/ws"), subprotocols=[PROTOCOL, BEARER_PREFIX + token]
-        )
+        self.protocol = ClientProtocol(parse_uri(f"{url}/ws"), subprotocols=offer(token))
         self.url = url
 
     async def open(self) -> None:
@@ -54,7 +51,7 @@ class StalledClient:
         while True:
             for event in self.protocol.events_received():
                 if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                    frame: dict[str, object] = json.loads(event.data)
+                    frame: dict[str, object] = json.loads(bytes(event.data))
                     contract().check_server_frame(frame)
                     return frame
             self.protocol.receive_data(await asyncio.wait_for(self.reader.read(65536), TIMEOUT_S))

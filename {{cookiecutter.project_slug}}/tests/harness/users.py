@@ -1,7 +1,8 @@
 """Test users: a row in the worker's schema with a token, and their removal after the test."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Protocol
 
 from {{ cookiecutter.package_name }} import store
 from {{ cookiecutter.package_name }}.resources import Resources
@@ -15,8 +16,10 @@ class User:
     token: str
 
 
-UserFactory = Callable[[str], Awaitable[User]]
-"""Makes a user (given a name) for the current test; see the `make_user` fixture."""
+class UserFactory(Protocol):
+    """Makes a user (named, or "test user") for the current test; see the `make_user` fixture."""
+
+    def __call__(self, name: str = ...) -> Awaitable[User]: ...
 
 
 async def forget_user(resources: Resources, user_id: str) -> None:

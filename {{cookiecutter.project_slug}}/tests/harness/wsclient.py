@@ -144,7 +144,7 @@ async def converse(me: WsClient, channel: str, mine: str, theirs: str, count: in
     "<theirs> <n>" (arriving meanwhile, in order): what a healthy client does during an attack."""
     for n in range(count):
         await me.publish(channel, f"{mine} {n}")
-    heard = []
+    heard: list[str] = []
     while len(heard) < count:
         message = await me.next_message(channel)
         if str(message["data"]).startswith(theirs):
