@@ -12,7 +12,7 @@ from {{ cookiecutter.package_name }}.resources import Resources
 
 from harness.live import AppFactory, LiveApp, offer
 from harness.users import User, UserFactory
-from harness.wsclient import Frame
+from harness.wsclient import Frame, WsClient
 
 STORM = 40
 
@@ -72,4 +72,9 @@ async def test_compression_is_negotiated_only_when_turned_on(
             extensions = connection.response.headers.get("Sec-WebSocket-Extensions", "")
             assert (extensions.partition(";")[0] or None) == negotiated
             session_id = next(iter(live.service.registry.all())).id
+            # Fanned-out frames are built once for all sockets, or compressed for each.
+            ws = WsClient(connection)
+            await ws.subscribe("room:compressed")
+            await ws.publish("room:compressed", "x" * 1000)
+            assert (await ws.next_message())["data"] == "x" * 1000
         await live.wait_drained(session_id)

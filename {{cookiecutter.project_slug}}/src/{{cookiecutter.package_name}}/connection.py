@@ -162,7 +162,7 @@ class Connection:
             self.metrics.queue_depth.observe(len(session.outgoing) - 1)
             await self.websocket.send_text(item)
             session.sent()
-            self.metrics.sent.inc()
+            self.metrics.frames_sent += 1
 
     def _direct_writer(self) -> WriteNow | None:
         """The server's synchronous write (see wsprotocol.py), counted; None under a server
@@ -170,13 +170,12 @@ class Connection:
         write_text = self.websocket.scope.get("extensions", {}).get(DIRECT_WRITE)
         if write_text is None:
             return None
-        sent, queue_depth = self.metrics.sent, self.metrics.queue_depth
+        metrics = self.metrics
 
         def write_now(frame: str) -> bool:
             if not write_text(frame):
                 return False
-            queue_depth.observe(0)
-            sent.inc()
+            metrics.frames_sent += 1
             return True
 
         return write_now

@@ -17,17 +17,28 @@
   connection's sender, which is most of what a delivery costs when fanning out.
 """
 
+import functools
 import logging
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from . import logs
 from .metrics import Metrics
 
 READ_BYTES = 4096
+FRAMES_CACHED = 16
 DIRECT_WRITE = "ws.write_now"
 """The scope extension: `write_now(text) -> bool`, False where the socket cannot take it now."""
+
+
+@functools.lru_cache(maxsize=FRAMES_CACHED)
+def _text_frame(text: str) -> bytes:
+    """A text frame as a server writes it (unmasked, no extension): the same bytes for every
+    socket a message fans out to, so they are built once per message, not once per socket."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
 
 
 class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
@@ -79,10 +90,14 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             or self.disconnected
             or not self.writable.is_set()
             or self.transport.is_closing()
+            or self.conn.state is not State.OPEN
         ):
             return False
-        self.conn.send_text(text.encode())
-        self.transport.write(b"".join(self.conn.data_to_send()))
+        if self.conn.extensions:  # compression: each connection's own deflate state
+            self.conn.send_text(text.encode())
+            self.transport.write(b"".join(self.conn.data_to_send()))
+        else:
+            self.transport.write(_text_frame(text))
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
