@@ -12,6 +12,7 @@ channels and is drained from the registry before the handler returns.
 import asyncio
 import logging
 import time
+from typing import Any
 
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
@@ -85,9 +86,8 @@ class Connection:
             max(0.0, identity.expires_at - time.time()), session.close, CloseCode.TOKEN_EXPIRED
         )
         try:
-            done, _ = await asyncio.wait(
-                {sender, receiver, overflow}, return_when=asyncio.FIRST_COMPLETED
-            )
+            watched: set[asyncio.Future[Any]] = {sender, receiver, overflow}
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             if session.overflowed:
                 # The sender may be stuck writing to a client that stopped reading.
                 sender.cancel()
@@ -167,7 +167,8 @@ class Connection:
     def _direct_writer(self) -> WriteNow | None:
         """The server's synchronous write (see wsprotocol.py), counted; None under a server
         without one, where every frame goes through the sender."""
-        write_text = self.websocket.scope.get("extensions", {}).get(DIRECT_WRITE)
+        extension = self.websocket.scope.get("extensions", {}).get(DIRECT_WRITE, {})
+        write_text = extension.get("write_now")
         if write_text is None:
             return None
         metrics = self.metrics

@@ -31,7 +31,8 @@ from .metrics import Metrics
 READ_BYTES = 4096
 FRAMES_CACHED = 16
 DIRECT_WRITE = "ws.write_now"
-"""The scope extension: `write_now(text) -> bool`, False where the socket cannot take it now."""
+"""The scope extension, a dict as ASGI's extensions are: {"write_now": write_now(text) -> bool},
+False where the socket cannot take the frame now."""
 
 
 @functools.lru_cache(maxsize=FRAMES_CACHED)
@@ -74,12 +75,13 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             transport.max_size = READ_BYTES
         self._metrics.sockets.inc()
         peer = self.client[0] if self.client else "unknown"
+        # uvicorn declares a Logger: the adapter answers every call it makes of one, `level` too.
         self.logger = _ClientFaultLog(self.logger, peer)  # type: ignore[assignment]
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         # The app's task starts on the next loop iteration, so it sees the extension.
-        self.scope["extensions"][DIRECT_WRITE] = self.write_now
+        self.scope["extensions"][DIRECT_WRITE] = {"write_now": self.write_now}
 
     def write_now(self, text: str) -> bool:
         """Write a text frame at once, as uvicorn's send would, if that needs no waiting."""
