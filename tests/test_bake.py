@@ -156,7 +156,7 @@ OPTION_FILES: dict[tuple[str, str], set[str]] = {
         ".github/workflows/ci.yml",
         ".github/dependabot.yml",
     },
-    ("ci", "gitlab"): {".gitlab-ci.yml"},
+    ("ci", "gitlab"): {".gitlab-ci.yml", "renovate.json"},
     ("docker", "yes"): {"Dockerfile", ".dockerignore", "docker-compose.yml"},
     ("tracing", "otel"): {"src/chat_service/tracing.py", "tests/test_tracing.py"},
 }

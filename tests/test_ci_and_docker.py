@@ -91,26 +91,40 @@ def test_github_workflow_runs_lint_and_every_shard_against_its_services(github: 
 
 
 @pytest.mark.parametrize("version", PYTHON_VERSIONS)
-def test_github_jobs_set_up_the_answered_python_with_a_pip_cache(
+def test_github_jobs_set_up_the_answered_python_and_uv_with_a_lock_keyed_cache(
     bake: Callable[..., Path], version: str
 ) -> None:
     workflow = load_yaml(bake(ci="github", python_version=version) / ".github/workflows/ci.yml")
     for job in workflow["jobs"].values():
-        assert step_using(job["steps"], "actions/checkout")
-        assert step_using(job["steps"], "actions/setup-python")["with"] == {
-            "python-version": version,
-            "cache": "pip",
-            "cache-dependency-path": "pyproject.toml",
+        steps = job["steps"]
+        assert step_using(steps, "actions/checkout")
+        assert step_using(steps, "actions/setup-python")["with"] == {"python-version": version}
+        assert step_using(steps, "astral-sh/setup-uv")["with"] == {
+            "enable-cache": True,
+            "cache-dependency-glob": "uv.lock",
         }
 
 
-def test_dependabot_updates_python_dependencies_and_actions(github: Path) -> None:
-    config = load_yaml(github / ".github" / "dependabot.yml")
+@pytest.mark.parametrize(
+    ("docker", "ecosystems"),
+    [("yes", ["docker", "github-actions", "uv"]), ("no", ["github-actions", "uv"])],
+)
+def test_dependabot_updates_the_lock_the_actions_and_the_base_images(
+    bake: Callable[..., Path], docker: str, ecosystems: list[str]
+) -> None:
+    config = load_yaml(bake(ci="github", docker=docker) / ".github" / "dependabot.yml")
     assert config["version"] == 2
     updates = {update["package-ecosystem"]: update for update in config["updates"]}
-    assert sorted(updates) == ["github-actions", "pip"]
+    assert sorted(updates) == ecosystems
     assert all(update["directory"] == "/" for update in updates.values())
     assert all(update["schedule"]["interval"] for update in updates.values())
+
+
+def test_renovate_updates_a_gitlab_bake_and_its_lock(gitlab: Path, github: Path) -> None:
+    config = json.loads((gitlab / "renovate.json").read_text(encoding="utf-8"))
+    assert config["extends"] == ["config:recommended"]
+    assert config["lockFileMaintenance"] == {"enabled": True}
+    assert not (github / "renovate.json").exists()
 
 
 def test_gitlab_pipeline_runs_lint_and_parallel_shards_against_its_services(gitlab: Path) -> None:
@@ -133,15 +147,15 @@ def test_gitlab_pipeline_runs_lint_and_parallel_shards_against_its_services(gitl
 
 
 @pytest.mark.parametrize("version", PYTHON_VERSIONS)
-def test_gitlab_jobs_run_on_the_answered_python_with_a_pip_cache(
+def test_gitlab_jobs_run_on_the_answered_python_with_a_lock_keyed_uv_cache(
     bake: Callable[..., Path], version: str
 ) -> None:
     pipeline = load_yaml(bake(ci="gitlab", python_version=version) / ".gitlab-ci.yml")
     default = pipeline["default"]
     assert default["image"] == f"python:{version}"
-    assert default["cache"]["key"] == {"files": ["pyproject.toml"]}
-    # pip's cache must be inside the project directory for GitLab to keep it.
-    cache_dir = pipeline["variables"]["PIP_CACHE_DIR"]
+    assert default["cache"]["key"] == {"files": ["uv.lock"]}
+    # uv's cache must be inside the project directory for GitLab to keep it.
+    cache_dir = pipeline["variables"]["UV_CACHE_DIR"]
     assert cache_dir.startswith("$CI_PROJECT_DIR/")
     assert default["cache"]["paths"] == [cache_dir.removeprefix("$CI_PROJECT_DIR/")]
 
@@ -232,7 +246,7 @@ def test_build_context_holds_what_the_dockerfile_copies(docker: Path) -> None:
         if keyword == "COPY" and not args.startswith("--from=")
         for source in args.split()[:-1]
     ]
-    assert sorted(sources) == ["LICENSE", "README.md", "pyproject.toml", "src"]
+    assert sorted(sources) == ["LICENSE", "README.md", "pyproject.toml", "src", "uv.lock"]
     assert set(sources) <= allowed
     assert all((docker / source).exists() for source in sources)
 
@@ -330,11 +344,12 @@ SCHEMAS = {
     ".github/workflows/*.yml": "vendor.github-workflows",
     ".github/dependabot.yml": "vendor.dependabot",
     ".gitlab-ci.yml": "vendor.gitlab-ci",
+    "renovate.json": "vendor.renovate",
     "docker-compose.yml": "vendor.compose-spec",
 }
 CHECKED_FILES = {
     "github": [".github/dependabot.yml", ".github/workflows/ci.yml", "docker-compose.yml"],
-    "gitlab": [".gitlab-ci.yml", "docker-compose.yml"],
+    "gitlab": [".gitlab-ci.yml", "docker-compose.yml", "renovate.json"],
 }
 SCRIPTS = Path(sysconfig.get_path("scripts"))
 
@@ -382,6 +397,7 @@ SCHEMA_BREAKS = {
     ".github/workflows/ci.yml": ("runs-on:", "runs_on:"),
     ".github/dependabot.yml": ("version: 2", "version: 3"),
     ".gitlab-ci.yml": ("parallel: 2", "parallel: 500"),
+    "renovate.json": ('"enabled": true', '"enabled": "yes"'),
     "docker-compose.yml": ("condition: service_healthy", "condition: service_ready"),
 }
 
@@ -390,7 +406,7 @@ SCHEMA_BREAKS = {
 def test_schema_check_catches_a_broken_file(
     bake: Callable[..., Path], tmp_path: Path, path: str, change: tuple[str, str]
 ) -> None:
-    project = bake(ci="gitlab" if path == ".gitlab-ci.yml" else "github")
+    project = bake(ci="gitlab" if path in (".gitlab-ci.yml", "renovate.json") else "github")
     [schema] = [schema for pattern, schema in SCHEMAS.items() if Path(path).match(pattern)]
     text = (project / path).read_text(encoding="utf-8")
     assert change[0] in text

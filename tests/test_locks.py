@@ -41,7 +41,8 @@ def test_every_answer_pair_has_a_lock() -> None:
     pairs = answer_sets()
     assert len(pairs) == 6
     assert all(lock_path(*pair).stat().st_size > 0 for pair in pairs)
-    assert sorted(lock_path(*pair) for pair in pairs) == sorted(lock_path(*pairs[0]).parent.iterdir())
+    locks = sorted(lock_path(*pair) for pair in pairs)
+    assert locks == sorted(locks[0].parent.iterdir())
 
 
 @pytest.mark.parametrize(("python_version", "tracing"), answer_sets())
