@@ -10,6 +10,8 @@ from bench.configs import Configuration
 
 # The configurations every results file names, even when a run left some out (value null).
 CORE_CONFIGS = ("floor", "floor_xdist", "naive", "shared", "shared_xdist")
+# Where a run's CPU time goes, as bench/run.py reads it.
+PROCESSES = ("controller", "workers", "postgres", "redis")
 # The harness as shipped: the configurations whose speed-up over naive is the point.
 SHARING = ("shared", "shared_xdist", "shared_xdist_auto")
 
@@ -17,7 +19,9 @@ SHARING = ("shared", "shared_xdist", "shared_xdist_auto")
 @dataclass(frozen=True, slots=True)
 class Run:
     """One timed run of one configuration: wall and CPU time (of the pytest processes), the
-    machine's load average as it started, and the run's fixture-stack summary."""
+    machine's load average as it started, the run's fixture-stack summary, and CPU seconds by
+    process: the xdist controller (None without xdist), the workers together, the Postgres and
+    Redis servers (None where they could not be read)."""
 
     round: int
     config: str
@@ -25,6 +29,7 @@ class Run:
     cpu_s: float
     load_1m: float
     report: dict[str, Any]
+    cpu_by_process: dict[str, float | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,12 @@ def summarize(
                 "min_s": round(min(run.seconds for run in done), 3),
                 "max_s": round(max(run.seconds for run in done), 3),
                 "per_round_s": [round(run.seconds, 3) for run in done],
+                "cpu_s_by_process": {
+                    process: _rounded(
+                        _median_known([run.cpu_by_process[process] for run in done]), 2
+                    )
+                    for process in PROCESSES
+                },
             }
             for name, done in by_config.items()
         },
@@ -132,6 +143,18 @@ def table(results: dict[str, Any]) -> list[str]:
             f"{config['label']:<24}{config['median_s']:>10.2f}{config['min_s']:>9.2f}"
             f"{config['max_s']:>9.2f}{versus:>10}"
         )
+    lines.append(
+        "CPU s by process (median): "
+        + "; ".join(
+            f"{config['label']}: "
+            + ", ".join(
+                f"{process} {cpu}"
+                for process, cpu in config["cpu_s_by_process"].items()
+                if cpu is not None
+            )
+            for config in results["configs"].values()
+        )
+    )
     if results["xdist_overhead_s"] is not None:
         lines.append(
             f"xdist's own overhead at -n 2 (floor -n 2 - floor), s: {results['xdist_overhead_s']}"
@@ -159,6 +182,10 @@ def table(results: dict[str, Any]) -> list[str]:
 
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+def _median_known(values: list[float | None]) -> float | None:
+    return _median([value for value in values if value is not None])
 
 
 def _rounded(value: float | None, digits: int) -> float | None:

@@ -16,6 +16,7 @@ import bench
 from bench import chart, suite
 from bench.configs import Configuration, configurations
 from bench.results import Run, summarize, table
+from bench.services_cpu import postgres_cpu_s, redis_cpu_s
 from tests.generated_runs import clean_environment, passed_count, suite_command
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
@@ -122,15 +123,35 @@ def time_run(
     env = environment(pycache, HARNESS_REPORT=str(report_path))
     load = os.getloadavg()[0]
     used_before = _children_cpu_s()
+    servers_before = postgres_cpu_s(), redis_cpu_s()
     started = time.perf_counter()
     # Generous: even the naive mode takes well under a second per test.
     result = _pytest(project, command, env, timeout=120 + tests)
     seconds = time.perf_counter() - started
     cpu = _children_cpu_s() - used_before
+    servers_after = postgres_cpu_s(), redis_cpu_s()
     if result.returncode != 0 or passed_count(result.stdout) != tests:
         raise BenchFailed(f"{config.name} did not pass all {tests} tests:\n{_tail(result)}")
     report = json.loads(report_path.read_text(encoding="utf-8"))
-    return Run(round_number, config.name, round(seconds, 4), round(cpu, 2), load, report["summary"])
+    postgres, redis = (
+        None if before is None or after is None else round(after - before, 2)
+        for before, after in zip(servers_before, servers_after, strict=True)
+    )
+    cpu_by_process = {
+        "controller": report["controller_cpu_s"],
+        "workers": report["summary"]["workers_cpu_s"],
+        "postgres": postgres,
+        "redis": redis,
+    }
+    return Run(
+        round_number,
+        config.name,
+        round(seconds, 4),
+        round(cpu, 2),
+        load,
+        report["summary"],
+        cpu_by_process,
+    )
 
 
 def _pytest(

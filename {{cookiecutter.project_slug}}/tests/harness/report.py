@@ -1,9 +1,10 @@
 """The fixture-stack report: where the suite's time goes, and what each worker used.
 
 Workers measure their startup (schema + migrations, Resources, server), every test's setup and
-teardown, and every fixture's setup; they send it to the controller through `workeroutput`. The
-controller (or the lone process of a run without xdist) prints a summary and, when
-HARNESS_REPORT names a file, writes everything there as JSON.
+teardown, every fixture's setup and the CPU time they used; they send it to the controller
+through `workeroutput`. The controller (or the lone process of a run without xdist) prints a
+summary and, when HARNESS_REPORT names a file, writes everything there as JSON, with its own
+CPU time apart from the workers'.
 """
 
 import json
@@ -86,13 +87,23 @@ def collect(node: Any) -> None:
 def finish(config: pytest.Config, run: dict[str, Any]) -> None:
     """Send this worker's record to the controller, or write the run's report."""
     own = config.stash.get(_this_worker, None)
+    if own is not None:
+        own["cpu_s"] = round(time.process_time(), 3)
     if hasattr(config, "workeroutput"):
         if own is not None:
             config.workeroutput[WORKER_OUTPUT_KEY] = own
         return
     path = os.environ.get(REPORT_ENV)
     if path:
-        report = {**run, "workers": workers(config), "summary": summarize(workers(config))}
+        records = workers(config)
+        # Under xdist this process is only the controller; without, it is the lone worker.
+        controller = round(time.process_time(), 3) if _all_workers in config.stash else None
+        report = {
+            **run,
+            "workers": records,
+            "summary": summarize(records),
+            "controller_cpu_s": controller,
+        }
         Path(path).write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
 
 
@@ -124,6 +135,7 @@ def summarize(records: dict[str, Record]) -> dict[str, Any]:
         "worker_startup_ms": {**startup, "total": sum(startup.values())},
         "test_setup_ms": _spread(setups),
         "test_teardown_ms": _spread(teardowns),
+        "workers_cpu_s": round(sum(record.get("cpu_s", 0.0) for record in records.values()), 3),
         "slowest_fixtures": [
             {"fixture": name, "total_ms": round(sum(t), 1), "calls": len(t)}
             for name, t in slowest[:SLOWEST_FIXTURES]
