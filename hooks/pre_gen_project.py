@@ -27,6 +27,7 @@ TRACING = ("none", "otel")
 DEPENDENCY_IMPORT_NAMES = frozenset(
     {
         "anyio",
+        "ast_serialize",
         "cfgv",
         "cryptography",
         "distlib",
@@ -38,8 +39,13 @@ DEPENDENCY_IMPORT_NAMES = frozenset(
         "h11",
         "identify",
         "jwt",
+        "librt",
+        "mypy",
+        "mypy_extensions",
+        "mypyc",
         "nodeenv",
         "opentelemetry",
+        "pathspec",
         "platformdirs",
         "pre_commit",
         "prometheus_client",

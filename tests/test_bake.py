@@ -213,6 +213,21 @@ def test_ruff_passes(project_dir: Path, command: list[str]) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("tracing", CHOICES["tracing"])
+def test_mypy_passes(bake: Callable[..., Path], tracing: str, tmp_path: Path) -> None:
+    # One run per tracing answer, the only one that changes the Python; the files and strictness
+    # are the baked pyproject's. The cache goes to this test's own directory, not the shared bake.
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy-cache")],
+        cwd=bake(tracing=tracing),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Success: no issues found" in result.stdout
+
+
 def test_metadata_round_trips(project_dir: Path, context: dict[str, str]) -> None:
     assert baked_metadata(project_dir) == expected_metadata(project_dir, **context)
 

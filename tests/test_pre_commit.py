@@ -13,7 +13,7 @@ import pytest
 from tests.generated_runs import clean_environment
 
 # The tools of the baked project's .venv that `make lint` runs, taken from this environment.
-VENV_TOOLS = ("python", "ruff", "pre-commit")
+VENV_TOOLS = ("python", "ruff", "mypy", "pre-commit")
 # Installing the pre-commit-hooks environment from PyPI takes a while, the first time.
 LINT_TIMEOUT_S = 300
 
@@ -22,6 +22,13 @@ LINT_TIMEOUT_S = 300
 def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where pre-commit keeps the hook environments, shared by this session's runs."""
     return tmp_path_factory.mktemp("pre-commit-home")
+
+
+@pytest.fixture(scope="session")
+def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mypy's cache, shared by this session's runs: the first checks the third-party packages
+    (about half a minute), the others only what their bake changed."""
+    return tmp_path_factory.mktemp("mypy-cache")
 
 
 def git(project: Path, *args: str) -> None:
@@ -52,12 +59,14 @@ def project(bake: Callable[..., Path], tmp_path: Path) -> Path:
     return project
 
 
-def make_lint(project: Path, pre_commit_home: Path) -> subprocess.CompletedProcess[str]:
+def make_lint(
+    project: Path, pre_commit_home: Path, mypy_cache: Path
+) -> subprocess.CompletedProcess[str]:
     """Run the project's `make lint` to completion."""
     return subprocess.run(
         ["make", "lint"],
         cwd=project,
-        env=clean_environment(PRE_COMMIT_HOME=str(pre_commit_home)),
+        env=clean_environment(PRE_COMMIT_HOME=str(pre_commit_home), MYPY_CACHE_DIR=str(mypy_cache)),
         capture_output=True,
         text=True,
         timeout=LINT_TIMEOUT_S,
@@ -66,11 +75,12 @@ def make_lint(project: Path, pre_commit_home: Path) -> subprocess.CompletedProce
 
 
 def test_make_lint_passes_on_a_fresh_bake_and_changes_nothing(
-    project: Path, pre_commit_home: Path
+    project: Path, pre_commit_home: Path, mypy_cache: Path
 ) -> None:
-    result = make_lint(project, pre_commit_home)
+    result = make_lint(project, pre_commit_home, mypy_cache)
     assert result.returncode == 0, result.stdout + result.stderr
-    for hook in ("ruff check", "ruff format", "no conflict markers", "no trailing whitespace"):
+    hooks = ("ruff check", "ruff format", "mypy", "no conflict markers", "no trailing whitespace")
+    for hook in hooks:
         assert any(line.startswith(hook) for line in result.stdout.splitlines()), hook
     # Every file was staged: the fixers left the working tree as it was.
     git(project, "diff", "--exit-code")
@@ -90,17 +100,24 @@ CATCHES = {
     "missing-final-newline": ("files end in one newline", "CHANGELOG.md", "- no newline", ""),
     "unformatted-python": ("ruff format", "loadtest/flood.py", "x = {  'a':1 }\n", "flood.py"),
     "lint-error": ("ruff check", "loadtest/flood.py", "import os\n", "F401"),
+    "type-error": ("mypy", "loadtest/flood.py", 'runs: int = "three"\n', "flood.py"),
 }
 
 
 @pytest.mark.parametrize(("hook", "path", "addition", "named"), CATCHES.values(), ids=CATCHES)
 def test_make_lint_fails_on_what_a_hook_is_there_for(
-    project: Path, pre_commit_home: Path, hook: str, path: str, addition: str, named: str
+    project: Path,
+    pre_commit_home: Path,
+    mypy_cache: Path,
+    hook: str,
+    path: str,
+    addition: str,
+    named: str,
 ) -> None:
     target = project / path
     target.write_text(target.read_text(encoding="utf-8") + addition, encoding="utf-8")
     git(project, "add", path)
-    result = make_lint(project, pre_commit_home)
+    result = make_lint(project, pre_commit_home, mypy_cache)
     assert result.returncode != 0
     failed = [line for line in result.stdout.splitlines() if line.endswith("Failed")]
     assert [line.split(".")[0] for line in failed] == [hook]
