@@ -54,13 +54,14 @@ def run_suite(
 
 
 def run_make(
-    project: Path, *args: str, timeout: float = SUITE_TIMEOUT_S
+    project: Path, *args: str, timeout: float = SUITE_TIMEOUT_S, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run the baked project's own make, as a top-level make, to completion."""
+    """Run the baked project's own make, as a top-level make, to completion; `env` on top of
+    this process's environment."""
     return subprocess.run(
         ["make", *args],
         cwd=project,
-        env=clean_environment(),
+        env=clean_environment(**env),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,6 +1,7 @@
 """The generated suite, run for real under xdist against Postgres and Redis, and proven isolated."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -133,12 +134,19 @@ def test_template_environment_holds_every_generated_dependency(
 def test_generated_make_test_bootstraps_its_own_environment(
     bake: Callable[..., Path], tmp_path: Path
 ):
-    # The Makefile calls python<python_version>: bake for the interpreter this machine runs.
-    this_python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    project = bake(python_version=this_python)
+    # A PATH as on a laptop with only Python and make: no uv, and the interpreter running these
+    # tests as its newest python3.X, which meets the floor of a bake for its own version.
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / f"python{version}").symlink_to(Path(sys.base_prefix) / "bin" / f"python{version}")
+    without_uv = [entry for entry in os.get_exec_path() if not (Path(entry) / "uv").exists()]
+    project = bake(python_version=version)
     fresh = tmp_path / project.name
     shutil.copytree(project, fresh)
-    result = run_make(fresh, "test", "WORKERS=2", timeout=MAKE_TEST_TIMEOUT_S)
+    path = os.pathsep.join([str(bin_dir), *without_uv])
+    result = run_make(fresh, "test", "WORKERS=2", timeout=MAKE_TEST_TIMEOUT_S, PATH=path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert "Creating the virtualenv" in result.stdout
+    assert "uv is not on PATH: installing it into .tools" in result.stdout
+    assert f"Creating the virtualenv in .venv with {bin_dir}/python{version}" in result.stdout
     assert passed_count(result.stdout) >= MIN_GENERATED_TESTS
