@@ -247,6 +247,7 @@ def test_cruft_update_can_change_an_answer(create: Callable[..., Path], run: Run
         "Dockerfile",
         "README.md",
         "docker-compose.yml",
+        "renovate.json",
     ]
     assert (project / ".gitlab-ci.yml").is_file()
     assert not (project / ".github").exists()
