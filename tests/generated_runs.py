@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,22 @@ def run_make(
         timeout=timeout,
         check=False,
     )
+
+
+def make_pytest_arguments(project: Path, *make_args: str) -> list[str]:
+    """The arguments the project's make (`make_args`: a target and variables) would hand pytest."""
+    result = run_make(project, "-n", *make_args)
+    assert result.returncode == 0, result.stderr
+    program, *arguments = shlex.split(result.stdout.splitlines()[-1])
+    assert (program, *arguments[:2]) == (".venv/bin/python", "-m", "pytest"), result.stdout
+    return arguments[2:]
+
+
+def coverage_total(output: str) -> int:
+    """The total percentage on the TOTAL line of coverage's terminal report."""
+    match = re.search(r"^TOTAL\s.*\s(\d+)%$", output, re.MULTILINE)
+    assert match, f"no coverage total in: {output[-2000:]}"
+    return int(match[1])
 
 
 def passed_count(output: str) -> int:

@@ -90,6 +90,17 @@ def test_github_workflow_runs_lint_and_every_shard_against_its_services(github: 
     assert redis["ports"] == [f"{cache[1]}:6379"]
 
 
+def test_github_coverage_job_runs_make_cov_whole_on_the_shards_services(github: Path) -> None:
+    jobs = load_yaml(github / ".github" / "workflows" / "ci.yml")["jobs"]
+    coverage, test = jobs["coverage"], jobs["test"]
+    assert "strategy" not in coverage
+    assert [step.get("run") for step in coverage["steps"]][-2:] == [
+        "make cov PYTHON=python",
+        '.venv/bin/coverage report --format=markdown >> "$GITHUB_STEP_SUMMARY"',
+    ]
+    assert (coverage["services"], coverage["env"]) == (test["services"], test["env"])
+
+
 @pytest.mark.parametrize("version", PYTHON_VERSIONS)
 def test_github_jobs_set_up_the_answered_python_and_uv_with_a_lock_keyed_cache(
     bake: Callable[..., Path], version: str
@@ -144,6 +155,28 @@ def test_gitlab_pipeline_runs_lint_and_parallel_shards_against_its_services(gitl
     assert variables["POSTGRES_HOST_AUTH_METHOD"] == "trust"
     assert service_host_and_port(variables["TEST_DATABASE_URL"]) == ("postgres", 5432)
     assert service_host_and_port(variables["TEST_REDIS_URL"]) == ("redis", 6379)
+
+
+def test_gitlab_coverage_job_runs_make_cov_whole_and_reports_its_total(gitlab: Path) -> None:
+    pipeline = load_yaml(gitlab / ".gitlab-ci.yml")
+    coverage, test = pipeline["coverage"], pipeline["test"]
+    assert "parallel" not in coverage
+    assert coverage["script"] == ["make cov PYTHON=python"]
+    assert (coverage["services"], coverage["variables"]) == (test["services"], test["variables"])
+    # GitLab takes the total from the job's log with this pattern: the last line of make cov's
+    # report, not a module's line above it.
+    pattern = re.compile(coverage["coverage"].strip("/"), re.MULTILINE)
+    report = "\n".join(
+        [
+            "src/pkg/app.py    29    4    2    1    84%   41-46",
+            "TOTAL    1839    84    390    36    95%",
+        ]
+    )
+    assert [match[1] for match in pattern.finditer(report)] == ["95"]
+    assert coverage["artifacts"]["reports"]["coverage_report"] == {
+        "coverage_format": "cobertura",
+        "path": "coverage.xml",
+    }
 
 
 @pytest.mark.parametrize("version", PYTHON_VERSIONS)

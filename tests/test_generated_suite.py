@@ -9,6 +9,7 @@ import tomllib
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from packaging.requirements import Requirement
@@ -17,7 +18,9 @@ from tests.generated_runs import (
     MIN_GENERATED_TESTS,
     check_run,
     clean_environment,
+    coverage_total,
     leftovers,
+    make_pytest_arguments,
     passed_count,
     run_make,
     run_suite,
@@ -37,9 +40,14 @@ def test_generated_suite_runs_under_xdist_with_a_namespace_per_worker(
     bake: Callable[..., Path], tmp_path: Path
 ):
     # With tracing, so that its tests run too: `make test` below runs a default bake under xdist.
-    project = bake(tracing="otel")
+    # The run is make cov's, so it checks coverage as well: in a copy, which coverage writes into.
+    baked = bake(tracing="otel")
+    project = tmp_path / baked.name
+    shutil.copytree(baked, project)
     report_path = tmp_path / "report.json"
-    report = check_run(run_suite(project, "-n", "2", report=report_path), report_path)
+    arguments = make_pytest_arguments(project, "cov", "WORKERS=2")
+    result = run_suite(project, *arguments, report=report_path)
+    report = check_run(result, report_path)
     workers = report["workers"]
     run_id = report["run_id"]
     assert sorted(workers) == ["gw0", "gw1"]
@@ -50,6 +58,18 @@ def test_generated_suite_runs_under_xdist_with_a_namespace_per_worker(
     for name, worker in workers.items():
         assert worker["schema"].startswith(f"test_{run_id}_{name}_")
         assert worker["prefix"] == f"test:{run_id}:{name}:"
+    # The run met make cov's floor, which is no lower than the 90% the suite is held to.
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    assert (
+        90 <= pyproject["tool"]["coverage"]["report"]["fail_under"] <= coverage_total(result.stdout)
+    )
+    # The serve process that test_lifecycle starts is measured too: no other test runs __main__.py.
+    [main] = [
+        item
+        for item in ElementTree.parse(project / "coverage.xml").iter("class")
+        if item.get("name") == "__main__.py"
+    ]
+    assert float(main.get("line-rate", "0")) > 0
 
 
 def test_generated_suite_runs_without_xdist(project: Path, tmp_path: Path):
