@@ -18,8 +18,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
 from .processes import offer
 
@@ -44,72 +49,129 @@ def message(n: int) -> dict[str, Any]:
     return {"n": n, "t": time.time(), "pad": PAD}
 
 
-async def open_connection(url: str, token: str | None, channel: str | None) -> ClientConnection:
-    """A connection, subscribed to `channel` when talking to the service."""
-    try:
-        ws = await connect(
-            url,
+class Subscriber(asyncio.Protocol):
+    """One subscriber connection on websockets' sans-I/O protocol. Frames are handled as they
+    arrive, with no task, queue or future per frame: the load generator shares the machine's
+    cores with the servers, and should spend as little of them as it can."""
+
+    def __init__(
+        self, url: str, token: str | None, channel: str | None, expect: int, received: Received
+    ) -> None:
+        self.ws = ClientProtocol(
+            parse_uri(url),
             subprotocols=None if token is None else offer(token),
+            # As browsers do; the server's COMPRESSION decides.
+            extensions=[ClientPerMessageDeflateFactory()],
             max_size=None,
-            ping_interval=None,
         )
-    except InvalidStatus as refusal:
-        response = refusal.response
-        raise RuntimeError(f"refused: {response.status_code} {response.body!r}") from None
-    if token is None:
-        return ws
-    await ws.recv()  # the welcome
-    await ws.send(json.dumps({"type": "subscribe", "id": 1, "channel": channel}))
-    reply = json.loads(await ws.recv())
-    if reply["type"] != "ack":
-        raise RuntimeError(f"subscribe refused: {reply}")
-    return ws
+        self.channel = channel
+        self.expect = expect
+        self.received = received
+        self.got = 0
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = loop.create_future()
+        """Done once connected (and, on the service, subscribed)."""
+        self.done: asyncio.Future[None] = loop.create_future()
+        """Done once `expect` messages arrived."""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.ws.send_request(self.ws.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if isinstance(event, Response):
+                self._handshake_done()
+            elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                self._text(json.loads(bytes(event.data)))
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(RuntimeError(f"connection lost: {exc}"))
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.ws.send_close(1000)
+            self._flush()
+            self.transport.close()
+
+    def _handshake_done(self) -> None:
+        refused = self.ws.handshake_exc
+        if isinstance(refused, InvalidStatus):
+            response = refused.response
+            failure = RuntimeError(f"refused: {response.status_code} {response.body!r}")
+            self.ready.set_exception(failure)
+        elif refused is not None:
+            self.ready.set_exception(refused)
+        elif self.channel is None:
+            self.ready.set_result(None)
+
+    def _text(self, frame: dict[str, Any]) -> None:
+        match frame.get("type"):
+            case "welcome":
+                subscribe = {"type": "subscribe", "id": 1, "channel": self.channel}
+                self.ws.send_text(json.dumps(subscribe).encode())
+            case "ack":
+                self.ready.set_result(None)
+            case "error" if not self.ready.done():
+                self.ready.set_exception(RuntimeError(f"subscribe refused: {frame}"))
+            case "message":
+                now = time.time()
+                self.got += 1
+                received = self.received
+                received.deliveries += 1
+                received.first = min(received.first, now)
+                received.last = now
+                received.latencies_ms.append(round((now - frame["data"]["t"]) * 1000, 3))
+                if self.got == self.expect:
+                    self.done.set_result(None)
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        for data in self.ws.data_to_send():
+            if data:
+                self.transport.write(data)
 
 
 async def open_many(
-    url: str, count: int, token: str | None, channel: str | None
-) -> list[ClientConnection]:
-    """`count` connections, at most HANDSHAKES_AT_ONCE handshaking at a time."""
+    url: str, count: int, expect: int, token: str | None, channel: str | None, received: Received
+) -> list[Subscriber]:
+    """`count` subscribers, connected and subscribed, at most HANDSHAKES_AT_ONCE at a time."""
+    uri = parse_uri(url)
     gate = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
+    loop = asyncio.get_running_loop()
 
-    async def one() -> ClientConnection:
+    async def one() -> Subscriber:
         async with gate:
-            return await open_connection(url, token, channel)
+            _, subscriber = await loop.create_connection(
+                lambda: Subscriber(url, token, channel, expect, received), uri.host, uri.port
+            )
+            await subscriber.ready
+            return subscriber
 
     return await asyncio.gather(*(one() for _ in range(count)))
-
-
-async def receive(ws: ClientConnection, expect: int, received: Received) -> None:
-    got = 0
-    while got < expect:
-        frame = json.loads(await ws.recv())
-        if frame.get("type") != "message":
-            continue
-        now = time.time()
-        got += 1
-        received.deliveries += 1
-        received.first = min(received.first, now)
-        received.last = now
-        received.latencies_ms.append(round((now - frame["data"]["t"]) * 1000, 3))
 
 
 async def subscriber(
     url: str, count: int, expect: int, seconds: float, token: str | None, channel: str | None
 ) -> Received:
-    connections = await open_many(url, count, token, channel)
-    print("ready", flush=True)
     received = Received()
+    subscribers = await open_many(url, count, expect, token, channel, received)
+    print("ready", flush=True)
     try:
         if expect:
-            tasks = [asyncio.create_task(receive(ws, expect, received)) for ws in connections]
-            _, late = await asyncio.wait(tasks, timeout=seconds)
+            _, late = await asyncio.wait([s.done for s in subscribers], timeout=seconds)
             received.failures = len(late)
-            for task in late:
-                task.cancel()
         else:
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     finally:
-        await asyncio.gather(*(ws.close() for ws in connections), return_exceptions=True)
+        for each in subscribers:
+            each.close()
     return received
 
 

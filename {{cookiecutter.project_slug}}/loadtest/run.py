@@ -41,7 +41,7 @@ READY_TIMEOUT_S = 120.0
 WARM = 100
 # A subscriber process reports every latency it measured on one line.
 RESULT_LINE_BYTES = 64 * 1024 * 1024
-# Out of the load test's way: the limits meant for real clients.
+# Out of the load test's way: the limits, and the keepalive pings, meant for real clients.
 UNLIMITED = {
     "MAX_CONNECTIONS_PER_USER": "1000000",
     "MAX_CONNECTIONS_PER_IP": "1000000",
