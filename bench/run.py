@@ -137,9 +137,10 @@ def time_run(
         None if before is None or after is None else round(after - before, 2)
         for before, after in zip(servers_before, servers_after, strict=True)
     )
+    # .get: a --template older than the CPU figures has none (read as unknown).
     cpu_by_process = {
-        "controller": report["controller_cpu_s"],
-        "workers": report["summary"]["workers_cpu_s"],
+        "controller": report.get("controller_cpu_s"),
+        "workers": report["summary"].get("workers_cpu_s"),
         "postgres": postgres,
         "redis": redis,
     }
