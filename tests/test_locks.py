@@ -1,5 +1,6 @@
 """Every bake's uv.lock is current: uv, offline and with an empty cache, would change nothing."""
 
+import shutil
 import subprocess
 import tomllib
 from collections.abc import Callable
@@ -63,7 +64,8 @@ def test_each_bake_s_lock_is_current(
 def test_a_lock_behind_its_pyproject_is_refused(
     bake: Callable[..., Path], python: str, tmp_path: Path
 ) -> None:
-    project = bake()
+    # A copy: the bake is shared with other tests, which must see its pyproject as baked.
+    project = shutil.copytree(bake(), tmp_path / "project")
     pyproject = project / "pyproject.toml"
     text = pyproject.read_text(encoding="utf-8")
     pyproject.write_text(text.replace('"redis>=5.2"', '"redis>=5.2", "tomli-w>=1.0"'), "utf-8")
