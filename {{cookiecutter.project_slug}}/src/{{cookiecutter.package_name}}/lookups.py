@@ -41,21 +41,21 @@ class UserChecks:
                     async with asyncio.timeout(QUERY_TIMEOUT_S):
                         inactive = set(await store.inactive_users(db, list(batch)))
                 except Exception as error:
-                    _settle(batch, error)
+                    for answers in batch.values():
+                        _settle(answers, error)
                 else:
                     for user_id, answers in batch.items():
-                        _settle({user_id: answers}, user_id not in inactive)
+                        _settle(answers, user_id not in inactive)
         finally:
             self._querying = None
 
 
-def _settle(batch: dict[str, list[asyncio.Future[bool]]], outcome: bool | Exception) -> None:
-    """Answer every check of `batch`, but those whose handshake gave up waiting."""
-    for answers in batch.values():
-        for answer in answers:
-            if answer.done():
-                continue
-            if isinstance(outcome, Exception):
-                answer.set_exception(outcome)
-            else:
-                answer.set_result(outcome)
+def _settle(answers: list[asyncio.Future[bool]], outcome: bool | Exception) -> None:
+    """Answer one user's checks, but those whose handshake gave up waiting."""
+    for answer in answers:
+        if answer.done():
+            continue
+        if isinstance(outcome, Exception):
+            answer.set_exception(outcome)
+        else:
+            answer.set_result(outcome)
