@@ -82,15 +82,20 @@ def run_loadtest(project: Path, tmp_path: Path, *arguments: str) -> tuple[Path, 
     """Run `python -m <arguments>` in a copy of the project; return the copy and the output."""
     copy = tmp_path / project.name
     shutil.copytree(project, copy)
-    result = subprocess.run(
-        [sys.executable, "-m", *arguments],
-        cwd=copy,
-        env=clean_environment(PYTHONPATH="src:tests"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", *arguments],
+            cwd=copy,
+            env=clean_environment(PYTHONPATH="src:tests"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as overran:
+        # What it printed says which scenario it was in; the text arrives as bytes here.
+        printed = b"".join(part or b"" for part in (overran.stdout, overran.stderr))
+        pytest.fail(f"{arguments} overran 300 s; it printed:\n{printed.decode()[-4000:]}")
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return copy, result.stdout
 
@@ -109,6 +114,7 @@ def test_the_loadtest_holds_every_scenario_against_the_reference_and_leaves_noth
     project: Path, tmp_path: Path
 ):
     small = ["--subscribers", "20", "--messages", "5", "--connections", "50", "--seconds", "1"]
+    small += ["--timeout", "60"]
     copy, output = run_loadtest(project, tmp_path, "loadtest.run", *small)
     results_dir = copy / "loadtest" / "results"
     results = json.loads((results_dir / "latest.json").read_text("utf-8"))

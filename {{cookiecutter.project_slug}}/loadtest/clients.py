@@ -29,6 +29,8 @@ from websockets.uri import parse_uri
 from .processes import offer
 
 HANDSHAKES_AT_ONCE = 50
+REPLY_TIMEOUT_S = 60.0
+"""How long a publisher waits for its acks beyond the time its pacing takes."""
 PAD = "x" * 100
 """Filler, so each message is about the size of a small chat message."""
 
@@ -203,24 +205,32 @@ async def publish(
     latencies: list[float] = []
     sent: dict[int, float] = {}
     window = asyncio.Semaphore(in_flight)
-    async with connect(url, subprotocols=offer(token), ping_interval=None) as ws:
-        await ws.recv()  # the welcome
+    deadline_s = count * every_s + REPLY_TIMEOUT_S
+    try:
+        async with (
+            asyncio.timeout(deadline_s),
+            connect(url, subprotocols=offer(token), ping_interval=None) as ws,
+        ):
+            await ws.recv()  # the welcome
 
-        async def acks() -> None:
-            while len(latencies) < count:
-                reply = json.loads(await ws.recv())
-                if reply.get("type") != "ack":
-                    raise RuntimeError(f"publish refused: {reply}")
-                latencies.append((time.perf_counter() - sent.pop(reply["id"])) * 1000)
-                window.release()
+            async def acks() -> None:
+                while len(latencies) < count:
+                    reply = json.loads(await ws.recv())
+                    if reply.get("type") != "ack":
+                        raise RuntimeError(f"publish refused: {reply}")
+                    latencies.append((time.perf_counter() - sent.pop(reply["id"])) * 1000)
+                    window.release()
 
-        reading = asyncio.create_task(acks())
-        async for n in paced(count, every_s):
-            await window.acquire()
-            sent[n] = time.perf_counter()
-            frame = {"type": "publish", "id": n, "channel": channel, "data": message(n)}
-            await ws.send(json.dumps(frame))
-        await reading
+            # In a group, so a refused publish also stops the sending.
+            async with asyncio.TaskGroup() as group:
+                group.create_task(acks())
+                async for n in paced(count, every_s):
+                    await window.acquire()
+                    sent[n] = time.perf_counter()
+                    frame = {"type": "publish", "id": n, "channel": channel, "data": message(n)}
+                    await ws.send(json.dumps(frame))
+    except TimeoutError:
+        raise RuntimeError(f"{len(latencies)} of {count} acks in {deadline_s:.0f} s") from None
     return latencies
 
 

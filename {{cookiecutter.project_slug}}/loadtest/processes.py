@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -26,6 +26,9 @@ from harness.namespaces import redis_prefix, schema_name, unlink_prefix, worker_
 from harness.services import resolve
 
 START_TIMEOUT_S = 30.0
+# Past the service's own SHUTDOWN_TIMEOUT_S (10 s): a server still running then is a bug to see.
+STOP_TIMEOUT_S = 30.0
+LOG_TAIL_LINES = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +82,9 @@ def users(environment: dict[str, str], count: int) -> tuple[dict[str, str], list
 async def process(
     arguments: list[str], environment: dict[str, str], ready: bytes, path: str = "/ws"
 ) -> AsyncIterator[Server]:
-    """Run `python <arguments>` with PORT set; yield once it printed `ready` on stderr."""
+    """Run `python <arguments>` with PORT set; yield once it printed `ready` on stderr, and stop
+    it with SIGTERM at the end. A server that does not start or stop in time is killed, and the
+    error quotes the end of its log."""
     port = free_port()
     child = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -87,23 +92,59 @@ async def process(
         env={**os.environ, **environment, "PORT": str(port)},
         stderr=asyncio.subprocess.PIPE,
     )
-    assert child.stderr is not None
-    draining: asyncio.Task[bytes] | None = None
+    log: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+    # Reading its log all along also keeps the pipe from filling up and blocking the server.
+    listening: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    reading = asyncio.create_task(_read_log(child, log, ready, listening))
     try:
-        async with asyncio.timeout(START_TIMEOUT_S):
-            while ready not in await child.stderr.readline():
-                if child.stderr.at_eof():
-                    raise RuntimeError(f"{arguments} exited before it listened")
-        # Keep reading its log, or the pipe fills up and the server blocks writing to it.
-        draining = asyncio.create_task(child.stderr.read())
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                if not await listening:
+                    raise RuntimeError(_failure(arguments, "exited before it listened", log))
+        except TimeoutError:
+            raise RuntimeError(_failure(arguments, "did not listen in time", log)) from None
         yield Server(f"ws://127.0.0.1:{port}{path}", child.pid)
     finally:
-        if child.returncode is None:
-            child.send_signal(signal.SIGINT)
-            child.send_signal(signal.SIGINT)  # a second signal: stop now, no drain
+        try:
+            await _stop(child, arguments, log)
+        finally:
+            reading.cancel()
+
+
+async def _read_log(
+    child: asyncio.subprocess.Process,
+    log: deque[str],
+    ready: bytes,
+    listening: asyncio.Future[bool],
+) -> None:
+    """Keep the last lines of a server's stderr; `listening` is True once `ready` shows, False
+    if the server exits first."""
+    assert child.stderr is not None
+    async for line in child.stderr:
+        log.append(line.decode(errors="replace").rstrip())
+        if ready in line and not listening.done():
+            listening.set_result(True)
+    if not listening.done():
+        listening.set_result(False)
+
+
+async def _stop(child: asyncio.subprocess.Process, arguments: list[str], log: deque[str]) -> None:
+    """SIGTERM, as an orchestrator stops a server; SIGKILL and an error if that takes too long."""
+    if child.returncode is not None:
+        return
+    child.terminate()
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT_S):
             await child.wait()
-        if draining is not None:
-            draining.cancel()
+    except TimeoutError:
+        child.kill()
+        await child.wait()
+        message = f"did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM (killed)"
+        raise RuntimeError(_failure(arguments, message, log)) from None
+
+
+def _failure(arguments: list[str], what: str, log: deque[str]) -> str:
+    return f"{' '.join(arguments)} {what}; its log ended:\n" + "\n".join(log)
 
 
 def service(environment: dict[str, str]) -> contextlib.AbstractAsyncContextManager[Server]:

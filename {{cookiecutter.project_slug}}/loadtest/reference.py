@@ -5,12 +5,12 @@ Every text frame a client sends goes to every other client connected, through
 most a Python WebSocket server does for fan-out on this machine, and so the limit `make loadtest`
 holds the service against.
 
-    python -m loadtest.reference        (listens on 127.0.0.1:$PORT)
+    python -m loadtest.reference        (listens on 127.0.0.1:$PORT until SIGTERM or SIGINT)
 """
 
 import asyncio
-import contextlib
 import os
+import signal
 import sys
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
@@ -27,11 +27,15 @@ async def main(port: int) -> None:
         finally:
             clients.discard(connection)
 
-    async with serve(relay, "127.0.0.1", port, compression=None, ping_interval=None) as server:
+    # Handlers of its own: a process started in the background by a shell inherits SIGINT
+    # ignored, and Python's default handler for it is then never installed.
+    stop = asyncio.Event()
+    for each in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(each, stop.set)
+    async with serve(relay, "127.0.0.1", port, compression=None, ping_interval=None):
         print("listening", file=sys.stderr, flush=True)
-        await server.serve_forever()
+        await stop.wait()
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(int(os.environ["PORT"])))
+    asyncio.run(main(int(os.environ["PORT"])))

@@ -181,6 +181,7 @@ class Options:
     messages: int
     connections: int
     seconds: float
+    timeout_s: float
 
 
 SCENARIOS: dict[str, Callable[[Side, Options], Awaitable[dict[str, Any]]]] = {
@@ -216,6 +217,16 @@ def ratios(mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float]:
     }
 
 
+async def bounded(scenario: str, side: Side, options: Options) -> dict[str, Any]:
+    """One scenario on one side, failing with its name if it overruns the time it was given."""
+    try:
+        async with asyncio.timeout(options.timeout_s):
+            return await SCENARIOS[scenario](side, options)
+    except TimeoutError:
+        overran = f"{scenario} on the {side.name} took over {options.timeout_s:.0f} s"
+        raise RuntimeError(overran) from None
+
+
 async def measure(scenarios: list[str], options: Options) -> dict[str, Any]:
     run_id = f"loadtest{secrets.token_hex(3)}"
     with namespace(run_id) as environment:
@@ -230,7 +241,7 @@ async def measure(scenarios: list[str], options: Options) -> dict[str, Any]:
             async with sides(scenario, environment, tokens) as (mine, bare):
                 for side in (mine, bare):
                     print(f"{scenario}: {side.name} ...", flush=True)
-                    row[side.name] = await SCENARIOS[scenario](side, options)
+                    row[side.name] = await bounded(scenario, side, options)
             row["ratio"] = ratios(row["service"], row["reference"])
             results["scenarios"][scenario] = row
         return results
@@ -275,8 +286,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=10_000, help="held idle")
     parser.add_argument("--seconds", type=float, default=10.0, help="of the fixed-rate scenario")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds each scenario may take on each side"
+    )
     args = parser.parse_args()
-    options = Options(args.subscribers, args.messages, args.connections, args.seconds)
+    options = Options(args.subscribers, args.messages, args.connections, args.seconds, args.timeout)
     results = asyncio.run(measure(args.scenarios, options))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
