@@ -109,7 +109,7 @@ def summarize(
                 "per_round_s": [round(run.seconds, 3) for run in done],
                 "cpu_s_by_process": {
                     process: _rounded(
-                        _median_known([run.cpu_by_process[process] for run in done]), 2
+                        _median_known([run.cpu_by_process[process] for run in done]), 3
                     )
                     for process in PROCESSES
                 },

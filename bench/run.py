@@ -134,7 +134,7 @@ def time_run(
         raise BenchFailed(f"{config.name} did not pass all {tests} tests:\n{_tail(result)}")
     report = json.loads(report_path.read_text(encoding="utf-8"))
     postgres, redis = (
-        None if before is None or after is None else round(after - before, 2)
+        None if before is None or after is None else round(after - before, 3)
         for before, after in zip(servers_before, servers_after, strict=True)
     )
     # .get: a --template older than the CPU figures has none (read as unknown).

@@ -35,7 +35,10 @@ def test_a_tiny_bench_writes_its_results_and_chart(tmp_path: Path):
     assert by_process["shared"]["controller"] is None
     assert by_process["shared_xdist"]["controller"] > 0
     assert all(cpu["workers"] > 0 for cpu in by_process.values())
-    assert by_process["shared"]["postgres"] > 0 and by_process["shared"]["redis"] > 0
+    # A few tests may cost a server under a millisecond in one configuration, not in them all.
+    for server in ("postgres", "redis"):
+        assert all(cpu[server] >= 0 for cpu in by_process.values())
+        assert sum(cpu[server] for cpu in by_process.values()) > 0
     assert output.with_suffix(".png").read_bytes().startswith(PNG_SIGNATURE)
 
 
