@@ -22,10 +22,9 @@ from tests.generated_runs import run_make
 
 PYTHON_VERSIONS: list[str] = TEMPLATE_CONTEXT["python_version"]
 GITHUB_SHARD_ARGS = (
-    "--splits ${{ strategy.job-total }} --group ${{ matrix.group }}"
-    " --randomly-seed=${{ github.run_id }}"
+    "--splits ${{ matrix.splits }} --group ${{ matrix.group }} --randomly-seed=${{ github.run_id }}"
 )
-GITLAB_SHARD_ARGS = "--splits $CI_NODE_TOTAL --group $CI_NODE_INDEX --randomly-seed=$CI_PIPELINE_ID"
+GITLAB_SHARD_ARGS = "--splits $SPLITS --group $GROUP --randomly-seed=$CI_PIPELINE_ID"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +57,22 @@ def service_host_and_port(url: str) -> tuple[str | None, int | None]:
     return parts.hostname, parts.port
 
 
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(map(int, version.split(".")))
+
+
+def supported_from(floor: str) -> list[str]:
+    """Every Python the template supports, oldest first, from `floor` up: what CI tests on."""
+    ordered = sorted(PYTHON_VERSIONS, key=version_key)
+    return [version for version in ordered if version_key(version) >= version_key(floor)]
+
+
+def test_the_supported_pythons_are_the_python_version_choices_oldest_first() -> None:
+    assert TEMPLATE_CONTEXT["_python_versions"] == supported_from(
+        min(PYTHON_VERSIONS, key=version_key)
+    )
+
+
 def step_using(steps: list[dict[str, Any]], action: str) -> dict[str, Any]:
     """The one step of a GitHub job that uses `action` (any version)."""
     [step] = [step for step in steps if step.get("uses", "").startswith(f"{action}@")]
@@ -73,6 +88,7 @@ def test_github_workflow_runs_lint_and_every_shard_against_its_services(github: 
     groups = test["strategy"]["matrix"]["group"]
     assert len(groups) >= 2
     assert groups == list(range(1, len(groups) + 1))
+    assert test["strategy"]["matrix"]["splits"] == [len(groups)]
     assert test["strategy"]["fail-fast"] is False
     variables = make_variables(test["steps"][-1]["run"])
     assert variables == {"PYTHON": "python", "PYTEST_ARGS": GITHUB_SHARD_ARGS}
@@ -102,14 +118,18 @@ def test_github_coverage_job_runs_make_cov_whole_on_the_shards_services(github: 
 
 
 @pytest.mark.parametrize("version", PYTHON_VERSIONS)
-def test_github_jobs_set_up_the_answered_python_and_uv_with_a_lock_keyed_cache(
+def test_github_tests_on_every_python_from_the_answer_up_and_sets_up_uv_with_a_lock_keyed_cache(
     bake: Callable[..., Path], version: str
 ) -> None:
     workflow = load_yaml(bake(ci="github", python_version=version) / ".github/workflows/ci.yml")
-    for job in workflow["jobs"].values():
+    jobs = workflow["jobs"]
+    # The suite on every supported Python from the answer up; lint and coverage on the answer.
+    assert jobs["test"]["strategy"]["matrix"]["python"] == supported_from(version)
+    for name, job in jobs.items():
         steps = job["steps"]
         assert step_using(steps, "actions/checkout")
-        assert step_using(steps, "actions/setup-python")["with"] == {"python-version": version}
+        python = "${{ matrix.python }}" if name == "test" else version
+        assert step_using(steps, "actions/setup-python")["with"] == {"python-version": python}
         assert step_using(steps, "astral-sh/setup-uv")["with"] == {
             "enable-cache": True,
             "cache-dependency-glob": "uv.lock",
@@ -142,8 +162,10 @@ def test_gitlab_pipeline_runs_lint_and_parallel_shards_against_its_services(gitl
     pipeline = load_yaml(gitlab / ".gitlab-ci.yml")
     lint, test = pipeline["lint"], pipeline["test"]
     assert lint["script"] == ["make lint PYTHON=python"]
-    assert isinstance(test["parallel"], int)
-    assert test["parallel"] >= 2
+    [matrix] = test["parallel"]["matrix"]
+    assert len(matrix["GROUP"]) >= 2
+    assert matrix["GROUP"] == [str(group) for group in range(1, len(matrix["GROUP"]) + 1)]
+    assert matrix["SPLITS"] == str(len(matrix["GROUP"]))
     assert make_variables(test["script"][-1]) == {
         "PYTHON": "python",
         "PYTEST_ARGS": GITLAB_SHARD_ARGS,
@@ -180,12 +202,16 @@ def test_gitlab_coverage_job_runs_make_cov_whole_and_reports_its_total(gitlab: P
 
 
 @pytest.mark.parametrize("version", PYTHON_VERSIONS)
-def test_gitlab_jobs_run_on_the_answered_python_with_a_lock_keyed_uv_cache(
+def test_gitlab_tests_on_every_python_from_the_answer_up_with_a_lock_keyed_uv_cache(
     bake: Callable[..., Path], version: str
 ) -> None:
     pipeline = load_yaml(bake(ci="gitlab", python_version=version) / ".gitlab-ci.yml")
     default = pipeline["default"]
     assert default["image"] == f"python:{version}"
+    # The suite on every supported Python from the answer up, each job on its own image.
+    test = pipeline["test"]
+    assert test["parallel"]["matrix"][0]["PYTHON"] == supported_from(version)
+    assert test["image"] == "python:$PYTHON"
     assert default["cache"]["key"] == {"files": ["uv.lock"]}
     # uv's cache must be inside the project directory for GitLab to keep it.
     cache_dir = pipeline["variables"]["UV_CACHE_DIR"]
@@ -429,7 +455,7 @@ def test_ci_dependabot_and_compose_files_match_their_official_schemas(
 SCHEMA_BREAKS = {
     ".github/workflows/ci.yml": ("runs-on:", "runs_on:"),
     ".github/dependabot.yml": ("version: 2", "version: 3"),
-    ".gitlab-ci.yml": ("parallel: 2", "parallel: 500"),
+    ".gitlab-ci.yml": ('SPLITS: "2"', "SPLITS: {splits: 2}"),
     "renovate.json": ('"enabled": true', '"enabled": "yes"'),
     "docker-compose.yml": ("condition: service_healthy", "condition: service_ready"),
 }
