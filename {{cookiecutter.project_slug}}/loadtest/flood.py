@@ -29,6 +29,8 @@ from .processes import namespace, offer, service, users
 
 HEALTHY = 20
 INTERVAL_S = 0.02
+# How long past its end a phase may run before the run fails: a reply that never comes.
+GRACE_S = 60.0
 RESULTS = Path(__file__).parent / "results" / "flood.json"
 # With the budget out of the way: a burst no flood reaches within the measurement.
 NO_BUDGET = {"REQUEST_RATE": "1000000", "REQUEST_BURST": "100000000"}
@@ -78,7 +80,11 @@ async def phase(url: str, tokens: list[str], flooder: str | None, seconds: float
             sys.executable, "-m", "loadtest.flood", "--flood", url, flooder, str(seconds + 1)
         )
     try:
-        results = await asyncio.gather(*(healthy_client(url, t, seconds) for t in tokens))
+        async with asyncio.timeout(seconds + GRACE_S):
+            results = await asyncio.gather(*(healthy_client(url, t, seconds) for t in tokens))
+    except TimeoutError:
+        late = f"healthy clients still waited for replies {GRACE_S:.0f} s after the phase's end"
+        raise RuntimeError(late) from None
     finally:
         if flooding is not None:
             flooding.kill()
