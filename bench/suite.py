@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -46,7 +47,15 @@ def bake(template: Path, workdir: Path) -> Path:
         json.dumps({"cookiecutters_dir": str(workdir / "cc"), "replay_dir": str(workdir / "cc")}),
         encoding="utf-8",
     )
-    with (workdir / "bake.log").open("w", encoding="utf-8") as log, _stdout_to(log):
+    # Cookiecutter leaves each hook it runs in a temp file: these go in the workdir, removed
+    # with it, rather than piling up in /tmp.
+    hooks = workdir / "hooks-tmp"
+    hooks.mkdir()
+    with (
+        (workdir / "bake.log").open("w", encoding="utf-8") as log,
+        _stdout_to(log),
+        _tempdir(hooks),
+    ):
         project = cookiecutter(
             str(template), no_input=True, output_dir=str(workdir), config_file=str(config)
         )
@@ -65,6 +74,17 @@ def _write_suite(directory: Path, stem: str, header: str, test: str, count: int)
     for index, first in enumerate(range(0, count, TESTS_PER_FILE)):
         tests = "".join(test.format(n=n) for n in range(first, min(count, first + TESTS_PER_FILE)))
         (directory / f"{stem}_{index:03d}.py").write_text(header + tests, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _tempdir(directory: Path) -> Iterator[None]:
+    """Make `directory` this process's temp dir for the block."""
+    before = tempfile.tempdir
+    tempfile.tempdir = str(directory)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
 
 
 @contextlib.contextmanager
