@@ -58,7 +58,11 @@ class LiveApp:
     @contextlib.asynccontextmanager
     async def websocket_session(self, user: User) -> AsyncIterator[WsClient]:
         """A fresh connection for `user`; on exit, closed and drained from the server."""
-        async with connect(f"{self.url}/ws", subprotocols=offer(user.token)) as connection:
+        # No deflate offer (the service's default is off; test_handshake_storm offers it) and no
+        # proxy lookup, which reads the whole environment on every connect.
+        async with connect(
+            f"{self.url}/ws", subprotocols=offer(user.token), compression=None, proxy=None
+        ) as connection:
             client = WsClient(connection)
             welcome = await client.next_of_type("welcome")
             try:
