@@ -5,6 +5,7 @@ What a user owns is read from the schema itself: the `users` row, and every row 
 with a foreign key to `users`. A new migration adding such a table needs no change here.
 """
 
+import asyncio
 import weakref
 
 from psycopg import AsyncConnection, sql
@@ -49,16 +50,22 @@ class LeakGuard:
         resources = self.resources
         if resources is None or not self.user_ids:
             return found
-        async with resources.db.connection() as conn:
-            if resources.db not in _owned_rows_queries:
-                _owned_rows_queries[resources.db] = await _owned_rows_query(conn)
-            cursor = await conn.execute(_owned_rows_queries[resources.db], {"ids": self.user_ids})
-            found += [f"{what} of user {user_id}" for what, user_id in await cursor.fetchall()]
-        found += [
-            f"Redis key {key!r} of user {user_id}"
-            for user_id, key in await _redis_keys_of(resources, self.user_ids)
-        ]
+        # The two stores at once: one round trip each, side by side.
+        rows, keys = await asyncio.gather(
+            _rows_of(resources, self.user_ids), _redis_keys_of(resources, self.user_ids)
+        )
+        found += [f"{what} of user {user_id}" for what, user_id in rows]
+        found += [f"Redis key {key!r} of user {user_id}" for user_id, key in keys]
         return found
+
+
+async def _rows_of(resources: Resources, user_ids: list[str]) -> list[tuple[str, str]]:
+    """("<table> row", user id) for every row the users own: one query."""
+    async with resources.db.connection() as conn:
+        if resources.db not in _owned_rows_queries:
+            _owned_rows_queries[resources.db] = await _owned_rows_query(conn)
+        cursor = await conn.execute(_owned_rows_queries[resources.db], {"ids": user_ids})
+        return await cursor.fetchall()
 
 
 async def _owned_rows_query(conn: AsyncConnection) -> sql.Composed:
