@@ -26,7 +26,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from .processes import offer
+from .processes import deadline, offer
 
 HANDSHAKES_AT_ONCE = 50
 REPLY_TIMEOUT_S = 60.0
@@ -206,31 +206,28 @@ async def publish(
     sent: dict[int, float] = {}
     window = asyncio.Semaphore(in_flight)
     deadline_s = count * every_s + REPLY_TIMEOUT_S
-    try:
-        async with (
-            asyncio.timeout(deadline_s),
-            connect(url, subprotocols=offer(token), ping_interval=None) as ws,
-        ):
-            await ws.recv()  # the welcome
+    async with (
+        deadline(deadline_s, lambda: f"{len(latencies)} of {count} acks in {deadline_s:.0f} s"),
+        connect(url, subprotocols=offer(token), ping_interval=None) as ws,
+    ):
+        await ws.recv()  # the welcome
 
-            async def acks() -> None:
-                while len(latencies) < count:
-                    reply = json.loads(await ws.recv())
-                    if reply.get("type") != "ack":
-                        raise RuntimeError(f"publish refused: {reply}")
-                    latencies.append((time.perf_counter() - sent.pop(reply["id"])) * 1000)
-                    window.release()
+        async def acks() -> None:
+            while len(latencies) < count:
+                reply = json.loads(await ws.recv())
+                if reply.get("type") != "ack":
+                    raise RuntimeError(f"publish refused: {reply}")
+                latencies.append((time.perf_counter() - sent.pop(reply["id"])) * 1000)
+                window.release()
 
-            # In a group, so a refused publish also stops the sending.
-            async with asyncio.TaskGroup() as group:
-                group.create_task(acks())
-                async for n in paced(count, every_s):
-                    await window.acquire()
-                    sent[n] = time.perf_counter()
-                    frame = {"type": "publish", "id": n, "channel": channel, "data": message(n)}
-                    await ws.send(json.dumps(frame))
-    except TimeoutError:
-        raise RuntimeError(f"{len(latencies)} of {count} acks in {deadline_s:.0f} s") from None
+        # In a group, so a refused publish also stops the sending.
+        async with asyncio.TaskGroup() as group:
+            group.create_task(acks())
+            async for n in paced(count, every_s):
+                await window.acquire()
+                sent[n] = time.perf_counter()
+                frame = {"type": "publish", "id": n, "channel": channel, "data": message(n)}
+                await ws.send(json.dumps(frame))
     return latencies
 
 

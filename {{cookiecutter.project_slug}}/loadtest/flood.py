@@ -25,7 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from .clients import percentiles
-from .processes import namespace, offer, service, users
+from .processes import deadline, namespace, offer, service, users
 
 HEALTHY = 20
 INTERVAL_S = 0.02
@@ -79,12 +79,10 @@ async def phase(url: str, tokens: list[str], flooder: str | None, seconds: float
         flooding = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "loadtest.flood", "--flood", url, flooder, str(seconds + 1)
         )
+    late = f"healthy clients still waited for replies {GRACE_S:.0f} s after the phase's end"
     try:
-        async with asyncio.timeout(seconds + GRACE_S):
+        async with deadline(seconds + GRACE_S, lambda: late):
             results = await asyncio.gather(*(healthy_client(url, t, seconds) for t in tokens))
-    except TimeoutError:
-        late = f"healthy clients still waited for replies {GRACE_S:.0f} s after the phase's end"
-        raise RuntimeError(late) from None
     finally:
         if flooding is not None:
             flooding.kill()

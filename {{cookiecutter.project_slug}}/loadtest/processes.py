@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -42,6 +42,19 @@ class Server:
 def offer(token: str) -> list[Subprotocol]:
     """The subprotocols a client offers: the protocol, and its token the way browsers pass it."""
     return [Subprotocol(PROTOCOL), Subprotocol(BEARER_PREFIX + token)]
+
+
+@contextlib.asynccontextmanager
+async def deadline(seconds: float, overran: Callable[[], str]) -> AsyncIterator[None]:
+    """asyncio.timeout, failing with a RuntimeError that says what overran (`overran()`, asked
+    then) instead of a bare TimeoutError; a TimeoutError of the block's own passes through."""
+    try:
+        async with asyncio.timeout(seconds) as timer:
+            yield
+    except TimeoutError:
+        if not timer.expired():
+            raise
+        raise RuntimeError(overran()) from None
 
 
 @contextlib.contextmanager
@@ -97,12 +110,10 @@ async def process(
     listening: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     reading = asyncio.create_task(_read_log(child, log, ready, listening))
     try:
-        try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                if not await listening:
-                    raise RuntimeError(_failure(arguments, "exited before it listened", log))
-        except TimeoutError:
-            raise RuntimeError(_failure(arguments, "did not listen in time", log)) from None
+        late = f"did not listen within {START_TIMEOUT_S:.0f} s"
+        async with deadline(START_TIMEOUT_S, lambda: _failure(arguments, late, log)):
+            if not await listening:
+                raise RuntimeError(_failure(arguments, "exited before it listened", log))
         yield Server(f"ws://127.0.0.1:{port}{path}", child.pid)
     finally:
         try:

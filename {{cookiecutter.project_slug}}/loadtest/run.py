@@ -30,7 +30,7 @@ from typing import Any
 
 from . import clients
 from .clients import Received, percentiles
-from .processes import Server, namespace, reference, rss_bytes, service, users
+from .processes import Server, deadline, namespace, reference, rss_bytes, service, users
 
 RESULTS = Path(__file__).parent / "results"
 CHANNEL = "room:load"
@@ -219,12 +219,9 @@ def ratios(mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float]:
 
 async def bounded(scenario: str, side: Side, options: Options) -> dict[str, Any]:
     """One scenario on one side, failing with its name if it overruns the time it was given."""
-    try:
-        async with asyncio.timeout(options.timeout_s):
-            return await SCENARIOS[scenario](side, options)
-    except TimeoutError:
-        overran = f"{scenario} on the {side.name} took over {options.timeout_s:.0f} s"
-        raise RuntimeError(overran) from None
+    overran = f"{scenario} on the {side.name} took over {options.timeout_s:.0f} s"
+    async with deadline(options.timeout_s, lambda: overran):
+        return await SCENARIOS[scenario](side, options)
 
 
 async def measure(scenarios: list[str], options: Options) -> dict[str, Any]:
