@@ -68,9 +68,7 @@ def supported_from(floor: str) -> list[str]:
 
 
 def test_the_supported_pythons_are_the_python_version_choices_oldest_first() -> None:
-    assert TEMPLATE_CONTEXT["_python_versions"] == supported_from(
-        min(PYTHON_VERSIONS, key=version_key)
-    )
+    assert TEMPLATE_CONTEXT["_python_versions"] == sorted(PYTHON_VERSIONS, key=version_key)
 
 
 def step_using(steps: list[dict[str, Any]], action: str) -> dict[str, Any]:
