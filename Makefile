@@ -62,4 +62,4 @@ durations: install
 # a bake's uv.lock includes (tools/locks.py). Run it after changing the baked pyproject.toml's
 # dependencies; UPGRADE=1 moves every pin to the newest release.
 locks: install
-	$(BIN)/python tools/locks.py $(if $(UPGRADE),--upgrade)
+	$(BIN)/python -m tools.locks $(if $(UPGRADE),--upgrade)

@@ -1,6 +1,8 @@
 """Jinja extensions that cookiecutter.json loads through `_extensions`."""
 
 import logging
+import shutil
+import subprocess
 
 from cookiecutter.exceptions import FailedHookException
 from jinja2 import Environment
@@ -33,6 +35,55 @@ class TomlStringExtension(Extension):
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         environment.filters["toml"] = toml_string
+
+
+# What a candidate interpreter prints, so a python3.X that is another version (an alias, a pyenv
+# shim answering for the wrong one) is taken for what it is.
+_PRINT_VERSION = "import sys; print('%d.%d' % sys.version_info[:2])"
+_PROBE_TIMEOUT_S = 10
+
+
+def python_on_path(command: str) -> str | None:
+    """The major.minor version of `command` as found on PATH, or None if it does not run."""
+    executable = shutil.which(command)
+    if executable is None:
+        return None
+    try:
+        result = subprocess.run(
+            [executable, "-c", _PRINT_VERSION],
+            capture_output=True,
+            text=True,
+            timeout=_PROBE_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """'3.12' as (3, 12), which compares as versions do."""
+    return tuple(map(int, version.split(".")))
+
+
+def newest_python(supported: list[str]) -> str:
+    """The newest supported version that runs here as python3.X or python3, as the baked
+    Makefile looks for them; the newest supported one when none does (uv can install it)."""
+    newest_first = sorted(supported, key=version_key, reverse=True)
+    python3 = python_on_path("python3")
+    for version in newest_first:
+        if version in (python3, python_on_path(f"python{version}")):
+            return version
+    return newest_first[0]
+
+
+class PythonVersionExtension(Extension):
+    """Add the `newest_python(versions)` global, which cookiecutter.json's python_version
+    default calls: a bake asks by default for a Python its machine has."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        environment.globals["newest_python"] = newest_python
 
 
 def _without_hook_traceback(record: logging.LogRecord) -> bool:

@@ -142,8 +142,9 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("project_slug", check_project_slug),
     ("package_name", check_package_name),
     ("author_email", check_author_email),
-    # The CLI refuses an unknown choice itself; a hand-edited replay file reaches the hooks.
+    # Free text, so that its default can be the newest Python found on PATH: refused here.
     ("python_version", one_of(PYTHON_VERSIONS)),
+    # The CLI refuses an unknown choice itself; a hand-edited replay file reaches the hooks.
     ("license", one_of(LICENSES)),
     ("ci", one_of(CI_SERVICES)),
     ("docker", one_of(YES_NO)),

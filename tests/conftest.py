@@ -1,5 +1,6 @@
 """Bake the template into throwaway directories, through the API or through the CLI."""
 
+import functools
 import json
 import os
 import subprocess
@@ -11,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cookiecutter.generate import generate_context
 from cookiecutter.main import cookiecutter
+from cookiecutter.prompt import prompt_for_config
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
 TEMPLATE_CONTEXT: dict[str, Any] = json.loads(
@@ -21,11 +24,17 @@ TEMPLATE_CONTEXT: dict[str, Any] = json.loads(
 DIRECT_ANSWERS = ("project_name", "description", "author_name", "author_email", "python_version")
 
 
+@functools.cache
+def default_answers() -> dict[str, Any]:
+    """Return the answers a bake without input gets, as cookiecutter renders them here."""
+    context = generate_context(context_file=str(TEMPLATE_DIR / "cookiecutter.json"))
+    return dict(prompt_for_config(context, no_input=True))
+
+
 def default_answer(key: str) -> str:
     """Return the template's default for an answer that is not derived from another one."""
-    value = TEMPLATE_CONTEXT[key]
-    # A choice defaults to its first option.
-    return value[0] if isinstance(value, list) else value
+    answer: str = default_answers()[key]
+    return answer
 
 
 def baked_metadata(project_dir: Path) -> dict[str, Any]:
@@ -117,7 +126,8 @@ def bake(
 def cli(
     tmp_path: Path, cookiecutter_config: Path
 ) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Return `cli(*args)`: run the cookiecutter CLI on the template into `tmp_path / "out"`."""
+    """Return `cli(*args, **env)`: run the cookiecutter CLI on the template into
+    `tmp_path / "out"`, with `env` over this process's environment."""
     output_dir = tmp_path / "out"
     output_dir.mkdir()
     command = [
@@ -133,14 +143,14 @@ def cli(
     # UTF-8 mode makes the child's stderr decodable whatever the locale.
     env = {**os.environ, "PYTHONUTF8": "1"}
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*command, *args],
             # A prompt that should not happen fails on end of input instead of hanging.
             stdin=subprocess.DEVNULL,
             capture_output=True,
             encoding="utf-8",
-            env=env,
+            env={**env, **extra_env},
             timeout=300,
             check=False,
         )

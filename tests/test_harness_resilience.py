@@ -131,7 +131,7 @@ def test_crashed_worker_is_cleaned_up_by_the_controller(project: Path, tmp_path:
     assert result.returncode == 1, output[-3000:]
     crashed = marker.read_text()
     assert f"worker {crashed} crashed; dropped test_" in result.stderr, output[-3000:]
-    assert "1 failed" in result.stdout.splitlines()[-1]
+    assert "1 failed" in result.stdout.splitlines()[-1], output[-3000:]
     assert leftovers(report_of(report)["run_id"]) == {"schemas": [], "keys": []}
 
 

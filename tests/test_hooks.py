@@ -3,6 +3,7 @@
 import json
 import re
 import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from hooks.pre_gen_project import (
     main,
     validate,
 )
-from local_extensions import toml_string
+from local_extensions import newest_python, toml_string, version_key
 from tests.conftest import (
     TEMPLATE_CONTEXT,
     TEMPLATE_DIR,
@@ -117,6 +118,68 @@ def test_toml_filter_is_loaded_from_cookiecutter_json() -> None:
     assert tomllib.loads(rendered)["x"] == '"""\n🚀'
 
 
+RUNNING = "{}.{}".format(*sys.version_info[:2])
+SUPPORTED: list[str] = TEMPLATE_CONTEXT["_python_versions"]
+needs_supported_python = pytest.mark.skipif(
+    RUNNING not in SUPPORTED, reason=f"runs this Python {RUNNING} as a supported one"
+)
+
+
+def path_of(directory: Path, **commands: Path | str) -> str:
+    """A PATH of `directory` alone, holding each command: a link to an interpreter, or a script."""
+    directory.mkdir(exist_ok=True)
+    for name, target in commands.items():
+        command = directory / name.replace("_", ".")
+        if isinstance(target, Path):
+            command.symlink_to(target)
+        else:
+            command.write_text(f"#!/bin/sh\n{target}\n", encoding="utf-8")
+            command.chmod(0o755)
+    return str(directory)
+
+
+@needs_supported_python
+def test_newest_python_is_the_newest_supported_one_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    newer = [version for version in SUPPORTED if version_key(version) > version_key(RUNNING)]
+    # A pyenv shim for a version not selected fails like this one; an alias for another
+    # version answers with that one's version: neither is taken for the version it is named.
+    commands: dict[str, Path | str] = {
+        f"python{RUNNING}": Path(sys.executable),
+        **{f"python{version}": "echo 'command not found' >&2; exit 127" for version in newer[:1]},
+        **{f"python{version}": Path(sys.executable) for version in newer[1:]},
+    }
+    monkeypatch.setenv("PATH", path_of(tmp_path, **commands))
+    assert newest_python(SUPPORTED) == RUNNING
+
+
+@needs_supported_python
+def test_newest_python_takes_python3_for_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", path_of(tmp_path, python3=Path(sys.executable)))
+    assert newest_python(SUPPORTED) == RUNNING
+
+
+def test_newest_python_without_one_on_path_is_the_newest_supported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", path_of(tmp_path, python3="exit 1"))
+    assert newest_python(["3.11", "3.13", "3.12"]) == "3.13"
+
+
+@needs_supported_python
+def test_a_bake_without_input_asks_for_the_python_it_finds(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    path = path_of(tmp_path / "bin", **{f"python{RUNNING}": Path(sys.executable)})
+    result = cli("--no-input", PATH=path)
+    assert result.returncode == 0, result.stderr
+    pyproject = tomllib.loads((tmp_path / "out/chat-service/pyproject.toml").read_text("utf-8"))
+    assert pyproject["project"]["requires-python"] == f">={RUNNING}"
+
+
 def test_valid_answers_pass(capsys: pytest.CaptureFixture[str]) -> None:
     assert validate(VALID) is None
     assert main(VALID) == 0
@@ -139,7 +202,7 @@ def test_valid_answers_pass(capsys: pytest.CaptureFixture[str]) -> None:
         ("package_name", "type"),
         ("author_email", "first.last+tag@mail.example.co.uk"),
         ("author_email", "zoë@exämple.dk"),
-        *(("python_version", version) for version in TEMPLATE_CONTEXT["python_version"]),
+        *(("python_version", version) for version in TEMPLATE_CONTEXT["_python_versions"]),
         *(("ci", service) for service in TEMPLATE_CONTEXT["ci"]),
         *(("docker", answer) for answer in TEMPLATE_CONTEXT["docker"]),
         *(("license", answer) for answer in TEMPLATE_CONTEXT["license"]),
@@ -229,7 +292,7 @@ def test_first_failing_check_wins() -> None:
 @pytest.mark.parametrize(
     ("option", "choices"),
     [
-        ("python_version", PYTHON_VERSIONS),
+        ("_python_versions", PYTHON_VERSIONS),
         ("ci", CI_SERVICES),
         ("docker", YES_NO),
         ("tracing", TRACING),
@@ -440,7 +503,6 @@ def test_cli_refusal_is_the_hooks_line_then_cookiecutters_two(
 def test_cli_rejects_python_version_from_a_replay_file(
     cli_fails: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    # The CLI refuses an unknown choice before any hook runs; a hand-edited replay file does not.
     replay_file = tmp_path_factory.mktemp("replay") / "answers.json"
     answers = {**TEMPLATE_CONTEXT, **VALID, "python_version": "3.10"}
     replay_file.write_text(json.dumps({"cookiecutter": answers}), encoding="utf-8")
@@ -448,12 +510,19 @@ def test_cli_rejects_python_version_from_a_replay_file(
     assert stderr.splitlines() == [error_line("python_version", "3.10", VERSION)]
 
 
-def test_cli_refuses_unknown_python_version_choice(bake_fails: Callable[..., str]) -> None:
+def test_cli_refuses_an_unsupported_python_version_in_one_line(
+    bake_fails: Callable[..., str],
+) -> None:
+    assert bake_fails(python_version="3.10").splitlines() == [
+        error_line("python_version", "3.10", VERSION)
+    ]
+
+
+def test_cli_refuses_unknown_choice(bake_fails: Callable[..., str]) -> None:
     # Cookiecutter checks choices before any template code runs; its traceback ends thus.
-    choices = TEMPLATE_CONTEXT["python_version"]
-    assert bake_fails(python_version="3.10").splitlines()[-1] == (
-        f"ValueError: 3.10 provided for choice variable python_version, but the choices are"
-        f" {choices}."
+    choices = TEMPLATE_CONTEXT["ci"]
+    assert bake_fails(ci="travis").splitlines()[-1] == (
+        f"ValueError: travis provided for choice variable ci, but the choices are {choices}."
     )
 
 

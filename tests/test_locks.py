@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from uv import find_uv_bin
 
-from tools.locks import answer_sets, lock_path, python_at_least, version_tuple
+from local_extensions import version_key
+from tools.locks import answer_sets, lock_path, python_at_least
 
 UV_TIMEOUT_S = 60
 LONG_SLUG = "realtime-collaborative-messaging-service-for-teams"
@@ -18,7 +19,7 @@ LONG_SLUG = "realtime-collaborative-messaging-service-for-teams"
 @pytest.fixture(scope="module")
 def python() -> str:
     """An interpreter that meets every floor, which uv needs to lock."""
-    highest_floor = max((version for version, _ in answer_sets()), key=version_tuple)
+    highest_floor = max((version for version, _ in answer_sets()), key=version_key)
     found = python_at_least(highest_floor)
     if found is None:
         pytest.skip(f"no Python {highest_floor} or newer here, which uv needs to check the locks")

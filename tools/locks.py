@@ -7,7 +7,7 @@ lock. Each is written by uv itself, from a bake with those answers, under a plac
 becomes `{{ cookiecutter.project_slug }}`. uv keeps what the previous lock pinned unless told to
 upgrade, so a pyproject change moves only what it must.
 
-Usage: python tools/locks.py [--upgrade] [--python PATH]  (PATH: an interpreter that meets every
+Usage: python -m tools.locks [--upgrade] [--python PATH]  (PATH: an interpreter that meets every
 floor, which uv needs to lock; by default one found on PATH or among pyenv's).
 """
 
@@ -25,6 +25,8 @@ from pathlib import Path
 from cookiecutter.main import cookiecutter
 from uv import find_uv_bin
 
+from local_extensions import version_key
+
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
 LOCK_DIR = TEMPLATE_DIR / "templates" / "uv-lock"
 PLACEHOLDER = "lock-placeholder"
@@ -40,12 +42,7 @@ def lock_path(python_version: str, tracing: str) -> Path:
 def answer_sets() -> list[tuple[str, str]]:
     """Every (python_version, tracing) pair the questions offer."""
     context = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text(encoding="utf-8"))
-    return list(itertools.product(context["python_version"], context["tracing"]))
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    """'3.12' as (3, 12), which compares as versions do."""
-    return tuple(map(int, version.split(".")))
+    return list(itertools.product(context["_python_versions"], context["tracing"]))
 
 
 def python_at_least(floor: str) -> str | None:
@@ -57,7 +54,7 @@ def python_at_least(floor: str) -> str | None:
         *filter(None, (shutil.which(f"python3.{minor}") for minor in range(20, 10, -1))),
         *map(str, sorted(pyenv_root.glob("versions/*/bin/python3"), reverse=True)),
     ]
-    check = f"import sys; sys.exit(sys.version_info < {version_tuple(floor)})"
+    check = f"import sys; sys.exit(sys.version_info < {version_key(floor)})"
     for candidate in candidates:
         if subprocess.run([candidate, "-c", check], capture_output=True).returncode == 0:
             return candidate
@@ -101,7 +98,7 @@ def main() -> None:
     parser.add_argument("--python", help="an interpreter meeting every python_version's floor")
     args = parser.parse_args()
     pairs = answer_sets()
-    highest_floor = max((version for version, _ in pairs), key=version_tuple)
+    highest_floor = max((version for version, _ in pairs), key=version_key)
     python = args.python or python_at_least(highest_floor)
     if python is None:
         sys.exit(f"no Python {highest_floor} or newer found: pass --python /path/to/python")
