@@ -18,11 +18,12 @@ from tests.conftest import TEMPLATE_CONTEXT, baked_metadata, expected_metadata
 
 LONG_NAME = " ".join(["Realtime Collaborative Messaging Service"] * 5)
 # Every question with a fixed set of answers; private keys (`_extensions`, ...) are not questions.
+# Every answer a question offers: its choices, or for python_version, typed in, the supported ones.
 CHOICES: dict[str, list[str]] = {
     key: value
     for key, value in TEMPLATE_CONTEXT.items()
     if isinstance(value, list) and not key.startswith("_")
-}
+} | {"python_version": TEMPLATE_CONTEXT["_python_versions"]}
 CONTEXTS: dict[str, dict[str, str]] = {
     "defaults": {},
     **{
