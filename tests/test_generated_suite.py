@@ -7,8 +7,10 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import pytest
@@ -36,20 +38,33 @@ def project(bake: Callable[..., Path]) -> Path:
     return bake()
 
 
-def test_generated_suite_runs_under_xdist_with_a_namespace_per_worker(
-    bake: Callable[..., Path], tmp_path: Path
-):
+@dataclass(frozen=True)
+class XdistRun:
+    """A finished run of the generated suite under xdist: the project, its output and report."""
+
+    project: Path
+    output: str
+    report: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def xdist_run(bake: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> XdistRun:
+    """One run of an otel bake's suite as its make cov runs it on two workers, checked to pass
+    and leave nothing; the tests below each read a different part of it."""
     # With tracing, so that its tests run too: `make test` below runs a default bake under xdist.
-    # The run is make cov's, so it checks coverage as well: in a copy, which coverage writes into.
+    # In a copy, which coverage writes into.
     baked = bake(tracing="otel")
-    project = tmp_path / baked.name
+    project = tmp_path_factory.mktemp("xdist-run") / baked.name
     shutil.copytree(baked, project)
-    report_path = tmp_path / "report.json"
+    report_path = project.parent / "report.json"
     arguments = make_pytest_arguments(project, "cov", "WORKERS=2")
     result = run_suite(project, *arguments, report=report_path)
-    report = check_run(result, report_path)
-    workers = report["workers"]
-    run_id = report["run_id"]
+    return XdistRun(project, result.stdout, check_run(result, report_path))
+
+
+def test_generated_suite_runs_under_xdist_with_a_namespace_per_worker(xdist_run: XdistRun):
+    workers = xdist_run.report["workers"]
+    run_id = xdist_run.report["run_id"]
     assert sorted(workers) == ["gw0", "gw1"]
     assert all(worker["passed"] > 0 for worker in workers.values()), workers
     schemas = {worker["schema"] for worker in workers.values()}
@@ -58,18 +73,31 @@ def test_generated_suite_runs_under_xdist_with_a_namespace_per_worker(
     for name, worker in workers.items():
         assert worker["schema"].startswith(f"test_{run_id}_{name}_")
         assert worker["prefix"] == f"test:{run_id}:{name}:"
+
+
+def test_make_cov_meets_its_floor_and_measures_the_serve_process(xdist_run: XdistRun):
     # The run met make cov's floor, which is no lower than the 90% the suite is held to.
-    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
-    assert (
-        90 <= pyproject["tool"]["coverage"]["report"]["fail_under"] <= coverage_total(result.stdout)
-    )
+    pyproject = tomllib.loads((xdist_run.project / "pyproject.toml").read_text(encoding="utf-8"))
+    fail_under = pyproject["tool"]["coverage"]["report"]["fail_under"]
+    assert 90 <= fail_under <= coverage_total(xdist_run.output)
     # The serve process that test_lifecycle starts is measured too: no other test runs __main__.py.
     [main] = [
         item
-        for item in ElementTree.parse(project / "coverage.xml").iter("class")
+        for item in ElementTree.parse(xdist_run.project / "coverage.xml").iter("class")
         if item.get("name") == "__main__.py"
     ]
     assert float(main.get("line-rate", "0")) > 0
+
+
+def test_the_report_says_where_the_time_goes(xdist_run: XdistRun):
+    assert "fixture stack" in xdist_run.output
+    assert "worker startup (median per worker)" in xdist_run.output
+    summary = xdist_run.report["summary"]
+    assert summary["workers"] == 2
+    startup = summary["worker_startup_ms"]
+    assert all(startup[phase] > 0 for phase in ("schema_and_migrations", "resources", "server"))
+    assert summary["test_setup_ms"]["p95"] >= summary["test_setup_ms"]["median"] > 0
+    assert summary["slowest_fixtures"]
 
 
 def test_generated_suite_runs_without_xdist(project: Path, tmp_path: Path):

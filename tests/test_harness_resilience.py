@@ -202,17 +202,3 @@ def test_app_scope_function_builds_the_app_per_test(project: Path, tmp_path: Pat
     app_builds = sum(len(worker["fixtures_ms"].get("shared_app", [])) for worker in workers)
     assert app_builds > 20, "each test using the app should have built its own"
     assert report_of(report)["app_scope"] == "function"
-
-
-def test_report_says_where_the_time_goes(project: Path, tmp_path: Path):
-    report = tmp_path / "report.json"
-    result = run_suite(project, "-n", "2", report=report)
-    check_run(result, report)
-    assert "fixture stack" in result.stdout
-    assert "worker startup (median per worker)" in result.stdout
-    summary = report_of(report)["summary"]
-    assert summary["workers"] == 2
-    startup = summary["worker_startup_ms"]
-    assert all(startup[phase] > 0 for phase in ("schema_and_migrations", "resources", "server"))
-    assert summary["test_setup_ms"]["p95"] >= summary["test_setup_ms"]["median"] > 0
-    assert summary["slowest_fixtures"]
