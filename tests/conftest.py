@@ -1,5 +1,7 @@
-"""Bake the template into throwaway directories, through the API or through the CLI."""
+"""Bake the template into throwaway directories, through the API or through the CLI; give the
+whole run Postgres and Redis."""
 
+import contextlib
 import functools
 import json
 import os
@@ -15,6 +17,8 @@ import pytest
 from cookiecutter.generate import generate_context
 from cookiecutter.main import cookiecutter
 from cookiecutter.prompt import prompt_for_config
+
+from tests.template_harness import harness_module
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
 TEMPLATE_CONTEXT: dict[str, Any] = json.loads(
@@ -73,6 +77,33 @@ def bake_into(output_dir: Path, config_file: Path, **context: str) -> Path:
         extra_context=context,
     )
     return Path(project_dir)
+
+
+SERVICES = pytest.StashKey[dict[str, str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Pick the run's Postgres and Redis as a baked project's harness does, throwaway servers
+    where none answers; xdist workers and baked runs inherit them as TEST_DATABASE_URL and
+    TEST_REDIS_URL."""
+    if hasattr(config, "workerinput"):
+        return
+    services, embedded = harness_module("services"), harness_module("embedded")
+    stack = contextlib.ExitStack()
+    config.add_cleanup(stack.close)
+    try:
+        resolved = services.resolve(stack)
+    except (services.ServiceUnreachable, embedded.EmbeddedUnavailable) as error:
+        raise pytest.UsageError(str(error)) from None
+    os.environ["TEST_DATABASE_URL"] = resolved.database_url
+    os.environ["TEST_REDIS_URL"] = resolved.redis_url
+    config.stash[SERVICES] = resolved.origin
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which Postgres and Redis the run uses."""
+    origin = config.stash[SERVICES]
+    return "services: " + ", ".join(f"{name} {where}" for name, where in origin.items())
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,33 +1,23 @@
 """The generated harness's embedded mode: throwaway Postgres and Redis, started and cleaned up."""
 
-import importlib.util
 import os
 import socket
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
-from types import ModuleType
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 import redis
 
 from tests.conftest import TEMPLATE_DIR
+from tests.template_harness import harness_module
 
-EMBEDDED_PY = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "tests" / "harness" / "embedded.py"
 EXIT_TIMEOUT_S = 5.0
-
-
-def load_embedded() -> ModuleType:
-    """Import embedded.py straight from the template: it is plain Python, no Jinja in it."""
-    spec = importlib.util.spec_from_file_location("template_harness_embedded", EMBEDDED_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-embedded = load_embedded()
+embedded = harness_module("embedded")
 
 
 class BodyFailed(Exception):
@@ -199,3 +189,54 @@ def test_search_prefers_path_then_the_highest_version(
     on_path = fake_bindir(tmp_path / "on-path")
     monkeypatch.setenv("PATH", str(on_path))
     assert embedded._postgres_bindir() == on_path
+
+
+PROBE_TEST = """
+import os
+from pathlib import Path
+
+import psycopg
+import redis
+
+
+def test_the_services_answer():
+    with psycopg.connect(os.environ["TEST_DATABASE_URL"]) as conn:
+        conn.execute("SELECT 1")
+    redis.Redis.from_url(os.environ["TEST_REDIS_URL"]).ping()
+    Path(os.environ["PROBE_OUTPUT"]).write_text(
+        os.environ["TEST_DATABASE_URL"] + " " + os.environ["TEST_REDIS_URL"]
+    )
+"""
+
+
+def test_the_template_run_starts_throwaway_servers_where_none_answers(tmp_path: Path) -> None:
+    # HARNESS_SERVICES=embedded takes the route of a machine where no server answers. The probe
+    # lies outside tests/, so this run loads the template's conftest.py as a plugin.
+    probe = tmp_path / "test_probe.py"
+    probe.write_text(PROBE_TEST, encoding="utf-8")
+    output = tmp_path / "urls"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"TEST_DATABASE_URL", "TEST_REDIS_URL"} and not key.startswith("PYTEST_")
+    }
+    env |= {"HARNESS_SERVICES": "embedded", "PROBE_OUTPUT": str(output)}
+    plugins = ["tests.conftest", "no:cacheprovider", "no:xdist", "no:randomly"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *(f"-p{plugin}" for plugin in plugins), str(probe)],
+        cwd=TEMPLATE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "services: postgres embedded, redis embedded" in result.stdout
+    database_url, redis_url = output.read_text().split()
+    assert (urlsplit(database_url).port, urlsplit(redis_url).port) != (5432, 6379)
+    # The servers stopped with the run.
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(database_url, connect_timeout=2)
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(redis_url, socket_connect_timeout=2).ping()
