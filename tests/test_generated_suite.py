@@ -18,6 +18,7 @@ from packaging.requirements import Requirement
 
 from tests.generated_runs import (
     MIN_GENERATED_TESTS,
+    SUITE_TIMEOUT_S,
     check_run,
     clean_environment,
     coverage_total,
@@ -26,9 +27,12 @@ from tests.generated_runs import (
     passed_count,
     run_make,
     run_suite,
+    suite_command,
 )
 
 MAKE_TEST_TIMEOUT_S = 900
+# pytest-randomly's seeds for the two orders the suite is run in.
+SEEDS = (1, 2)
 pytestmark = pytest.mark.xdist_group("generated-suite")
 
 
@@ -58,7 +62,7 @@ def xdist_run(bake: Callable[..., Path], tmp_path_factory: pytest.TempPathFactor
     shutil.copytree(baked, project)
     report_path = project.parent / "report.json"
     arguments = make_pytest_arguments(project, "cov", "WORKERS=2")
-    result = run_suite(project, *arguments, report=report_path)
+    result = run_suite(project, *arguments, f"--randomly-seed={SEEDS[0]}", report=report_path)
     return XdistRun(project, result.stdout, check_run(result, report_path))
 
 
@@ -98,6 +102,30 @@ def test_the_report_says_where_the_time_goes(xdist_run: XdistRun):
     assert all(startup[phase] > 0 for phase in ("schema_and_migrations", "resources", "server"))
     assert summary["test_setup_ms"]["p95"] >= summary["test_setup_ms"]["median"] > 0
     assert summary["slowest_fixtures"]
+
+
+def collected_order(project: Path, seed: int) -> list[str]:
+    """The test ids of the project's suite in the order pytest-randomly gives them for `seed`."""
+    listing = subprocess.run(
+        suite_command("-p", "no:xdist", f"--randomly-seed={seed}", "--collect-only"),
+        cwd=project,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=SUITE_TIMEOUT_S,
+        check=True,
+    )
+    return [line for line in listing.stdout.splitlines() if "::" in line]
+
+
+def test_suite_passes_in_different_random_orders(xdist_run: XdistRun, tmp_path: Path):
+    orders = {seed: collected_order(xdist_run.project, seed) for seed in SEEDS}
+    assert orders[SEEDS[0]] != orders[SEEDS[1]]
+    assert sorted(orders[SEEDS[0]]) == sorted(orders[SEEDS[1]])
+    # xdist_run passed in the first order; the second must pass too.
+    report = tmp_path / "report.json"
+    run = run_suite(xdist_run.project, "-n", "2", f"--randomly-seed={SEEDS[1]}", report=report)
+    check_run(run, report)
 
 
 def test_generated_suite_runs_without_xdist(project: Path, tmp_path: Path):

@@ -100,28 +100,6 @@ def test_two_runs_at_once_never_collide(project: Path, tmp_path: Path):
     assert len(run_ids) == 2
 
 
-def collected_order(project: Path, seed: int) -> list[str]:
-    listing = subprocess.run(
-        suite_command("-p", "no:xdist", f"--randomly-seed={seed}", "--collect-only"),
-        cwd=project,
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        timeout=SUITE_TIMEOUT_S,
-        check=True,
-    )
-    return [line for line in listing.stdout.splitlines() if "::" in line]
-
-
-def test_suite_passes_in_different_random_orders(project: Path, tmp_path: Path):
-    orders = {seed: collected_order(project, seed) for seed in (1, 2)}
-    assert orders[1] != orders[2]
-    assert sorted(orders[1]) == sorted(orders[2])
-    for seed in orders:
-        report = tmp_path / f"report-{seed}.json"
-        check_run(run_suite(project, "-n", "2", f"--randomly-seed={seed}", report=report), report)
-
-
 def test_crashed_worker_is_cleaned_up_by_the_controller(project: Path, tmp_path: Path):
     (project / "tests" / "test_zz_crash.py").write_text(CRASHING_TEST, encoding="utf-8")
     report = tmp_path / "report.json"
