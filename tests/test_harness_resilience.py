@@ -118,8 +118,9 @@ def test_killed_run_is_reaped_by_the_next_run(project: Path, tmp_path: Path):
     killer.write_text(RUN_KILLING_TEST, encoding="utf-8")
     run_id_file = tmp_path / "run-id"
     killed = subprocess.run(
-        # In file order the killer comes last, so no other test is cut off halfway.
-        suite_command("-n", "2", "-p", "no:randomly"),
+        # The killer and one file more, in file order: the killer comes last, so no other test is
+        # cut off halfway, and both workers may have made their namespaces by then.
+        suite_command("-n", "2", "-p", "no:randomly", "tests/test_health.py", str(killer)),
         cwd=project,
         env=clean_environment(RUN_ID_FILE=str(run_id_file)),
         capture_output=True,
