@@ -51,7 +51,9 @@ class XdistRun:
     report: dict[str, Any]
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: a module's fixture is torn down whenever xdist hands the worker a test of
+# another module in between, which it does, and this one would run the suite again.
+@pytest.fixture(scope="session")
 def xdist_run(bake: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> XdistRun:
     """One run of an otel bake's suite as its make cov runs it on two workers, checked to pass
     and leave nothing; the tests below each read a different part of it."""
