@@ -142,10 +142,16 @@ def test_killed_run_is_reaped_by_the_next_run(project: Path, tmp_path: Path):
     assert leftovers(dead_run) == {"schemas": [], "keys": []}
 
 
-def test_leak_guard_fails_the_test_that_leaks(project: Path, tmp_path: Path):
-    (project / "tests" / "test_zz_leak.py").write_text(LEAKING_TEST, encoding="utf-8")
+def test_leak_guard_fails_the_test_that_leaks_and_no_other(project: Path, tmp_path: Path):
+    leaking = project / "tests" / "test_zz_leak.py"
+    leaking.write_text(LEAKING_TEST, encoding="utf-8")
     report = tmp_path / "report.json"
-    result = run_suite(project, "-p", "no:xdist", "-p", "no:randomly", report=report)
+    # The leak first, then files whose tests use the same app and schema: the guard clears
+    # what leaked, so none of them inherits it.
+    later = ["tests/test_isolation.py", "tests/test_channels.py", "tests/test_protocol.py"]
+    result = run_suite(
+        project, "-p", "no:xdist", "-p", "no:randomly", str(leaking), *later, report=report
+    )
     summary = result.stdout.splitlines()[-1]
     assert result.returncode == 1
     assert "1 error" in summary and "failed" not in summary, summary

@@ -167,6 +167,7 @@ async def leak_check(leak_guard: LeakGuard) -> AsyncIterator[None]:
     yield
     leaks = await leak_guard.leaks()
     if leaks:
+        await leak_guard.clear()
         pytest.fail("state leaked past the test's teardown: " + "; ".join(leaks), pytrace=False)
 
 

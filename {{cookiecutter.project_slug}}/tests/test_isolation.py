@@ -1,6 +1,7 @@
 """Each worker works in its own Postgres schema and under its own Redis prefix, and dead
 workers' namespaces are reaped."""
 
+import asyncio
 import dataclasses
 import json
 import secrets
@@ -9,8 +10,10 @@ import threading
 import psycopg
 import redis
 from psycopg import sql
+from websockets.asyncio.client import connect
 
 from {{ cookiecutter.package_name }}.keys import RedisKeys
+from {{ cookiecutter.package_name }}.protocol import CloseCode
 from {{ cookiecutter.package_name }}.resources import (
     Resources,
     open_database_pool,
@@ -18,7 +21,7 @@ from {{ cookiecutter.package_name }}.resources import (
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness.leaks import LeakGuard
-from harness.live import LiveApp
+from harness.live import LiveApp, offer
 from harness.namespaces import (
     MARKER,
     alive_lock_key,
@@ -169,6 +172,22 @@ async def test_leak_guard_names_what_a_test_still_holds(
     for kind in ("users row", "messages row", "Redis key"):
         assert any(leak.startswith(kind) for leak in after_disconnect), (kind, after_disconnect)
     assert all(user.id in leak for leak in after_disconnect)
+
+
+async def test_leak_guard_clears_what_leaked(
+    shared_app: LiveApp, make_user: UserFactory, leak_guard: LeakGuard
+) -> None:
+    user = await make_user("leaky")
+    # A session this test never closes, and a message stored for its user.
+    connection = await connect(f"{shared_app.url}/ws", subprotocols=offer(user.token))
+    client = WsClient(connection)
+    await client.next_of_type("welcome")
+    await client.publish("room:leak", "kept")
+    assert await leak_guard.leaks()
+    await leak_guard.clear()
+    assert await leak_guard.leaks() == []
+    await asyncio.wait_for(connection.wait_closed(), 5)
+    assert connection.close_code == CloseCode.SERVICE_RESTART
 
 
 async def test_leak_guard_finds_rows_in_tables_it_was_never_told_about(

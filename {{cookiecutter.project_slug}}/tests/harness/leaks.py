@@ -1,6 +1,8 @@
 """The leak guard: after a test's teardown, no session and nothing of its users may survive.
 
-A leak fails the test that caused it, naming what leaked, instead of making a later test flaky.
+A leak fails the test that caused it, naming what leaked, and is then cleared, so that no later
+test fails or turns flaky for it.
+
 What a user owns is read from the schema itself: the `users` row, and every row of any table
 with a foreign key to `users`. A new migration adding such a table needs no change here.
 """
@@ -11,8 +13,12 @@ import weakref
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
+from {{ cookiecutter.package_name }}.protocol import CloseCode
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.sessions import SessionRegistry
+
+from .live import DRAIN_TIMEOUT_S
+from .users import forget_user
 
 REFERENCES_TO_USERS = """
 SELECT referencing.relname, attribute.attname
@@ -57,6 +63,22 @@ class LeakGuard:
         found += [f"{what} of user {user_id}" for what, user_id in rows]
         found += [f"Redis key {key!r} of user {user_id}" for user_id, key in keys]
         return found
+
+    async def clear(self) -> None:
+        """Undo what leaked, so that the tests after this one start clean: close the sessions
+        still registered, waiting a bounded time for the server to drain them (one that does not
+        shows in the next test's check), and forget the tracked users again."""
+        sessions = self.registry.all() if self.registry is not None else []
+        for session in sessions:
+            session.close(CloseCode.SERVICE_RESTART)
+        if sessions:
+            drains = [asyncio.ensure_future(session.drained.wait()) for session in sessions]
+            _, stuck = await asyncio.wait(drains, timeout=DRAIN_TIMEOUT_S)
+            for drain in stuck:
+                drain.cancel()
+        if self.resources is not None:
+            resources = self.resources
+            await asyncio.gather(*(forget_user(resources, user_id) for user_id in self.user_ids))
 
 
 async def _rows_of(resources: Resources, user_ids: list[str]) -> list[tuple[str, str]]:
