@@ -100,10 +100,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SERVICES] = resolved.origin
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    """Which Postgres and Redis the run uses."""
-    origin = config.stash[SERVICES]
-    return "services: " + ", ".join(f"{name} {where}" for name, where in origin.items())
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which Postgres and Redis the run uses (said by the controller; verbose workers ask too)."""
+    origin = config.stash.get(SERVICES, None)
+    if origin is None:
+        return []
+    return ["services: " + ", ".join(f"{name} {where}" for name, where in origin.items())]
 
 
 @pytest.fixture(scope="session", autouse=True)
