@@ -39,6 +39,21 @@ def suite_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
 
 
+def collected_ids(project: Path, *args: str) -> list[str]:
+    """The ids of the tests the baked suite collects with `args`, in the order it would run them."""
+    result = subprocess.run(
+        suite_command("--collect-only", *args),
+        cwd=project,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=SUITE_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [line for line in result.stdout.splitlines() if "::" in line]
+
+
 def run_suite(
     project: Path, *args: str, report: Path, **env: str
 ) -> subprocess.CompletedProcess[str]:

@@ -18,16 +18,15 @@ from packaging.requirements import Requirement
 
 from tests.generated_runs import (
     MIN_GENERATED_TESTS,
-    SUITE_TIMEOUT_S,
     check_run,
     clean_environment,
+    collected_ids,
     coverage_total,
     leftovers,
     make_pytest_arguments,
     passed_count,
     run_make,
     run_suite,
-    suite_command,
 )
 
 MAKE_TEST_TIMEOUT_S = 900
@@ -106,22 +105,11 @@ def test_the_report_says_where_the_time_goes(xdist_run: XdistRun):
     assert summary["slowest_fixtures"]
 
 
-def collected_order(project: Path, seed: int) -> list[str]:
-    """The test ids of the project's suite in the order pytest-randomly gives them for `seed`."""
-    listing = subprocess.run(
-        suite_command("-p", "no:xdist", f"--randomly-seed={seed}", "--collect-only"),
-        cwd=project,
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        timeout=SUITE_TIMEOUT_S,
-        check=True,
-    )
-    return [line for line in listing.stdout.splitlines() if "::" in line]
-
-
 def test_suite_passes_in_different_random_orders(xdist_run: XdistRun, tmp_path: Path):
-    orders = {seed: collected_order(xdist_run.project, seed) for seed in SEEDS}
+    orders = {
+        seed: collected_ids(xdist_run.project, "-p", "no:xdist", f"--randomly-seed={seed}")
+        for seed in SEEDS
+    }
     assert orders[SEEDS[0]] != orders[SEEDS[1]]
     assert sorted(orders[SEEDS[0]]) == sorted(orders[SEEDS[1]])
     # xdist_run passed in the first order; the second must pass too.

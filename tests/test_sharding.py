@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.generated_runs import (
-    SUITE_TIMEOUT_S,
-    clean_environment,
+    collected_ids,
     leftovers,
     run_suite,
-    suite_command,
 )
 
 SPLITS = 2
@@ -33,17 +31,7 @@ def project(bake: Callable[..., Path]) -> Path:
 @pytest.fixture(scope="module")
 def suite(project: Path) -> set[str]:
     """The id of every test the whole suite holds."""
-    result = subprocess.run(
-        suite_command("--collect-only", "-p", "no:randomly"),
-        cwd=project,
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        timeout=SUITE_TIMEOUT_S,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return {line for line in result.stdout.splitlines() if "::" in line}
+    return set(collected_ids(project, "-p", "no:randomly"))
 
 
 def passed(output: str) -> list[str]:
