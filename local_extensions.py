@@ -1,6 +1,8 @@
 """Jinja extensions that cookiecutter.json loads through `_extensions`."""
 
+import functools
 import logging
+import os
 import shutil
 import subprocess
 
@@ -43,9 +45,10 @@ _PRINT_VERSION = "import sys; print('%d.%d' % sys.version_info[:2])"
 _PROBE_TIMEOUT_S = 10
 
 
-def python_on_path(command: str) -> str | None:
-    """The major.minor version of `command` as found on PATH, or None if it does not run."""
-    executable = shutil.which(command)
+def python_on_path(command: str, path: str | None = None) -> str | None:
+    """The major.minor version of `command` as found on `path` (default: PATH), or None if it
+    does not run."""
+    executable = shutil.which(command, path=path)
     if executable is None:
         return None
     try:
@@ -69,10 +72,17 @@ def version_key(version: str) -> tuple[int, ...]:
 def newest_python(supported: list[str]) -> str:
     """The newest supported version that runs here as python3.X or python3, as the baked
     Makefile looks for them; the newest supported one when none does (uv can install it)."""
+    return _newest_on(tuple(supported), os.environ.get("PATH", os.defpath))
+
+
+# Once per PATH in a process: each probe starts an interpreter (a pyenv shim takes 0.1 s), and
+# one process may bake many times.
+@functools.cache
+def _newest_on(supported: tuple[str, ...], path: str) -> str:
     newest_first = sorted(supported, key=version_key, reverse=True)
-    python3 = python_on_path("python3")
+    python3 = python_on_path("python3", path)
     for version in newest_first:
-        if version in (python3, python_on_path(f"python{version}")):
+        if version in (python3, python_on_path(f"python{version}", path)):
             return version
     return newest_first[0]
 
