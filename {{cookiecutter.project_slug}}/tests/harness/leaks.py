@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from {{ cookiecutter.package_name }}.protocol import CloseCode
 from {{ cookiecutter.package_name }}.resources import Resources
-from {{ cookiecutter.package_name }}.sessions import SessionRegistry
+from {{ cookiecutter.package_name }}.sessions import Session, SessionRegistry
 
 from .live import DRAIN_TIMEOUT_S
 from .users import forget_user
@@ -47,11 +47,15 @@ class LeakGuard:
     def track(self, user_id: str) -> None:
         self.user_ids.append(user_id)
 
+    def _sessions(self) -> list[Session]:
+        """The sessions the app still holds, if the test used the app."""
+        return self.registry.all() if self.registry is not None else []
+
     async def leaks(self) -> list[str]:
         """What is left: any live session, and anything the tracked users still own."""
         found = [
             f"session {session.id} of user {session.user_id} is still registered"
-            for session in (self.registry.all() if self.registry is not None else [])
+            for session in self._sessions()
         ]
         resources = self.resources
         if resources is None or not self.user_ids:
@@ -68,7 +72,7 @@ class LeakGuard:
         """Undo what leaked, so that the tests after this one start clean: close the sessions
         still registered, waiting a bounded time for the server to drain them (one that does not
         shows in the next test's check), and forget the tracked users again."""
-        sessions = self.registry.all() if self.registry is not None else []
+        sessions = self._sessions()
         for session in sessions:
             session.close(CloseCode.SERVICE_RESTART)
         if sessions:
