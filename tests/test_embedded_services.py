@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from tests.conftest import TEMPLATE_DIR
+from tests.generated_runs import clean_environment
 from tests.template_harness import harness_module
 
 EXIT_TIMEOUT_S = 5.0
@@ -215,12 +216,9 @@ def test_the_template_run_starts_throwaway_servers_where_none_answers(tmp_path: 
     probe = tmp_path / "test_probe.py"
     probe.write_text(PROBE_TEST, encoding="utf-8")
     output = tmp_path / "urls"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"TEST_DATABASE_URL", "TEST_REDIS_URL"} and not key.startswith("PYTEST_")
-    }
-    env |= {"HARNESS_SERVICES": "embedded", "PROBE_OUTPUT": str(output)}
+    env = clean_environment(HARNESS_SERVICES="embedded", PROBE_OUTPUT=str(output))
+    # This run's own services, which the probe's run would otherwise take as configured.
+    del env["TEST_DATABASE_URL"], env["TEST_REDIS_URL"]
     plugins = ["tests.conftest", "no:cacheprovider", "no:xdist", "no:randomly"]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", *(f"-p{plugin}" for plugin in plugins), str(probe)],

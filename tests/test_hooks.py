@@ -129,7 +129,7 @@ def path_of(directory: Path, **commands: Path | str) -> str:
     """A PATH of `directory` alone, holding each command: a link to an interpreter, or a script."""
     directory.mkdir(exist_ok=True)
     for name, target in commands.items():
-        command = directory / name.replace("_", ".")
+        command = directory / name
         if isinstance(target, Path):
             command.symlink_to(target)
         else:
