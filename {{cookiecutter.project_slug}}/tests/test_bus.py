@@ -118,6 +118,28 @@ async def test_restarted_instance_first_delivers_what_it_never_acknowledged(
     assert received == frames
 
 
+async def test_each_read_acknowledges_what_the_last_one_delivered(
+    ws_session: WsClient, shared_resources: Resources
+) -> None:
+    """The reader acknowledges a batch in the round trip that reads the next one: once a later
+    message arrived, the earlier one is no longer pending, so a restart does not repeat it."""
+    redis, bus = shared_resources.redis, shared_resources.bus
+    await ws_session.subscribe("room:acked")
+    for text in ("earlier", "later"):
+        await ws_session.publish("room:acked", text)
+        await ws_session.next_message("room:acked")
+    latest = await redis.xrevrange(bus.stream, count=10)
+    assert latest is not None
+    earlier = [
+        entry_id
+        for entry_id, fields in latest
+        if fields and json.loads(fields["frame"]).get("data") == "earlier"
+    ]
+    pending = await redis.xpending_range(bus.stream, bus.group, min="-", max="+", count=100)
+    assert len(earlier) == 1
+    assert earlier[0] not in {entry["message_id"] for entry in pending}
+
+
 async def test_bus_reconnects_when_redis_drops_its_connection(
     ws_session: WsClient, shared_resources: Resources, caplog: pytest.LogCaptureFixture
 ) -> None:

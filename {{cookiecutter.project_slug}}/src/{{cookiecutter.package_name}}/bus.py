@@ -54,6 +54,9 @@ class Bus:
         self._reader: asyncio.Task[None] | None = None
         self._reading = False
         self._next_heartbeat = 0.0
+        # Delivered but not yet acknowledged: the next read acknowledges them (XACK is
+        # idempotent, so a read that failed leaves them here to acknowledge again).
+        self._delivered: list[str] = []
         self.read_failures = 0
         """Reads of the stream that failed and were retried, since the bus started."""
 
@@ -152,10 +155,16 @@ class Bus:
             await asyncio.sleep(RETRY_DELAY_S)
 
     async def _read_batch(self, position: str) -> int:
-        """Deliver and acknowledge one batch; return how many entries it held."""
-        batches = await self._redis.xreadgroup(
-            self.group, "reader", {self.stream: position}, count=READ_BATCH, block=READ_BLOCK_MS
-        )
+        """Acknowledge the last batch and read the next, in one round trip; deliver it; return
+        how many entries it held."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if self._delivered:
+                pipe.xack(self.stream, self.group, *self._delivered)
+            pipe.xreadgroup(
+                self.group, "reader", {self.stream: position}, count=READ_BATCH, block=READ_BLOCK_MS
+            )
+            *_, batches = await pipe.execute()
+        self._delivered = []
         # In RESP2, redis-py's default protocol, the reply is a list of [stream, entries] pairs.
         assert isinstance(batches, list)
         read = 0
@@ -164,8 +173,7 @@ class Bus:
                 # A pending entry that was trimmed away since comes back without fields.
                 if fields:
                     self._dispatch(entry_id, fields)
-            if entries:
-                await self._redis.xack(self.stream, self.group, *(entry for entry, _ in entries))
+            self._delivered += [entry_id for entry_id, _ in entries]
             read += len(entries)
         return read
 {% if cookiecutter.tracing == "otel" %}
