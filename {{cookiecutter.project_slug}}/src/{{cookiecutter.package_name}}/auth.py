@@ -74,8 +74,9 @@ class Keyring:
         """Return the identity a token proves, or raise AuthError. A token still valid for more
         than `max_lifetime_s` is refused: a leaked one must not work for years."""
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
-            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+            # Read once unverified: header and claims name the key that must verify it.
+            unverified = jwt.decode_complete(token, options={"verify_signature": False})
+            kid, issuer = unverified["header"].get("kid"), unverified["payload"].get("iss")
         except jwt.PyJWTError as error:
             raise AuthError("malformed_token", f"malformed token: {error}") from None
         if not isinstance(kid, str) or not isinstance(issuer, str):
