@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 WORKERS ?= 2
-# make bench: tests per suite, rounds, a subset of configurations (all when empty), results path.
+# make bench: tests per suite, rounds, a subset of configurations (all when empty), results path,
+# and PROFILE=1 to sample floor and shared once more with py-spy (CPU per test by library).
 N ?= 475
 ROUNDS ?= 3
 CONFIGS ?=
 OUTPUT ?= bench/results/latest
+PROFILE ?=
 # The official AsyncAPI parser (npm), which tests/test_asyncapi.py runs on a baked service's document.
 ASYNCAPI := tools/asyncapi
 
@@ -46,7 +48,8 @@ bake: install
 	$(BIN)/cookiecutter . --output-dir build
 
 bench: install
-	$(BIN)/python -m bench --tests $(N) --rounds $(ROUNDS) --output $(OUTPUT) $(if $(CONFIGS),--configs $(CONFIGS))
+	$(BIN)/python -m bench --tests $(N) --rounds $(ROUNDS) --output $(OUTPUT) $(if $(CONFIGS),--configs $(CONFIGS)) \
+		$(if $(PROFILE),--profile)
 
 # Re-times the generated suite into the template's .test_durations, which balances pytest-split's
 # shards, by running a fresh bake's own `make durations`. Run it after changing generated tests.

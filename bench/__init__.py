@@ -11,4 +11,6 @@ configuration once, in a rotated order so machine drift hits them all alike:
 
 Medians over the rounds, the raw timings and every run's fixture-stack report go to a JSON file
 (bench/results/latest.json unless --output says otherwise), and a bar chart beside it as PNG.
+With --profile, floor and shared then run once more under py-spy, and the file also says where
+a WebSocket test's CPU goes above the floor's, by library (bench/profiling.py).
 """

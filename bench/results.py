@@ -170,6 +170,12 @@ def table(results: dict[str, Any]) -> list[str]:
             f"worker startup phases, ms: schema + migrations {phases['schema_and_migrations']},"
             f" Resources {phases['resources']}, server {phases['server']}"
         )
+    sampled = results.get("profile")
+    if sampled is not None:
+        lines.append(
+            "CPU per WebSocket test above the floor's, by library (py-spy), ms: "
+            + ", ".join(f"{name} {ms}" for name, ms in sampled["above_floor_ms_per_test"].items())
+        )
     for goal in GOALS:
         outcome = results["goals"].get(goal.key)
         if outcome is not None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import bench
-from bench import chart, suite
+from bench import chart, profiling, suite
 from bench.configs import Configuration, configurations
 from bench.results import Run, summarize, table
 from bench.services_cpu import postgres_cpu_s, redis_cpu_s
@@ -49,6 +49,11 @@ def parse_args(argv: Sequence[str] | None, known: dict[str, Configuration]) -> a
         "--template", type=Path, default=TEMPLATE_DIR, help="template to bake (this checkout)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the baked project, to profile")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="then run floor and shared once more under py-spy: CPU per test by library",
+    )
     args = parser.parse_args(argv)
     names = args.configs.split(",")
     unknown = sorted(set(names) - set(known))
@@ -63,14 +68,25 @@ def parse_args(argv: Sequence[str] | None, known: dict[str, Configuration]) -> a
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the bench; write the results and the chart; print the table."""
     cores = os.cpu_count() or 1
-    args = parse_args(argv, configurations(cores))
+    known = configurations(cores)
+    args = parse_args(argv, known)
     workdir = Path(tempfile.mkdtemp(prefix="ws-bench-"))
     try:
         project = suite.bake(args.template, workdir)
         suite.add_bench_tests(project, args.tests)
         print(f"baked {project}, added {args.tests} WebSocket tests and {args.tests} empty ones")
         runs = measure(project, args.configs, args.tests, args.rounds, workdir / "pycache")
-    except BenchFailed as failure:
+        sampled = (
+            profiling.profile(
+                project,
+                {name: config_command(known[name]) for name in ("floor", "shared")},
+                environment(workdir / "pycache"),
+                args.tests,
+            )
+            if args.profile
+            else None
+        )
+    except (BenchFailed, profiling.ProfileFailed) as failure:
         print(f"bench: {failure}", file=sys.stderr)
         return 1
     finally:
@@ -83,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "template": template_version(args.template),
         **summarize(runs, configs, tests=args.tests, rounds=args.rounds, cores=cores),
     }
+    if sampled is not None:
+        results["profile"] = sampled
     json_path, png_path = args.output.with_suffix(".json"), args.output.with_suffix(".png")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     # Written beside, then renamed: a reader never sees half a file (*.tmp is git-ignored).
@@ -119,7 +137,7 @@ def time_run(
 ) -> Run:
     """Run one configuration as a subprocess: its wall time and its fixture-stack report."""
     report_path = project / f"report-{config.name}-{round_number}.json"
-    command = suite_command("-p", "no:randomly", *config.args, config.suite)
+    command = config_command(config)
     env = environment(pycache, HARNESS_REPORT=str(report_path))
     load = os.getloadavg()[0]
     used_before = _children_cpu_s()
@@ -153,6 +171,11 @@ def time_run(
         report["summary"],
         cpu_by_process,
     )
+
+
+def config_command(config: Configuration) -> list[str]:
+    """The pytest command that runs one configuration (in a fixed order: no pytest-randomly)."""
+    return suite_command("-p", "no:randomly", *config.args, config.suite)
 
 
 def _pytest(

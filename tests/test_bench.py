@@ -1,22 +1,25 @@
 """The bench itself: a tiny run produces valid results and a chart; the figures derive right."""
 
 import json
+import sysconfig
 from pathlib import Path
 
 import pytest
 
+from bench import profiling
 from bench.configs import configurations
 from bench.results import CORE_CONFIGS, Run, summarize, table
 from bench.run import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+RATE = profiling.RATE_HZ
 
 
 # Runs generated suites, whose reaper must not race other tests' deliberate leftovers.
 @pytest.mark.xdist_group("generated-suite")
 def test_a_tiny_bench_writes_its_results_and_chart(tmp_path: Path):
     output = tmp_path / "tiny"
-    assert main(["--tests", "3", "--rounds", "1", "--output", str(output)]) == 0
+    assert main(["--tests", "3", "--rounds", "1", "--output", str(output), "--profile"]) == 0
     results = json.loads(output.with_suffix(".json").read_text(encoding="utf-8"))
     assert (results["tests"], results["rounds"]) == (3, 1)
     assert all(results[f"{name}_s"] > 0 for name in CORE_CONFIGS)
@@ -40,6 +43,19 @@ def test_a_tiny_bench_writes_its_results_and_chart(tmp_path: Path):
         assert all(cpu[server] >= 0 for cpu in by_process.values())
         assert sum(cpu[server] for cpu in by_process.values()) > 0
     assert output.with_suffix(".png").read_bytes().startswith(PNG_SIGNATURE)
+    # The sampled runs: some CPU in each, and the WebSocket suite's above the floor's by library
+    # (with 3 tests, mostly imports; the figures mean something at make bench's N).
+    sampled = results["profile"]
+    assert all(ms > 0 for ms in sampled["cpu_ms_per_test"].values())
+    # py-spy's own frames, classified: pytest's start-up alone is hundreds of samples.
+    for name, libraries in sampled["cpu_ms_per_test_by_library"].items():
+        assert max(libraries, key=libraries.__getitem__) != "other", (name, libraries)
+        assert libraries.get("pytest", 0) > 0, (name, libraries)
+    extra = sampled["above_floor_ms_per_test"]
+    assert "other" in extra
+    assert sum(extra.values()) == pytest.approx(
+        sampled["cpu_ms_per_test"]["shared"] - sampled["cpu_ms_per_test"]["floor"], abs=0.1
+    )
 
 
 def _run(
@@ -106,3 +122,34 @@ def test_a_server_that_could_not_be_read_is_left_out_of_the_medians():
     runs = [_run("shared", n, 5.0, postgres=None if n == 1 else float(n)) for n in (1, 2, 3)]
     results = summarize(runs, configurations(cores=2), tests=10, rounds=3, cores=2)
     assert results["configs"]["shared"]["cpu_s_by_process"]["postgres"] == 2.5
+
+
+def test_samples_are_charged_to_the_library_whose_code_ran(tmp_path: Path):
+    project = tmp_path / "chat-service"
+    stdlib = sysconfig.get_paths()["stdlib"]
+    venv = "/v/lib/python3.12/site-packages"
+    frames = {
+        f"_run_once ({stdlib}/asyncio/base_events.py:1922)": "asyncio",
+        f"select ({stdlib}/selectors.py:468)": "selectors",
+        f"execute ({venv}/psycopg/cursor_async.py:113)": "psycopg",
+        f"setup ({venv}/_pytest/fixtures.py:1005)": "pytest",
+        f"handle ({project}/src/chat_service/handlers.py:49)": "service",
+        f"forget_user ({project}/tests/harness/users.py:30)": "harness",
+        f"test_ws ({project}/tests/bench_ws/test_bench_ws_000.py:9)": "tests",
+        "_find_and_load (<frozen importlib._bootstrap>:1176)": "importlib",
+        "run (/elsewhere/tool.py:3)": "other",
+    }
+    raw = tmp_path / "raw.txt"
+    # py-spy's raw format: a line per distinct stack, outermost frame first, then its count.
+    raw.write_text("".join(f"main (m.py:1);{frame} {RATE}\n" for frame in frames), "utf-8")
+    by_library = profiling.cpu_ms_by_library(raw, project, tests=2)
+    # RATE samples at RATE per second are one second, over two tests: 500 ms each.
+    assert by_library == {library: 500.0 for library in frames.values()}
+
+
+def test_above_the_floor_keeps_the_largest_and_sums_the_rest_as_other():
+    floor = {"pytest": 1.0, "asyncio": 0.5}
+    suite = {"pytest": 1.5, "asyncio": 4.0, "psycopg": 2.0, "jwt": 0.25, "other": 0.5}
+    extra = profiling.above_floor(floor, suite)
+    assert extra == {"asyncio": 3.5, "psycopg": 2.0, "pytest": 0.5, "jwt": 0.25, "other": 0.5}
+    assert profiling.largest(extra, shown=2) == {"asyncio": 3.5, "psycopg": 2.0, "other": 1.25}
