@@ -45,8 +45,8 @@ def git(project: Path, *args: str) -> None:
 
 @pytest.fixture
 def project(bake: Callable[..., Path], tmp_path: Path) -> Path:
-    """A fresh bake of the defaults in a new git repository, everything staged, whose .venv holds
-    this environment's tools, installed as far as its Makefile can tell."""
+    """A fresh bake of the defaults in a new git repository, everything staged, whose .venv and
+    .tools hold this environment's tools, installed as far as its Makefile can tell."""
     project = tmp_path / "project"
     shutil.copytree(bake(), project)
     bin_dir = project / ".venv" / "bin"
@@ -54,6 +54,11 @@ def project(bake: Callable[..., Path], tmp_path: Path) -> Path:
     for tool in VENV_TOOLS:
         (bin_dir / tool).symlink_to(Path(sys.executable).parent / tool)
     (project / ".venv" / ".installed").touch()
+    # uv where the Makefile would install it: make wants it even with .venv up to date, and
+    # installing it (test_generated_suite does that) would cost every run here seconds.
+    tools_dir = project / ".tools" / "bin"
+    tools_dir.mkdir(parents=True)
+    (tools_dir / "uv").symlink_to(Path(sys.executable).parent / "uv")
     git(project, "init", "--quiet")
     git(project, "add", "--all")
     return project
