@@ -7,7 +7,7 @@ configuration once, in a rotated order so machine drift hits them all alike:
     floor         the N empty tests: pytest, the session loop and the harness's run-level hooks
     naive         --app-scope=function: Resources, app and server built for every test
     shared        the harness as shipped, one process
-    shared_xdist  the harness as shipped, -n 2 (and shared_xdist_auto, -n auto, on more cores)
+    shared_xdist  the harness as shipped, -n 2 (and -n 4 and -n auto where there are more cores)
 
 Medians over the rounds, the raw timings and every run's fixture-stack report go to a JSON file
 (bench/results/latest.json unless --output says otherwise), and a bar chart beside it as PNG.

@@ -17,6 +17,7 @@ COLORS = {
     "naive": "#d9534f",
     "shared": "#337ab7",
     "shared_xdist": "#5cb85c",
+    "shared_xdist_4": "#43a047",
     "shared_xdist_auto": "#2e7d32",
 }
 

@@ -16,7 +16,8 @@ class Configuration:
 
 
 def configurations(cores: int) -> dict[str, Configuration]:
-    """Every configuration, by name; `shared_xdist_auto` only where -n auto means more than 2."""
+    """Every configuration, by name; `shared_xdist_4` where there are 4 cores or more, and
+    `shared_xdist_auto` where -n auto means neither 2 nor 4 workers."""
     one_process = ("-p", "no:xdist")
     known = [
         Configuration("floor", "floor: empty tests", FLOOR_DIR, one_process),
@@ -28,7 +29,10 @@ def configurations(cores: int) -> dict[str, Configuration]:
         Configuration("shared", "shared: 1 process", WS_DIR, one_process),
         Configuration("shared_xdist", "shared: -n 2", WS_DIR, ("-n", "2")),
     ]
-    if cores > 2:
+    if cores >= 4:
+        # The common CI runner's size, where the issue sets its scaling target.
+        known.append(Configuration("shared_xdist_4", "shared: -n 4", WS_DIR, ("-n", "4")))
+    if cores not in (1, 2, 4):
         known.append(
             Configuration("shared_xdist_auto", f"shared: -n auto ({cores})", WS_DIR, ("-n", "auto"))
         )

@@ -153,3 +153,15 @@ def test_above_the_floor_keeps_the_largest_and_sums_the_rest_as_other():
     extra = profiling.above_floor(floor, suite)
     assert extra == {"asyncio": 3.5, "psycopg": 2.0, "pytest": 0.5, "jwt": 0.25, "other": 0.5}
     assert profiling.largest(extra, shown=2) == {"asyncio": 3.5, "psycopg": 2.0, "other": 1.25}
+
+
+def test_four_cores_add_a_run_at_n_4_and_its_speed_up():
+    known = configurations(cores=4)
+    assert known["shared_xdist_4"].args == ("-n", "4")
+    assert "shared_xdist_auto" not in known, "on 4 cores -n auto is -n 4 again"
+    assert "shared_xdist_auto" in configurations(cores=16)
+    assert "shared_xdist_4" not in configurations(cores=2)
+    runs = [_run("shared", 1, 9.0), _run("shared_xdist_4", 1, 2.5, workers=4)]
+    results = summarize(runs, known, tests=2000, rounds=1, cores=4)
+    assert results["speedup_parallel_4"] == 3.6
+    assert results["goals"]["speedup_parallel_4"] == {"goal": ">= 3", "met": True}
