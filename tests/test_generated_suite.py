@@ -42,8 +42,8 @@ def project(bake: Callable[..., Path]) -> Path:
 
 
 @dataclass(frozen=True)
-class XdistRun:
-    """A finished run of the generated suite under xdist: the project, its output and report."""
+class SuiteRun:
+    """A finished run of the generated suite: the project, its output and report."""
 
     project: Path
     output: str
@@ -53,7 +53,7 @@ class XdistRun:
 # Session-scoped: a module's fixture is torn down whenever xdist hands the worker a test of
 # another module in between, which it does, and this one would run the suite again.
 @pytest.fixture(scope="session")
-def xdist_run(bake: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> XdistRun:
+def xdist_run(bake: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
     """One run of an otel bake's suite as its make cov runs it on two workers, checked to pass
     and leave nothing; the tests below each read a different part of it."""
     # With tracing, so that its tests run too: `make test` below runs a default bake under xdist.
@@ -64,10 +64,10 @@ def xdist_run(bake: Callable[..., Path], tmp_path_factory: pytest.TempPathFactor
     report_path = project.parent / "report.json"
     arguments = make_pytest_arguments(project, "cov", "WORKERS=2")
     result = run_suite(project, *arguments, f"--randomly-seed={SEEDS[0]}", report=report_path)
-    return XdistRun(project, result.stdout, check_run(result, report_path))
+    return SuiteRun(project, result.stdout, check_run(result, report_path))
 
 
-def test_generated_suite_runs_under_xdist_with_a_namespace_per_worker(xdist_run: XdistRun):
+def test_generated_suite_runs_under_xdist_with_a_namespace_per_worker(xdist_run: SuiteRun):
     workers = xdist_run.report["workers"]
     run_id = xdist_run.report["run_id"]
     assert sorted(workers) == ["gw0", "gw1"]
@@ -80,7 +80,7 @@ def test_generated_suite_runs_under_xdist_with_a_namespace_per_worker(xdist_run:
         assert worker["prefix"] == f"test:{run_id}:{name}:"
 
 
-def test_make_cov_meets_its_floor_and_measures_the_serve_process(xdist_run: XdistRun):
+def test_make_cov_meets_its_floor_and_measures_the_serve_process(xdist_run: SuiteRun):
     # The run met make cov's floor, which is no lower than the 90% the suite is held to.
     pyproject = tomllib.loads((xdist_run.project / "pyproject.toml").read_text(encoding="utf-8"))
     fail_under = pyproject["tool"]["coverage"]["report"]["fail_under"]
@@ -94,7 +94,7 @@ def test_make_cov_meets_its_floor_and_measures_the_serve_process(xdist_run: Xdis
     assert float(main.get("line-rate", "0")) > 0
 
 
-def test_the_report_says_where_the_time_goes(xdist_run: XdistRun):
+def test_the_report_says_where_the_time_goes(xdist_run: SuiteRun):
     assert "fixture stack" in xdist_run.output
     assert "worker startup (median per worker)" in xdist_run.output
     summary = xdist_run.report["summary"]
@@ -105,23 +105,29 @@ def test_the_report_says_where_the_time_goes(xdist_run: XdistRun):
     assert summary["slowest_fixtures"]
 
 
-def test_suite_passes_in_different_random_orders(xdist_run: XdistRun, tmp_path: Path):
+@pytest.fixture(scope="session")
+def lone_run(bake: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
+    """One run of the same bake's suite without xdist, in the second random order (xdist_run ran
+    the first), checked to pass and leave nothing; the tests below each read a part of it."""
+    project = bake(tracing="otel")
+    report_path = tmp_path_factory.mktemp("lone-run") / "report.json"
+    result = run_suite(project, "-p", "no:xdist", f"--randomly-seed={SEEDS[1]}", report=report_path)
+    return SuiteRun(project, result.stdout, check_run(result, report_path))
+
+
+def test_suite_passes_in_different_random_orders(xdist_run: SuiteRun, lone_run: SuiteRun):
+    """xdist_run passed in the first order, lone_run in the second (their fixtures check that):
+    two different orders of the same tests."""
     orders = {
-        seed: collected_ids(xdist_run.project, "-p", "no:xdist", f"--randomly-seed={seed}")
+        seed: collected_ids(lone_run.project, "-p", "no:xdist", f"--randomly-seed={seed}")
         for seed in SEEDS
     }
     assert orders[SEEDS[0]] != orders[SEEDS[1]]
     assert sorted(orders[SEEDS[0]]) == sorted(orders[SEEDS[1]])
-    # xdist_run passed in the first order; the second must pass too.
-    report = tmp_path / "report.json"
-    run = run_suite(xdist_run.project, "-n", "2", f"--randomly-seed={SEEDS[1]}", report=report)
-    check_run(run, report)
 
 
-def test_generated_suite_runs_without_xdist(project: Path, tmp_path: Path):
-    report_path = tmp_path / "report.json"
-    report = check_run(run_suite(project, "-p", "no:xdist", report=report_path), report_path)
-    assert list(report["workers"]) == ["master"]
+def test_generated_suite_runs_without_xdist(lone_run: SuiteRun):
+    assert list(lone_run.report["workers"]) == ["master"]
 
 
 def run_loadtest(project: Path, tmp_path: Path, *arguments: str) -> tuple[Path, str]:

@@ -4,7 +4,9 @@ import json
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,25 +81,53 @@ def report_of(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def test_two_runs_at_once_never_collide(project: Path, tmp_path: Path):
-    reports = [tmp_path / "first.json", tmp_path / "second.json"]
-    runs = [
-        subprocess.Popen(
-            suite_command("-n", "2"),
-            cwd=project,
-            env=clean_environment(HARNESS_REPORT=str(report)),
+@dataclass(frozen=True)
+class TwoRuns:
+    """Two runs of the suite started at once, both checked to pass and leave nothing: the
+    harness as shipped, and one building its app per test (--app-scope=function)."""
+
+    shared: dict[str, Any]
+    per_test: dict[str, Any]
+
+
+# Session-scoped, so that the two tests below read one pair of runs even where xdist hands this
+# worker a test of another module in between.
+@pytest.fixture(scope="session")
+def two_runs(bake: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> TwoRuns:
+    """Two runs at once on the default bake, each on two workers."""
+    reports = tmp_path_factory.mktemp("two-runs")
+    options = {"shared": (), "per_test": ("--app-scope=function",)}
+    runs = {
+        name: subprocess.Popen(
+            suite_command("-n", "2", *extra),
+            cwd=bake(),
+            env=clean_environment(HARNESS_REPORT=str(reports / f"{name}.json")),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for report in reports
-    ]
-    run_ids = set()
-    for process, report in zip(runs, reports, strict=True):
+        for name, extra in options.items()
+    }
+    checked = {}
+    for name, process in runs.items():
         stdout, stderr = process.communicate(timeout=SUITE_TIMEOUT_S)
         finished = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-        run_ids.add(check_run(finished, report)["run_id"])
-    assert len(run_ids) == 2
+        checked[name] = check_run(finished, reports / f"{name}.json")
+    return TwoRuns(**checked)
+
+
+def test_two_runs_at_once_never_collide(two_runs: TwoRuns):
+    assert two_runs.shared["run_id"] != two_runs.per_test["run_id"]
+
+
+def test_app_scope_function_builds_the_app_per_test(two_runs: TwoRuns):
+    report = two_runs.per_test
+    app_builds = sum(
+        len(worker["fixtures_ms"].get("shared_app", [])) for worker in report["workers"].values()
+    )
+    assert app_builds > 20, "each test using the app should have built its own"
+    assert report["app_scope"] == "function"
+    assert two_runs.shared["app_scope"] == "session"
 
 
 def test_crashed_worker_is_cleaned_up_by_the_controller(project: Path, tmp_path: Path):
@@ -178,12 +208,3 @@ def test_embedded_mode_starts_its_own_servers(project: Path, tmp_path: Path):
     assert report_of(report)["origin"] == {"postgres": "embedded", "redis": "embedded"}
     assert "creating a throwaway PostgreSQL cluster" in result.stderr
     assert "starting a throwaway redis-server" in result.stderr
-
-
-def test_app_scope_function_builds_the_app_per_test(project: Path, tmp_path: Path):
-    report = tmp_path / "report.json"
-    check_run(run_suite(project, "-n", "2", "--app-scope=function", report=report), report)
-    workers = report_of(report)["workers"].values()
-    app_builds = sum(len(worker["fixtures_ms"].get("shared_app", [])) for worker in workers)
-    assert app_builds > 20, "each test using the app should have built its own"
-    assert report_of(report)["app_scope"] == "function"
