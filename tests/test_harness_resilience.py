@@ -20,6 +20,10 @@ from tests.generated_runs import (
     suite_command,
 )
 
+# Enough of the suite for the runs that need some of it, not all: over 40 tests (check_run's
+# minimum), each using the app and the worker's schema and prefix.
+A_FEW_FILES = ("tests/test_isolation.py", "tests/test_channels.py", "tests/test_protocol.py")
+
 # Runs of generated suites share this xdist group, so one test's reaper never races another
 # test's deliberately leaked namespaces.
 pytestmark = pytest.mark.xdist_group("generated-suite")
@@ -137,9 +141,8 @@ def test_crashed_worker_is_cleaned_up_by_the_controller(project: Path, tmp_path:
     marker = tmp_path / "crashed-worker"
     # The crasher among a few files, in random order: both workers have namespaces by the time
     # it runs, and the worker xdist starts in place of the dead one usually has tests left.
-    files = ["tests/test_health.py", "tests/test_isolation.py", "tests/test_channels.py"]
     result = run_suite(
-        project, "-n", "2", *files, str(crasher), report=report, CRASH_MARKER=str(marker)
+        project, "-n", "2", *A_FEW_FILES, str(crasher), report=report, CRASH_MARKER=str(marker)
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-3000:]
@@ -172,7 +175,7 @@ def test_killed_run_is_reaped_by_the_next_run(project: Path, tmp_path: Path):
 
     killer.unlink()
     report = tmp_path / "report.json"
-    next_run = run_suite(project, "-n", "2", report=report)
+    next_run = run_suite(project, "-n", "2", *A_FEW_FILES, report=report)
     check_run(next_run, report)
     # The outcome, not who printed it: a run started beside this one may have reaped first.
     assert leftovers(dead_run) == {"schemas": [], "keys": []}
@@ -184,9 +187,8 @@ def test_leak_guard_fails_the_test_that_leaks_and_no_other(project: Path, tmp_pa
     report = tmp_path / "report.json"
     # The leak first, then files whose tests use the same app and schema: the guard clears
     # what leaked, so none of them inherits it.
-    later = ["tests/test_isolation.py", "tests/test_channels.py", "tests/test_protocol.py"]
     result = run_suite(
-        project, "-p", "no:xdist", "-p", "no:randomly", str(leaking), *later, report=report
+        project, "-p", "no:xdist", "-p", "no:randomly", str(leaking), *A_FEW_FILES, report=report
     )
     summary = result.stdout.splitlines()[-1]
     assert result.returncode == 1
