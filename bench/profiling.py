@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 RATE_HZ = 250
+STDLIB = sysconfig.get_paths()["stdlib"] + "/"
 # The figures keep this many libraries, largest first, and sum the rest as "other".
 SHOWN = 12
 
@@ -68,9 +69,8 @@ def library_of(frame: str, project: Path) -> str:
         return "harness"
     if path.startswith(str(project / "tests")):
         return "tests"
-    stdlib = sysconfig.get_paths()["stdlib"] + "/"
-    if path.startswith(stdlib):
-        return path.removeprefix(stdlib).split("/", 1)[0].removesuffix(".py")
+    if path.startswith(STDLIB):
+        return path.removeprefix(STDLIB).split("/", 1)[0].removesuffix(".py")
     return "other"
 
 

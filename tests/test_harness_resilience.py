@@ -99,12 +99,12 @@ class TwoRuns:
 @pytest.fixture(scope="session")
 def two_runs(bake: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> TwoRuns:
     """Two runs at once on the default bake, each on two workers."""
-    reports = tmp_path_factory.mktemp("two-runs")
+    project, reports = bake(), tmp_path_factory.mktemp("two-runs")
     options = {"shared": (), "per_test": ("--app-scope=function",)}
     runs = {
         name: subprocess.Popen(
             suite_command("-n", "2", *extra),
-            cwd=bake(),
+            cwd=project,
             env=clean_environment(HARNESS_REPORT=str(reports / f"{name}.json")),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
