@@ -58,10 +58,15 @@ class LiveApp:
     @contextlib.asynccontextmanager
     async def websocket_session(self, user: User) -> AsyncIterator[WsClient]:
         """A fresh connection for `user`; on exit, closed and drained from the server."""
-        # No deflate offer (the service's default is off; test_handshake_storm offers it) and no
-        # proxy lookup, which reads the whole environment on every connect.
+        # No deflate offer (the service's default is off; test_handshake_storm offers it), no
+        # proxy lookup, which reads the whole environment on every connect, and no keepalive
+        # task: the server pings, and the client answers without one.
         async with connect(
-            f"{self.url}/ws", subprotocols=offer(user.token), compression=None, proxy=None
+            f"{self.url}/ws",
+            subprotocols=offer(user.token),
+            compression=None,
+            proxy=None,
+            ping_interval=None,
         ) as connection:
             client = WsClient(connection)
             welcome = await client.next_of_type("welcome")
@@ -77,7 +82,8 @@ class LiveApp:
         if session is None:
             return
         try:
-            await asyncio.wait_for(session.drained.wait(), DRAIN_TIMEOUT_S)
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                await session.drained.wait()
         except TimeoutError:
             raise AssertionError(
                 f"the server did not drain session {session_id} within {DRAIN_TIMEOUT_S}s"
