@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import EqualJitterBackoff
 
 from .auth import Keyring
 from .bus import Bus
@@ -16,6 +18,11 @@ from .keys import RedisKeys
 from .settings import Settings
 
 OPEN_TIMEOUT_S = 10.0
+# A command that meets a pooled connection Redis has dropped (a restart, a failover, an idle
+# timeout, CLIENT KILL) runs again on a new one. Redis.from_url, unlike Redis(), retries nothing
+# by default, so each stale connection would fail one request. Few tries, soon: a Redis that
+# stays away is an outage for readiness to report, not something to hold requests for.
+REDIS_RETRY = Retry(EqualJitterBackoff(cap=0.1, base=0.01), retries=3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,7 @@ class Resources:
             settings.redis_url,
             decode_responses=True,
             client_name=f"{settings.redis_prefix}{settings.instance_id}",
+            retry=REDIS_RETRY,
         )
         keys = RedisKeys(settings.redis_prefix)
         try:
