@@ -14,6 +14,9 @@ from {{ cookiecutter.package_name }}.sessions import (
 from harness.live import LiveApp
 from harness.users import User
 
+# Past websockets' default limit of unread frames (16), where its client stops reading.
+UNREAD_FRAMES = 40
+
 
 async def test_disconnect_drains_session(shared_app: LiveApp, test_user: User) -> None:
     registry = shared_app.service.registry
@@ -35,6 +38,23 @@ async def test_abrupt_disconnect_drains_session(shared_app: LiveApp, test_user: 
         await shared_app.wait_drained(session.id)
     assert not registry.sessions_of(test_user.id)
     assert "trip:abrupt" not in shared_app.service.feeds
+
+
+async def test_a_client_that_left_messages_unread_still_closes_cleanly(
+    shared_app: LiveApp, test_user: User
+) -> None:
+    """A test may stop reading mid-stream: the harness's client keeps reading while it closes,
+    so the server's close frame arrives (1000) instead of a close timeout and an abort (1006)."""
+    async with (
+        shared_app.websocket_session(user=test_user) as writer,
+        shared_app.websocket_session(user=test_user) as idle,
+    ):
+        await idle.subscribe("trip:unread")
+        await writer.subscribe("trip:unread")
+        for n in range(UNREAD_FRAMES):
+            await writer.publish("trip:unread", n)
+        await writer.messages(UNREAD_FRAMES)
+    assert idle.connection.close_code == 1000
 
 
 async def test_registry_counts_each_live_session(shared_app: LiveApp, test_user: User) -> None:

@@ -60,13 +60,18 @@ class LiveApp:
         """A fresh connection for `user`; on exit, closed and drained from the server."""
         # No deflate offer (the service's default is off; test_handshake_storm offers it), no
         # proxy lookup, which reads the whole environment on every connect, and no keepalive
-        # task: the server pings, and the client answers without one.
+        # task: the server pings, and the client answers without one. No limit on unread
+        # frames either, as in a browser: past one, websockets stops reading the socket, and a
+        # close from a test that left messages unread waited its whole close timeout (10 s)
+        # for the server's close frame queued behind them. StalledClient is the client that
+        # stops reading.
         async with connect(
             f"{self.url}/ws",
             subprotocols=offer(user.token),
             compression=None,
             proxy=None,
             ping_interval=None,
+            max_queue=None,
         ) as connection:
             client = WsClient(connection)
             welcome = await client.next_of_type("welcome")
