@@ -9,6 +9,7 @@ from websockets.asyncio.client import connect
 from {{ cookiecutter.package_name }} import store
 from {{ cookiecutter.package_name }}.lookups import UserChecks
 from {{ cookiecutter.package_name }}.resources import Resources
+from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness.live import AppFactory, LiveApp, offer
 from harness.users import User, UserFactory
@@ -18,7 +19,10 @@ STORM = 40
 
 
 async def test_checks_waiting_together_share_one_query(
-    shared_resources: Resources, make_user: UserFactory, monkeypatch: pytest.MonkeyPatch
+    shared_resources: Resources,
+    settings: Settings,
+    make_user: UserFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     active, disabled = await make_user("active"), await make_user("disabled")
     async with shared_resources.db.connection() as conn:
@@ -31,7 +35,7 @@ async def test_checks_waiting_together_share_one_query(
         return await real_query(db, user_ids)
 
     monkeypatch.setattr(store, "inactive_users", counted)
-    checks = UserChecks()
+    checks = UserChecks(settings.handshake_db_timeout_s)
     asked = [active.id, disabled.id, "00000000-0000-0000-0000-000000000000"] * (STORM // 3)
     answers = await asyncio.gather(*(checks.is_active(shared_resources.db, u) for u in asked))
     assert answers == [True, False, False] * (STORM // 3)
@@ -49,8 +53,10 @@ async def test_a_storm_of_handshakes_is_served(shared_app: LiveApp, make_user: U
     assert [reply["type"] for reply in replies] == ["pong"] * STORM
 
 
-async def test_a_failed_query_fails_every_check_of_its_batch(shared_resources: Resources) -> None:
-    checks = UserChecks()
+async def test_a_failed_query_fails_every_check_of_its_batch(
+    shared_resources: Resources, settings: Settings
+) -> None:
+    checks = UserChecks(settings.handshake_db_timeout_s)
     not_a_uuid = "not-a-uuid"
     results = await asyncio.gather(
         checks.is_active(shared_resources.db, not_a_uuid),

@@ -183,7 +183,7 @@ async def test_a_deleted_users_publish_gets_an_error_not_1011(
     await ws_session.assert_silent()
 
 
-async def test_a_postgres_outage_refuses_handshakes_with_503_at_once(
+async def test_a_postgres_outage_refuses_handshakes_with_503_after_the_db_timeout(
     another_app: AppFactory, shared_resources: Resources, test_user: User
 ) -> None:
     unreachable = AsyncConnectionPool(
@@ -191,7 +191,8 @@ async def test_a_postgres_outage_refuses_handshakes_with_503_at_once(
     )
     await unreachable.open(wait=False)
     try:
-        async with another_app(dataclasses.replace(shared_resources, db=unreachable)) as live:
+        down = dataclasses.replace(shared_resources, db=unreachable)
+        async with another_app(down, handshake_db_timeout_s=0.2) as live:
             assert await refusal(live, test_user.token) == (503, "unavailable")
             failed = {"backend": "postgres", "operation": "handshake"}
             assert live.service.metrics.value("ws_backend_errors_total", **failed) == 1

@@ -5,9 +5,9 @@ thousands at once) would otherwise send one query per handshake, each waiting fo
 pool's few connections, until handshakes time out and are refused, and the clients retry. Here,
 while a query runs, the checks that arrive wait for the next one, which answers all of them.
 
-A query that takes longer than QUERY_TIMEOUT_S fails every check of its batch with TimeoutError:
-Postgres is not answering. The time is the query's, not each handshake's, so a storm that keeps
-the event loop busy does not make Postgres look down.
+A query that takes longer than HANDSHAKE_DB_TIMEOUT_S fails every check of its batch with
+TimeoutError: Postgres is not answering. The time is the query's, not each handshake's, so a
+storm that keeps the event loop busy does not make Postgres look down.
 """
 
 import asyncio
@@ -16,13 +16,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from . import store
 
-QUERY_TIMEOUT_S = 3.0
-
 
 class UserChecks:
     """Whether users exist and are enabled, asked of Postgres one batch at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
         self._waiting: dict[str, list[asyncio.Future[bool]]] = {}
         self._querying: asyncio.Task[None] | None = None
 
@@ -38,7 +37,7 @@ class UserChecks:
             while self._waiting:
                 batch, self._waiting = self._waiting, {}
                 try:
-                    async with asyncio.timeout(QUERY_TIMEOUT_S):
+                    async with asyncio.timeout(self.timeout_s):
                         inactive = set(await store.inactive_users(db, list(batch)))
                 except Exception as error:
                     for answers in batch.values():

@@ -30,7 +30,7 @@ class Service:
         self.metrics = Metrics(self.registry.__len__, self._stream_read_failures)
         self.feeds = Feeds(settings.history_limit, self.metrics)
         self.readiness = Readiness()
-        self.user_checks = UserChecks()
+        self.user_checks = UserChecks(settings.handshake_db_timeout_s)
         self.draining = False
         self._given_resources = resources
         self._resources = resources

@@ -205,6 +205,13 @@ class Settings:
         "tokens still valid for longer than this are refused at the handshake",
         86_400.0,
     )
+    handshake_db_timeout_s: float = _setting(
+        "HANDSHAKE_DB_TIMEOUT_S",
+        _seconds,
+        "how long a handshake waits for Postgres to confirm its user before it is refused with"
+        " 503 `unavailable`",
+        3.0,
+    )
     user_check_s: float = _setting(
         "USER_CHECK_S",
         _seconds,
