@@ -233,7 +233,10 @@ async def publish(
 
 async def broadcast(url: str, channel: str, count: int, every_s: float = 0.0) -> None:
     """Send `count` messages through the reference server, as `publish` does to the service."""
-    async with connect(url, ping_interval=None) as ws:
+    # The reference sends each client the other publishers' messages. Read off the socket as
+    # they come (no max_queue): past 16 unread, websockets stops reading, and the close then
+    # waited its whole 10 s timeout for a close frame queued behind them.
+    async with connect(url, ping_interval=None, max_queue=None) as ws:
         async for n in paced(count, every_s):
             await ws.send(json.dumps({"type": "message", "channel": channel, "data": message(n)}))
 
