@@ -1,11 +1,11 @@
 """Test users: a row in the worker's schema with a token, and their removal after the test."""
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from {{ cookiecutter.package_name }} import store
+from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.resources import Resources
 
 
@@ -17,10 +17,28 @@ class User:
     token: str
 
 
-class UserFactory(Protocol):
-    """Makes a user (named, or "test user") for the current test; see the `make_user` fixture."""
+class UserFactory:
+    """Makes users with tokens for one test, each tracked by the leak guard; `forget_all`
+    deletes them afterwards. The `make_user` fixture hands one to a test, `test_user` uses one."""
 
-    def __call__(self, name: str = ...) -> Awaitable[User]: ...
+    def __init__(
+        self, resources: Resources, signing_key: SigningKey, track: Callable[[str], None]
+    ) -> None:
+        self.resources = resources
+        self.signing_key = signing_key
+        self.track = track
+        self.created: list[str] = []
+
+    async def __call__(self, name: str = "test user") -> User:
+        user_id = await store.create_user(self.resources.db, name)
+        self.created.append(user_id)
+        self.track(user_id)
+        return User(user_id, self.signing_key.issue(user_id))
+
+    async def forget_all(self) -> None:
+        """Delete every user made here, and what each owns."""
+        for user_id in self.created:
+            await forget_user(self.resources, user_id)
 
 
 async def forget_user(resources: Resources, user_id: str) -> None:
