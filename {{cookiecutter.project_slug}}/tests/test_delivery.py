@@ -9,9 +9,12 @@ import uuid
 from {{ cookiecutter.package_name }} import store
 from {{ cookiecutter.package_name }}.resources import Resources
 
-from harness.live import LiveApp
+from harness.live import AppFactory, LiveApp
 from harness.users import User, UserFactory
 from harness.wsclient import Frame, WsClient
+
+# For a test that waits for the position check to deliver what the stream never carried.
+FAST_POSITION_CHECK_S = 0.05
 
 
 def fresh_channel(name: str) -> str:
@@ -132,21 +135,25 @@ async def test_a_publisher_gets_its_ack_before_its_own_message(
 
 
 async def test_messages_the_stream_never_carried_are_delivered_from_postgres(
-    ws_session: WsClient, test_user: User, shared_resources: Resources
+    another_app: AppFactory, test_user: User, shared_resources: Resources
 ) -> None:
     channel = fresh_channel("unstreamed")
-    await ws_session.subscribe(channel)
-    # Stored but never added to the stream, as when Redis fails between the two steps.
-    await store.save_message(shared_resources.db, channel, test_user.id, "lost 1")
-    await ws_session.publish(channel, "streamed 2")
-    await store.save_message(shared_resources.db, channel, test_user.id, "lost 3, the last")
-    received = await ws_session.messages(3, channel)
-    assert [(m["offset"], m["data"]) for m in received] == [
-        (1, "lost 1"),
-        (2, "streamed 2"),
-        (3, "lost 3, the last"),
-    ]
-    await ws_session.assert_silent()
+    async with (
+        another_app(position_check_s=FAST_POSITION_CHECK_S) as live,
+        live.websocket_session(user=test_user) as ws,
+    ):
+        await ws.subscribe(channel)
+        # Stored but never added to the stream, as when Redis fails between the two steps.
+        await store.save_message(shared_resources.db, channel, test_user.id, "lost 1")
+        await ws.publish(channel, "streamed 2")
+        await store.save_message(shared_resources.db, channel, test_user.id, "lost 3, the last")
+        received = await ws.messages(3, channel)
+        assert [(m["offset"], m["data"]) for m in received] == [
+            (1, "lost 1"),
+            (2, "streamed 2"),
+            (3, "lost 3, the last"),
+        ]
+        await ws.assert_silent()
 
 
 async def test_losing_the_redis_stream_mid_run_loses_no_message(

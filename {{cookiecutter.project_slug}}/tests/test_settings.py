@@ -68,6 +68,8 @@ def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path) -
         ({"AUTH_KEYS": '{"keys": []}'}, "AUTH_KEYS does not hold a valid JWKS: the keyring"),
         ({"PING_INTERVAL_S": "soon"}, "PING_INTERVAL_S 'soon' is not a number of seconds"),
         ({"SHUTDOWN_DELAY_S": "-1"}, "SHUTDOWN_DELAY_S '-1' must not be negative"),
+        ({"POSITION_CHECK_S": "0"}, "POSITION_CHECK_S '0' must be positive"),
+        ({"HANDSHAKE_DB_TIMEOUT_S": "0"}, "HANDSHAKE_DB_TIMEOUT_S '0' must be positive"),
         ({"REQUEST_RATE": "fast"}, "REQUEST_RATE 'fast' is not a number of requests per second"),
         ({"REQUEST_RATE": "0"}, "REQUEST_RATE '0' must be positive"),
         ({"SERVE_DEMO": "maybe"}, "SERVE_DEMO 'maybe' is not a yes/no flag"),

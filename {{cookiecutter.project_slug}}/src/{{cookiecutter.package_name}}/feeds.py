@@ -33,7 +33,6 @@ from .sessions import Session
 log = logging.getLogger(__name__)
 
 GAP_FILL_DELAY_S = 0.05
-POSITION_CHECK_S = 1.0
 PAGE_SIZE = 500
 
 
@@ -139,8 +138,9 @@ class ChannelFeed:
 class Feeds:
     """This app's channel feeds: fed by the bus, checked against Postgres, joined by sessions."""
 
-    def __init__(self, history_limit: int, metrics: Metrics) -> None:
+    def __init__(self, history_limit: int, position_check_s: float, metrics: Metrics) -> None:
         self.history_limit = history_limit
+        self.position_check_s = position_check_s
         self._metrics = metrics
         self._feeds: dict[str, ChannelFeed] = {}
         self._db: AsyncConnectionPool | None = None
@@ -265,7 +265,7 @@ class Feeds:
 
     async def _check_positions(self) -> None:
         while True:
-            await asyncio.sleep(POSITION_CHECK_S)
+            await asyncio.sleep(self.position_check_s)
             started = [name for name, feed in self._feeds.items() if feed.offset is not None]
             if not started:
                 continue

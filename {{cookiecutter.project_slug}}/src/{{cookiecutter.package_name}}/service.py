@@ -28,7 +28,7 @@ class Service:
         self.settings = settings
         self.registry = SessionRegistry()
         self.metrics = Metrics(self.registry.__len__, self._stream_read_failures)
-        self.feeds = Feeds(settings.history_limit, self.metrics)
+        self.feeds = Feeds(settings.history_limit, settings.position_check_s, self.metrics)
         self.readiness = Readiness()
         self.user_checks = UserChecks(settings.handshake_db_timeout_s)
         self.draining = False

@@ -76,6 +76,13 @@ def _seconds(name: str, raw: str) -> float:
     return value
 
 
+def _positive_seconds(name: str, raw: str) -> float:
+    value = _number(name, raw, "seconds")
+    if not value > 0:
+        raise ConfigError(f"{name} {raw!r} must be positive")
+    return value
+
+
 def _rate(name: str, raw: str) -> float:
     value = _number(name, raw, "requests per second")
     if not value > 0:
@@ -199,6 +206,13 @@ class Settings:
         " (`history_limit`)",
         10_000,
     )
+    position_check_s: float = _setting(
+        "POSITION_CHECK_S",
+        _positive_seconds,
+        "how often each instance compares its channels with their newest offsets in Postgres and"
+        " delivers what the stream never brought (a failed XADD, Redis flushed)",
+        1.0,
+    )
     max_token_ttl_s: float = _setting(
         "MAX_TOKEN_TTL_S",
         _seconds,
@@ -207,7 +221,7 @@ class Settings:
     )
     handshake_db_timeout_s: float = _setting(
         "HANDSHAKE_DB_TIMEOUT_S",
-        _seconds,
+        _positive_seconds,
         "how long a handshake waits for Postgres to confirm its user before it is refused with"
         " 503 `unavailable`",
         3.0,
