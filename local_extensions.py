@@ -1,5 +1,6 @@
 """Jinja extensions that cookiecutter.json loads through `_extensions`."""
 
+import contextlib
 import functools
 import logging
 import os
@@ -45,23 +46,33 @@ _PRINT_VERSION = "import sys; print('%d.%d' % sys.version_info[:2])"
 _PROBE_TIMEOUT_S = 10
 
 
-def python_on_path(command: str, path: str | None = None) -> str | None:
-    """The major.minor version of `command` as found on `path` (default: PATH), or None if it
-    does not run."""
-    executable = shutil.which(command, path=path)
-    if executable is None:
-        return None
-    try:
-        result = subprocess.run(
-            [executable, "-c", _PRINT_VERSION],
-            capture_output=True,
-            text=True,
-            timeout=_PROBE_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
+def pythons_on_path(commands: list[str], path: str | None = None) -> dict[str, str | None]:
+    """The major.minor version of each command as found on `path` (default: PATH), None for one
+    that is missing or does not run. The interpreters start at once: each takes 0.1 s or more
+    (a pyenv shim), and a bake probes four."""
+    probes: dict[str, subprocess.Popen[str]] = {}
+    for command in commands:
+        executable = shutil.which(command, path=path)
+        if executable is None:
+            continue
+        with contextlib.suppress(OSError):
+            probes[command] = subprocess.Popen(
+                [executable, "-c", _PRINT_VERSION],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+    versions: dict[str, str | None] = dict.fromkeys(commands)
+    for command, probe in probes.items():
+        try:
+            printed, _ = probe.communicate(timeout=_PROBE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            probe.kill()
+            probe.communicate()
+            continue
+        if probe.returncode == 0:
+            versions[command] = printed.strip()
+    return versions
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -75,14 +86,13 @@ def newest_python(supported: list[str]) -> str:
     return _newest_on(tuple(supported), os.environ.get("PATH", os.defpath))
 
 
-# Once per PATH in a process: each probe starts an interpreter (a pyenv shim takes 0.1 s), and
-# one process may bake many times.
+# Once per PATH in a process: one process may bake many times.
 @functools.cache
 def _newest_on(supported: tuple[str, ...], path: str) -> str:
     newest_first = sorted(supported, key=version_key, reverse=True)
-    python3 = python_on_path("python3", path)
+    found = pythons_on_path(["python3", *(f"python{version}" for version in newest_first)], path)
     for version in newest_first:
-        if version in (python3, python_on_path(f"python{version}", path)):
+        if version in (found["python3"], found[f"python{version}"]):
             return version
     return newest_first[0]
 
