@@ -76,18 +76,19 @@ def _seconds(name: str, raw: str) -> float:
     return value
 
 
-def _positive_seconds(name: str, raw: str) -> float:
-    value = _number(name, raw, "seconds")
+def _positive(name: str, raw: str, unit: str) -> float:
+    value = _number(name, raw, unit)
     if not value > 0:
         raise ConfigError(f"{name} {raw!r} must be positive")
     return value
+
+
+def _positive_seconds(name: str, raw: str) -> float:
+    return _positive(name, raw, "seconds")
 
 
 def _rate(name: str, raw: str) -> float:
-    value = _number(name, raw, "requests per second")
-    if not value > 0:
-        raise ConfigError(f"{name} {raw!r} must be positive")
-    return value
+    return _positive(name, raw, "requests per second")
 
 
 Parser = Callable[[str, str], Any]
