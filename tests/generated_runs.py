@@ -54,19 +54,34 @@ def collected_ids(project: Path, *args: str) -> list[str]:
     return [line for line in result.stdout.splitlines() if "::" in line]
 
 
+def start_suite(project: Path, *args: str, report: Path, **env: str) -> subprocess.Popen[str]:
+    """Start the baked project's suite; its JSON report goes to `report`."""
+    return subprocess.Popen(
+        suite_command(*args),
+        cwd=project,
+        env=clean_environment(HARNESS_REPORT=str(report), **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    """Wait for a started suite to end; what it printed."""
+    try:
+        stdout, stderr = process.communicate(timeout=SUITE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 def run_suite(
     project: Path, *args: str, report: Path, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """Run the baked project's suite to completion; its JSON report goes to `report`."""
-    return subprocess.run(
-        suite_command(*args),
-        cwd=project,
-        env=clean_environment(HARNESS_REPORT=str(report), **env),
-        capture_output=True,
-        text=True,
-        timeout=SUITE_TIMEOUT_S,
-        check=False,
-    )
+    return finish(start_suite(project, *args, report=report, **env))
 
 
 def run_make(

@@ -22,11 +22,12 @@ from tests.generated_runs import (
     clean_environment,
     collected_ids,
     coverage_total,
+    finish,
     leftovers,
     make_pytest_arguments,
     passed_count,
     run_make,
-    run_suite,
+    start_suite,
 )
 
 MAKE_TEST_TIMEOUT_S = 900
@@ -50,21 +51,57 @@ class SuiteRun:
     report: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class RunsAtOnce:
+    """Two runs of an otel bake's suite, started at once and each checked to pass and leave
+    nothing: xdist_run as its make cov runs it, on two workers, in the first random order;
+    lone_run without xdist, building its app per test (--app-scope=function), in the second."""
+
+    xdist_run: SuiteRun
+    lone_run: SuiteRun
+
+
 # Session-scoped: a module's fixture is torn down whenever xdist hands the worker a test of
-# another module in between, which it does, and this one would run the suite again.
+# another module in between, which it does, and this one would run the suites again.
 @pytest.fixture(scope="session")
-def xdist_run(bake: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
-    """One run of an otel bake's suite as its make cov runs it on two workers, checked to pass
-    and leave nothing; the tests below each read a different part of it."""
+def runs_at_once(bake: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> RunsAtOnce:
+    """The two runs of RunsAtOnce; the tests below each read a different part of them."""
     # With tracing, so that its tests run too: `make test` below runs a default bake under xdist.
-    # In a copy, which coverage writes into.
     baked = bake(tracing="otel")
-    project = tmp_path_factory.mktemp("xdist-run") / baked.name
-    shutil.copytree(baked, project)
-    report_path = project.parent / "report.json"
-    arguments = make_pytest_arguments(project, "cov", "WORKERS=2")
-    result = run_suite(project, *arguments, f"--randomly-seed={SEEDS[0]}", report=report_path)
-    return SuiteRun(project, result.stdout, check_run(result, report_path))
+    # xdist_run in a copy, which coverage writes into.
+    copy = tmp_path_factory.mktemp("xdist-run") / baked.name
+    shutil.copytree(baked, copy)
+    reports = tmp_path_factory.mktemp("reports")
+    cov_arguments = make_pytest_arguments(copy, "cov", "WORKERS=2")
+    xdist = start_suite(
+        copy, *cov_arguments, f"--randomly-seed={SEEDS[0]}", report=reports / "xdist.json"
+    )
+    lone = start_suite(
+        baked,
+        *("-p", "no:xdist", "--app-scope=function", f"--randomly-seed={SEEDS[1]}"),
+        report=reports / "lone.json",
+    )
+    # Both are waited for before either is checked, so that a failing one never leaves the
+    # other running into the next test.
+    xdist_result, lone_result = finish(xdist), finish(lone)
+    return RunsAtOnce(
+        xdist_run=SuiteRun(
+            copy, xdist_result.stdout, check_run(xdist_result, reports / "xdist.json")
+        ),
+        lone_run=SuiteRun(baked, lone_result.stdout, check_run(lone_result, reports / "lone.json")),
+    )
+
+
+@pytest.fixture(scope="session")
+def xdist_run(runs_at_once: RunsAtOnce) -> SuiteRun:
+    """The run under make cov's arguments on two workers."""
+    return runs_at_once.xdist_run
+
+
+@pytest.fixture(scope="session")
+def lone_run(runs_at_once: RunsAtOnce) -> SuiteRun:
+    """The run without xdist, an app per test."""
+    return runs_at_once.lone_run
 
 
 def test_generated_suite_runs_under_xdist_with_a_namespace_per_worker(xdist_run: SuiteRun):
@@ -105,16 +142,6 @@ def test_the_report_says_where_the_time_goes(xdist_run: SuiteRun):
     assert summary["slowest_fixtures"]
 
 
-@pytest.fixture(scope="session")
-def lone_run(bake: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
-    """One run of the same bake's suite without xdist, in the second random order (xdist_run ran
-    the first), checked to pass and leave nothing; the tests below each read a part of it."""
-    project = bake(tracing="otel")
-    report_path = tmp_path_factory.mktemp("lone-run") / "report.json"
-    result = run_suite(project, "-p", "no:xdist", f"--randomly-seed={SEEDS[1]}", report=report_path)
-    return SuiteRun(project, result.stdout, check_run(result, report_path))
-
-
 def test_suite_passes_in_different_random_orders(xdist_run: SuiteRun, lone_run: SuiteRun):
     """xdist_run passed in the first order, lone_run in the second (their fixtures check that):
     two different orders of the same tests."""
@@ -128,6 +155,21 @@ def test_suite_passes_in_different_random_orders(xdist_run: SuiteRun, lone_run: 
 
 def test_generated_suite_runs_without_xdist(lone_run: SuiteRun):
     assert list(lone_run.report["workers"]) == ["master"]
+
+
+def test_two_runs_at_once_never_collide(runs_at_once: RunsAtOnce):
+    """Both passed and left nothing (their fixture checks that), under different ids."""
+    assert runs_at_once.xdist_run.report["run_id"] != runs_at_once.lone_run.report["run_id"]
+
+
+def test_app_scope_function_builds_the_app_per_test(xdist_run: SuiteRun, lone_run: SuiteRun):
+    report = lone_run.report
+    app_builds = sum(
+        len(worker["fixtures_ms"].get("shared_app", [])) for worker in report["workers"].values()
+    )
+    assert app_builds > 20, "each test using the app should have built its own"
+    assert report["app_scope"] == "function"
+    assert xdist_run.report["app_scope"] == "session"
 
 
 def run_loadtest(project: Path, tmp_path: Path, *arguments: str) -> tuple[Path, str]:
@@ -209,11 +251,12 @@ def test_template_environment_holds_every_generated_dependency(
     assert not unmet, "add these to requirements.txt: " + ", ".join(unmet)
 
 
-def test_generated_make_test_bootstraps_its_own_environment(
+def test_generated_make_test_bootstraps_its_own_environment_and_servers(
     bake: Callable[..., Path], tmp_path: Path
 ):
-    # A PATH as on a laptop with only Python and make: no uv, and the interpreter running these
-    # tests as its newest python3.X, which meets the floor of a bake for its own version.
+    # As on a laptop with only Python and make. No uv, and the interpreter running these tests as
+    # its newest python3.X, which meets the floor of a bake for its own version. No Postgres or
+    # Redis answering either: HARNESS_SERVICES=embedded ignores the ones that do here.
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -223,8 +266,22 @@ def test_generated_make_test_bootstraps_its_own_environment(
     fresh = tmp_path / project.name
     shutil.copytree(project, fresh)
     path = os.pathsep.join([str(bin_dir), *without_uv])
-    result = run_make(fresh, "test", "WORKERS=2", timeout=MAKE_TEST_TIMEOUT_S, PATH=path)
+    report = tmp_path / "report.json"
+    result = run_make(
+        fresh,
+        *("test", "WORKERS=2"),
+        timeout=MAKE_TEST_TIMEOUT_S,
+        PATH=path,
+        HARNESS_SERVICES="embedded",
+        HARNESS_REPORT=str(report),
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "uv is not on PATH: installing it into .tools" in result.stdout
     assert f"Creating the virtualenv in .venv with {bin_dir}/python{version}" in result.stdout
     assert passed_count(result.stdout) >= MIN_GENERATED_TESTS
+    assert json.loads(report.read_text(encoding="utf-8"))["origin"] == {
+        "postgres": "embedded",
+        "redis": "embedded",
+    }
+    assert "creating a throwaway PostgreSQL cluster" in result.stderr
+    assert "starting a throwaway redis-server" in result.stderr

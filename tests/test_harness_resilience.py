@@ -1,12 +1,10 @@
-"""The generated harness when things go wrong: concurrent runs, crashes, leaks, dead services."""
+"""The generated harness when things go wrong: crashes, leaks, dead services."""
 
 import json
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -85,55 +83,6 @@ def report_of(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-@dataclass(frozen=True)
-class TwoRuns:
-    """Two runs of the suite started at once, both checked to pass and leave nothing: the
-    harness as shipped, and one building its app per test (--app-scope=function)."""
-
-    shared: dict[str, Any]
-    per_test: dict[str, Any]
-
-
-# Session-scoped, so that the two tests below read one pair of runs even where xdist hands this
-# worker a test of another module in between.
-@pytest.fixture(scope="session")
-def two_runs(bake: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> TwoRuns:
-    """Two runs at once on the default bake, each on two workers."""
-    project, reports = bake(), tmp_path_factory.mktemp("two-runs")
-    options = {"shared": (), "per_test": ("--app-scope=function",)}
-    runs = {
-        name: subprocess.Popen(
-            suite_command("-n", "2", *extra),
-            cwd=project,
-            env=clean_environment(HARNESS_REPORT=str(reports / f"{name}.json")),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, extra in options.items()
-    }
-    checked = {}
-    for name, process in runs.items():
-        stdout, stderr = process.communicate(timeout=SUITE_TIMEOUT_S)
-        finished = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-        checked[name] = check_run(finished, reports / f"{name}.json")
-    return TwoRuns(**checked)
-
-
-def test_two_runs_at_once_never_collide(two_runs: TwoRuns):
-    assert two_runs.shared["run_id"] != two_runs.per_test["run_id"]
-
-
-def test_app_scope_function_builds_the_app_per_test(two_runs: TwoRuns):
-    report = two_runs.per_test
-    app_builds = sum(
-        len(worker["fixtures_ms"].get("shared_app", [])) for worker in report["workers"].values()
-    )
-    assert app_builds > 20, "each test using the app should have built its own"
-    assert report["app_scope"] == "function"
-    assert two_runs.shared["app_scope"] == "session"
-
-
 def test_crashed_worker_is_cleaned_up_by_the_controller(project: Path, tmp_path: Path):
     crasher = project / "tests" / "test_zz_crash.py"
     crasher.write_text(CRASHING_TEST, encoding="utf-8")
@@ -207,12 +156,3 @@ def test_unreachable_database_stops_the_run_once_with_its_url(project: Path, tmp
     assert output.count(f"TEST_DATABASE_URL={dead_url} does not answer") == 1, output[-2000:]
     assert "Traceback" not in output
     assert "passed" not in output and "FAILED" not in output
-
-
-def test_embedded_mode_starts_its_own_servers(project: Path, tmp_path: Path):
-    report = tmp_path / "report.json"
-    result = run_suite(project, "-n", "2", report=report, HARNESS_SERVICES="embedded")
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert report_of(report)["origin"] == {"postgres": "embedded", "redis": "embedded"}
-    assert "creating a throwaway PostgreSQL cluster" in result.stderr
-    assert "starting a throwaway redis-server" in result.stderr
