@@ -215,11 +215,11 @@ def test_ruff_passes(project_dir: Path, command: list[str]) -> None:
 
 
 @pytest.mark.parametrize("tracing", CHOICES["tracing"])
-def test_mypy_passes(bake: Callable[..., Path], tracing: str, tmp_path: Path) -> None:
+def test_mypy_passes(bake: Callable[..., Path], tracing: str, mypy_cache: Path) -> None:
     # One run per tracing answer, the only one that changes the Python; the files and strictness
-    # are the baked pyproject's. The cache goes to this test's own directory, not the shared bake.
+    # are the baked pyproject's. The cache is the session's, not in the shared bake.
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy-cache")],
+        [sys.executable, "-m", "mypy", "--cache-dir", str(mypy_cache)],
         cwd=bake(tracing=tracing),
         capture_output=True,
         text=True,

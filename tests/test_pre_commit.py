@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_wide_dir
 from tests.generated_runs import clean_environment
 
 # The tools of the baked project's .venv that `make lint` runs, taken from this environment.
@@ -19,16 +20,10 @@ LINT_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="session")
-def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where pre-commit keeps the hook environments, shared by this session's runs."""
-    return tmp_path_factory.mktemp("pre-commit-home")
-
-
-@pytest.fixture(scope="session")
-def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """mypy's cache, shared by this session's runs: the first checks the third-party packages
-    (about half a minute), the others only what their bake changed."""
-    return tmp_path_factory.mktemp("mypy-cache")
+def pre_commit_home(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """Where pre-commit keeps the hook environments, shared across the workers: pre-commit
+    installs them under a lock, once."""
+    return run_wide_dir(tmp_path_factory, worker_id, "pre-commit-home")
 
 
 def git(project: Path, *args: str) -> None:
