@@ -472,8 +472,8 @@ REJECTIONS = [
 ]
 
 
-# In this process, as the API bakes: the hook is the same child process either way, and the CLI's
-# own part (what it prints around the hook's line) is the refusal test's below.
+# Baked through the API, in this process: the hook is the same child process as under the CLI,
+# and what the CLI prints around the hook's line has a test of its own below.
 @pytest.mark.parametrize(("context", "expected"), REJECTIONS)
 def test_invalid_answer_is_refused_in_one_line_and_leaves_nothing(
     tmp_path: Path,
