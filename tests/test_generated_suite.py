@@ -81,9 +81,12 @@ def runs_at_once(bake: Callable[..., Path], tmp_path_factory: pytest.TempPathFac
         *("-p", "no:xdist", "--app-scope=function", f"--randomly-seed={SEEDS[1]}"),
         report=reports / "lone.json",
     )
-    # Both are waited for before either is checked, so that a failing one never leaves the
-    # other running into the next test.
-    xdist_result, lone_result = finish(xdist), finish(lone)
+    # Both are waited for, even where the first overran, before either is checked: a failing
+    # one never leaves the other running into the next test.
+    try:
+        xdist_result = finish(xdist)
+    finally:
+        lone_result = finish(lone)
     return RunsAtOnce(
         xdist_run=SuiteRun(
             copy, xdist_result.stdout, check_run(xdist_result, reports / "xdist.json")
