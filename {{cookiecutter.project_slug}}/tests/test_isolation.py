@@ -8,8 +8,10 @@ import secrets
 import threading
 
 import psycopg
+import pytest
 import redis
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from websockets.asyncio.client import connect
 
 from {{ cookiecutter.package_name }}.keys import RedisKeys
@@ -211,3 +213,29 @@ async def test_leak_guard_finds_rows_in_tables_it_was_never_told_about(
         async with pool.connection() as conn:
             await conn.execute("DROP TABLE bookmarks")
         await pool.close()
+
+
+@pytest.mark.parametrize("source", ["url", "PGOPTIONS"])
+async def test_the_pool_keeps_the_options_its_connections_start_with(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    """libpq options from DATABASE_URL, or else from PGOPTIONS, survive the pool's own; its
+    search_path still wins over one they set."""
+    given = "-c statement_timeout=4321 -c search_path=public"
+    bare = conninfo_to_dict(settings.database_url)
+    bare.pop("options", None)
+    if source == "url":
+        url = make_conninfo("", **bare, options=given)
+    else:
+        url = make_conninfo("", **bare)
+        monkeypatch.setenv("PGOPTIONS", given)
+    pool = await open_database_pool(url, settings.database_schema, max_size=1)
+    try:
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SHOW statement_timeout")
+            assert await cursor.fetchone() == ("4321ms",)
+            cursor = await conn.execute("SHOW search_path")
+            assert await cursor.fetchone() == (settings.database_schema,)
+    finally:
+        await pool.close()
+

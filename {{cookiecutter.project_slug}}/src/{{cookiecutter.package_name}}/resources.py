@@ -5,8 +5,10 @@ creates: the Postgres pool (bound to one schema), the Redis client (bound to one
 message bus with its consumer group, and the keyring.
 """
 
+import os
 from dataclasses import dataclass
 
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -74,7 +76,7 @@ async def open_database_pool(url: str, schema: str, max_size: int) -> AsyncConne
         kwargs={
             # Only the service's schema: with `public` on the path, a missing table could
             # silently resolve there.
-            "options": f"-c search_path={schema}",
+            "options": connection_options(url, f"-c search_path={schema}"),
             # Every query in store.py is a single statement: autocommit spares each one its
             # BEGIN and COMMIT round trips.
             "autocommit": True,
@@ -83,3 +85,11 @@ async def open_database_pool(url: str, schema: str, max_size: int) -> AsyncConne
     )
     await pool.open(wait=True, timeout=OPEN_TIMEOUT_S)
     return pool
+
+
+def connection_options(url: str, *extra: str) -> str:
+    """libpq's `options` for a connection to `url`: those it starts with already, the URL's own
+    or else PGOPTIONS (as libpq reads them), then `extra`, which win. A connection given
+    `options` ignores both, so a statement_timeout set in DATABASE_URL would silently go."""
+    given = conninfo_to_dict(url).get("options") or os.environ.get("PGOPTIONS", "")
+    return " ".join([str(given), *extra]).strip()
