@@ -25,10 +25,14 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.auth import SigningKey
-from {{ cookiecutter.package_name }}.resources import Resources
+from {{ cookiecutter.package_name }}.resources import (
+    Resources,
+    connection_options,
+)
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness import report, run
@@ -39,6 +43,12 @@ from harness.users import User, UserFactory
 from harness.wsclient import WsClient
 
 pytest_plugins = ["harness.plugin"]
+
+# The service's sessions do not wait for each commit to reach the disk: a committed row is visible
+# to every other session at once all the same, and all a crash of Postgres could lose is a
+# throwaway schema's last rows. A WebSocket test commits three times (its user, its message, the
+# user's deletion), each about twice as fast so. Embedded mode's server runs so throughout.
+NO_COMMIT_WAIT = "-c synchronous_commit=off"
 
 
 def app_scope(fixture_name: str, config: pytest.Config) -> Literal["session", "function"]:
@@ -96,9 +106,11 @@ def settings(
     worker_redis_prefix: str,
     signing_key: SigningKey,
 ) -> Settings:
-    """Settings pointing the service at this worker's schema and prefix."""
+    """Settings pointing the service at this worker's schema and prefix; its Postgres sessions
+    do not wait for commits to reach the disk."""
+    url = run_context.database_url
     return Settings(
-        database_url=run_context.database_url,
+        database_url=make_conninfo(url, options=connection_options(url, NO_COMMIT_WAIT)),
         redis_url=run_context.redis_url,
         keyring=signing_key.keyring(),
         database_schema=worker_db_schema,

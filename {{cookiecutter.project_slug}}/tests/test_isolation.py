@@ -239,3 +239,10 @@ async def test_the_pool_keeps_the_options_its_connections_start_with(
     finally:
         await pool.close()
 
+
+async def test_the_service_under_test_does_not_wait_for_commits_to_reach_the_disk(
+    shared_resources: Resources,
+) -> None:
+    async with shared_resources.db.connection() as conn:
+        cursor = await conn.execute("SHOW synchronous_commit")
+        assert await cursor.fetchone() == ("off",)
