@@ -22,7 +22,7 @@ from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
 
 from harness.embedded import free_port
-from harness.namespaces import redis_prefix, schema_name, unlink_prefix, worker_schema
+from harness.namespaces import redis_prefix, schema_name, worker_schema
 from harness.services import resolve
 
 START_TIMEOUT_S = 30.0
@@ -65,9 +65,10 @@ def namespace(run_id: str) -> Iterator[dict[str, str]]:
         services = resolve(stack)
         prefix = redis_prefix(run_id, "load")
         schema = stack.enter_context(
-            worker_schema(services.database_url, schema_name(run_id, "load"), prefix)
+            worker_schema(
+                services.database_url, services.redis_url, schema_name(run_id, "load"), prefix
+            )
         )
-        stack.callback(unlink_prefix, services.redis_url, prefix)
         yield {
             "DATABASE_URL": services.database_url,
             "DATABASE_SCHEMA": schema,

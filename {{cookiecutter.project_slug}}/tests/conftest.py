@@ -88,7 +88,9 @@ def worker_db_schema(
 ) -> Iterator[str]:
     """Each worker gets a fresh schema in the shared test DB, with the migrations applied."""
     name = schema_name(run_context.run_id, worker_id)
-    with worker_schema(run_context.database_url, name, worker_redis_prefix) as schema:
+    with worker_schema(
+        run_context.database_url, run_context.redis_url, name, worker_redis_prefix
+    ) as schema:
         report.record(pytestconfig, schema=schema)
         yield schema
 

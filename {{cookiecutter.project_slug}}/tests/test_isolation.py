@@ -22,12 +22,14 @@ from {{ cookiecutter.package_name }}.resources import (
 )
 from {{ cookiecutter.package_name }}.settings import Settings
 
+from harness import namespaces
 from harness.leaks import LeakGuard
 from harness.live import LiveApp, offer
 from harness.namespaces import (
     MARKER,
     alive_lock_key,
     reap_orphans,
+    reap_worker,
     redis_prefix,
     schema_name,
     unlink_prefix,
@@ -109,8 +111,40 @@ def test_live_worker_schema_is_marked_and_locked(
     assert taken == (False,), "the worker must hold its schema's liveness lock"
 
 
+def leave_dead_namespaces(url: str, client: redis.Redis, schema: str, prefix: str) -> str:
+    """Claim a schema as a worker does, with a key under its prefix, then "die": the connection
+    closes and its lock goes. Return the key."""
+    with psycopg.connect(url) as conn, conn.transaction():
+        # One transaction, like the harness: a run killed here leaves no unmarked schema.
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        owner = json.dumps({"made_by": MARKER, "redis_prefix": prefix})
+        conn.execute(
+            sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(schema), sql.Literal(owner))
+        )
+    client.set(f"{prefix}leftover", "1")
+    return f"{prefix}leftover"
+
+
+def keys_when_dropped(
+    monkeypatch: pytest.MonkeyPatch, client: redis.Redis, keys: dict[str, str]
+) -> dict[str, int]:
+    """For each schema in `keys` (schema: one of its keys) that the harness drops from now on,
+    whether that key still existed at that moment: it must not, or a process killed right after
+    the drop would leave keys no schema names."""
+    seen: dict[str, int] = {}
+    drop_schema = namespaces.drop_schema
+
+    def spied(conn: psycopg.Connection, schema: str) -> None:
+        if schema in keys:
+            seen[schema] = client.exists(keys[schema])
+        drop_schema(conn, schema)
+
+    monkeypatch.setattr(namespaces, "drop_schema", spied)
+    return seen
+
+
 def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
-    run_context: RunContext, run_id: str, worker_id: str
+    run_context: RunContext, run_id: str, worker_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, redis_url = run_context.database_url, run_context.redis_url
     dead = schema_name(run_id, f"{worker_id}dead")
@@ -119,21 +153,8 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
     client = redis.Redis.from_url(redis_url)
     claimed, release = threading.Event(), threading.Event()
 
-    def dead_worker() -> None:
-        # Claims a schema like a worker, then "dies": its connection closes, its lock goes.
-        with psycopg.connect(url) as conn, conn.transaction():
-            # One transaction, like the harness: a run killed here leaves no unmarked schema.
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(dead)))
-            owner = json.dumps({"made_by": MARKER, "redis_prefix": dead_prefix})
-            conn.execute(
-                sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
-                    sql.Identifier(dead), sql.Literal(owner)
-                )
-            )
-        client.set(f"{dead_prefix}leftover", "1")
-
     def live_worker(schema: str) -> None:
-        with worker_schema(url, schema, redis_prefix(run_id, f"{worker_id}live")):
+        with worker_schema(url, redis_url, schema, redis_prefix(run_id, f"{worker_id}live")):
             claimed.set()
             release.wait(10)
 
@@ -142,12 +163,14 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(foreign)))
-        dead_worker()
+        leftover = leave_dead_namespaces(url, client, dead, dead_prefix)
         holder.start()
         assert claimed.wait(10)
+        keys_then = keys_when_dropped(monkeypatch, client, {dead: leftover})
         reap_orphans(url, redis_url)
         assert not schema_exists(url, dead)
-        assert client.exists(f"{dead_prefix}leftover") == 0
+        assert client.exists(leftover) == 0
+        assert keys_then == {dead: 0}
         assert schema_exists(url, live)
         assert schema_exists(url, foreign)
     finally:
@@ -159,6 +182,43 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(schema)))
         client.close()
     assert not schema_exists(url, live)
+
+
+def test_a_worker_unlinks_its_keys_before_it_drops_its_schema(
+    run_context: RunContext, run_id: str, worker_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, redis_url = run_context.database_url, run_context.redis_url
+    ending = f"{worker_id}ends"
+    schema, prefix = schema_name(run_id, ending), redis_prefix(run_id, ending)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys_then = keys_when_dropped(monkeypatch, client, {schema: f"{prefix}stream"})
+        with worker_schema(url, redis_url, schema, prefix):
+            client.xadd(f"{prefix}stream", {"f": "v"})
+        assert keys_then == {schema: 0}
+        assert not schema_exists(url, schema)
+    finally:
+        unlink_prefix(redis_url, prefix)
+        client.close()
+
+
+def test_a_crashed_workers_keys_go_before_its_schema(
+    run_context: RunContext, run_id: str, worker_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, redis_url = run_context.database_url, run_context.redis_url
+    crashed = f"{worker_id}crashed"
+    schema, prefix = schema_name(run_id, crashed), redis_prefix(run_id, crashed)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        leftover = leave_dead_namespaces(url, client, schema, prefix)
+        keys_then = keys_when_dropped(monkeypatch, client, {schema: leftover})
+        reaped = reap_worker(url, redis_url, run_id, crashed)
+        assert (reaped.schemas, reaped.keys) == ([schema], 1)
+        assert keys_then == {schema: 0}
+        assert not schema_exists(url, schema)
+    finally:
+        unlink_prefix(redis_url, prefix)
+        client.close()
 
 
 async def test_leak_guard_names_what_a_test_still_holds(

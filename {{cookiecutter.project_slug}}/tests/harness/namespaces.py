@@ -49,8 +49,9 @@ def alive_lock_key(schema: str) -> int:
 
 
 @contextlib.contextmanager
-def worker_schema(database_url: str, schema: str, prefix: str) -> Iterator[str]:
-    """Claim `schema` for this process, migrate it, and drop it when the block ends."""
+def worker_schema(database_url: str, redis_url: str, schema: str, prefix: str) -> Iterator[str]:
+    """Claim `schema` for this process, migrate it, and when the block ends drop it with the keys
+    under `prefix`, which its comment names."""
     with psycopg.connect(database_url, autocommit=True) as liveness:
         # Held on its own connection for the worker's lifetime: if the process dies, Postgres
         # drops the connection and the lock with it, and the reaper knows the schema is orphaned.
@@ -66,7 +67,7 @@ def worker_schema(database_url: str, schema: str, prefix: str) -> Iterator[str]:
             migrate(liveness, schema)
             yield schema
         finally:
-            drop_schema(liveness, schema)
+            drop_namespaces(liveness, redis_url, schema, prefix)
 
 
 def _owner_comment(prefix: str) -> str:
@@ -80,6 +81,15 @@ def _owner_comment(prefix: str) -> str:
             "redis_prefix": prefix,
         }
     )
+
+
+def drop_namespaces(conn: psycopg.Connection, redis_url: str, schema: str, prefix: str) -> int:
+    """Unlink the keys under `prefix`, then drop `schema`; return how many keys went. The schema
+    goes last because it is how the reaper finds the keys: a process killed in between leaves a
+    schema for the next run to reap, never keys that no schema names."""
+    keys = unlink_prefix(redis_url, prefix)
+    drop_schema(conn, schema)
+    return keys
 
 
 def drop_schema(conn: psycopg.Connection, schema: str) -> None:
@@ -123,27 +133,32 @@ def reap_orphans(database_url: str, redis_url: str) -> Reaped:
             if not (taken and taken[0]):
                 continue
             try:
-                drop_schema(conn, schema)
+                keys += drop_namespaces(conn, redis_url, schema, comment["redis_prefix"])
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", [key])
             schemas.append(schema)
-            keys += unlink_prefix(redis_url, comment["redis_prefix"])
     return Reaped(schemas, keys)
 
 
 def reap_worker(database_url: str, redis_url: str, run_id: str, worker: str) -> Reaped:
-    """Drop what a crashed worker of this run left, once Postgres has noticed it is gone."""
-    schemas = []
+    """Drop what a crashed worker of this run left, once Postgres has noticed it is gone: its
+    keys, then its schema, as drop_namespaces does. A worker may have made keys and no schema
+    yet (tests that ask for the prefix alone), so its prefix is cleared either way."""
+    prefix = redis_prefix(run_id, worker)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("SET lock_timeout = {}").format(CRASHED_WORKER_LOCK_TIMEOUT))
-        for schema, _comment in _harness_schemas(conn):
-            if not schema.startswith(f"test_{_safe(run_id)}_{_safe(worker)}_"):
-                continue
+        schemas = [
+            schema
+            for schema, _comment in _harness_schemas(conn)
+            if schema.startswith(f"test_{_safe(run_id)}_{_safe(worker)}_")
+        ]
+        for schema in schemas:
             conn.execute("SELECT pg_advisory_lock(%s)", [alive_lock_key(schema)])
+        keys = unlink_prefix(redis_url, prefix)
+        for schema in schemas:
             drop_schema(conn, schema)
             conn.execute("SELECT pg_advisory_unlock(%s)", [alive_lock_key(schema)])
-            schemas.append(schema)
-    return Reaped(schemas, unlink_prefix(redis_url, redis_prefix(run_id, worker)))
+    return Reaped(schemas, keys)
 
 
 def _harness_schemas(conn: psycopg.Connection) -> list[tuple[str, dict[str, str]]]:
