@@ -6,6 +6,7 @@ import dataclasses
 import json
 import secrets
 import threading
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -184,41 +185,56 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
     assert not schema_exists(url, live)
 
 
+@pytest.fixture
+def spare_worker(
+    run_context: RunContext, run_id: str, worker_id: str
+) -> Iterator[tuple[str, str, str]]:
+    """A made-up worker's name, schema and prefix, for a test that plays its life and death;
+    whatever of them is left is removed after."""
+    worker = f"{worker_id}spare"
+    schema, prefix = schema_name(run_id, worker), redis_prefix(run_id, worker)
+    yield worker, schema, prefix
+    with psycopg.connect(run_context.database_url, autocommit=True) as conn:
+        namespaces.drop_namespaces(conn, run_context.redis_url, schema, prefix)
+
+
+@pytest.fixture
+def redis_client(run_context: RunContext) -> Iterator[redis.Redis]:
+    """A plain client of the run's Redis."""
+    client = redis.Redis.from_url(run_context.redis_url)
+    yield client
+    client.close()
+
+
 def test_a_worker_unlinks_its_keys_before_it_drops_its_schema(
-    run_context: RunContext, run_id: str, worker_id: str, monkeypatch: pytest.MonkeyPatch
+    run_context: RunContext,
+    spare_worker: tuple[str, str, str],
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url, redis_url = run_context.database_url, run_context.redis_url
-    ending = f"{worker_id}ends"
-    schema, prefix = schema_name(run_id, ending), redis_prefix(run_id, ending)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys_then = keys_when_dropped(monkeypatch, client, {schema: f"{prefix}stream"})
-        with worker_schema(url, redis_url, schema, prefix):
-            client.xadd(f"{prefix}stream", {"f": "v"})
-        assert keys_then == {schema: 0}
-        assert not schema_exists(url, schema)
-    finally:
-        unlink_prefix(redis_url, prefix)
-        client.close()
+    _, schema, prefix = spare_worker
+    keys_then = keys_when_dropped(monkeypatch, redis_client, {schema: f"{prefix}stream"})
+    with worker_schema(run_context.database_url, run_context.redis_url, schema, prefix):
+        redis_client.xadd(f"{prefix}stream", {"f": "v"})
+    assert keys_then == {schema: 0}
+    assert not schema_exists(run_context.database_url, schema)
 
 
 def test_a_crashed_workers_keys_go_before_its_schema(
-    run_context: RunContext, run_id: str, worker_id: str, monkeypatch: pytest.MonkeyPatch
+    run_context: RunContext,
+    run_id: str,
+    spare_worker: tuple[str, str, str],
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, redis_url = run_context.database_url, run_context.redis_url
-    crashed = f"{worker_id}crashed"
-    schema, prefix = schema_name(run_id, crashed), redis_prefix(run_id, crashed)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        leftover = leave_dead_namespaces(url, client, schema, prefix)
-        keys_then = keys_when_dropped(monkeypatch, client, {schema: leftover})
-        reaped = reap_worker(url, redis_url, run_id, crashed)
-        assert (reaped.schemas, reaped.keys) == ([schema], 1)
-        assert keys_then == {schema: 0}
-        assert not schema_exists(url, schema)
-    finally:
-        unlink_prefix(redis_url, prefix)
-        client.close()
+    worker, schema, prefix = spare_worker
+    leftover = leave_dead_namespaces(url, redis_client, schema, prefix)
+    keys_then = keys_when_dropped(monkeypatch, redis_client, {schema: leftover})
+    reaped = reap_worker(url, redis_url, run_id, worker)
+    assert (reaped.schemas, reaped.keys) == ([schema], 1)
+    assert keys_then == {schema: 0}
+    assert not schema_exists(url, schema)
 
 
 async def test_leak_guard_names_what_a_test_still_holds(
