@@ -47,6 +47,14 @@ def schema_exists(url: str, schema: str) -> bool:
         return found.fetchone() is not None
 
 
+@pytest.fixture
+def redis_client(run_context: RunContext) -> Iterator[redis.Redis]:
+    """A plain client of the run's Redis."""
+    client = redis.Redis.from_url(run_context.redis_url)
+    yield client
+    client.close()
+
+
 def test_schema_name_carries_run_and_worker(
     run_id: str, worker_id: str, worker_db_schema: str
 ) -> None:
@@ -81,20 +89,18 @@ def test_scan_pattern_escapes_glob_characters() -> None:
 
 
 def test_cleanup_unlinks_only_its_own_prefix(
-    run_context: RunContext, worker_redis_prefix: str
+    run_context: RunContext, worker_redis_prefix: str, redis_client: redis.Redis
 ) -> None:
-    client = redis.Redis.from_url(run_context.redis_url, decode_responses=True)
     mine, neighbour = f"{worker_redis_prefix}clean:", f"{worker_redis_prefix}clean*:"
     try:
-        client.set(f"{mine}k1", "1")
-        client.xadd(f"{mine}stream", {"f": "v"})
-        client.set(f"{neighbour}k1", "1")
+        redis_client.set(f"{mine}k1", "1")
+        redis_client.xadd(f"{mine}stream", {"f": "v"})
+        redis_client.set(f"{neighbour}k1", "1")
         assert unlink_prefix(run_context.redis_url, mine) == 2
-        assert client.exists(f"{mine}k1", f"{mine}stream") == 0
-        assert client.exists(f"{neighbour}k1") == 1
+        assert redis_client.exists(f"{mine}k1", f"{mine}stream") == 0
+        assert redis_client.exists(f"{neighbour}k1") == 1
     finally:
         unlink_prefix(run_context.redis_url, neighbour)
-        client.close()
 
 
 def test_live_worker_schema_is_marked_and_locked(
@@ -145,13 +151,16 @@ def keys_when_dropped(
 
 
 def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
-    run_context: RunContext, run_id: str, worker_id: str, monkeypatch: pytest.MonkeyPatch
+    run_context: RunContext,
+    run_id: str,
+    worker_id: str,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, redis_url = run_context.database_url, run_context.redis_url
     dead = schema_name(run_id, f"{worker_id}dead")
     dead_prefix = redis_prefix(run_id, f"{worker_id}dead")
     foreign = f"test_not_ours_{secrets.token_hex(4)}"
-    client = redis.Redis.from_url(redis_url)
     claimed, release = threading.Event(), threading.Event()
 
     def live_worker(schema: str) -> None:
@@ -164,13 +173,13 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(foreign)))
-        leftover = leave_dead_namespaces(url, client, dead, dead_prefix)
+        leftover = leave_dead_namespaces(url, redis_client, dead, dead_prefix)
         holder.start()
         assert claimed.wait(10)
-        keys_then = keys_when_dropped(monkeypatch, client, {dead: leftover})
+        keys_then = keys_when_dropped(monkeypatch, redis_client, {dead: leftover})
         reap_orphans(url, redis_url)
         assert not schema_exists(url, dead)
-        assert client.exists(leftover) == 0
+        assert redis_client.exists(leftover) == 0
         assert keys_then == {dead: 0}
         assert schema_exists(url, live)
         assert schema_exists(url, foreign)
@@ -181,7 +190,6 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
         with psycopg.connect(url, autocommit=True) as conn:
             for schema in (dead, foreign):
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(schema)))
-        client.close()
     assert not schema_exists(url, live)
 
 
@@ -196,14 +204,6 @@ def spare_worker(
     yield worker, schema, prefix
     with psycopg.connect(run_context.database_url, autocommit=True) as conn:
         namespaces.drop_namespaces(conn, run_context.redis_url, schema, prefix)
-
-
-@pytest.fixture
-def redis_client(run_context: RunContext) -> Iterator[redis.Redis]:
-    """A plain client of the run's Redis."""
-    client = redis.Redis.from_url(run_context.redis_url)
-    yield client
-    client.close()
 
 
 def test_a_worker_unlinks_its_keys_before_it_drops_its_schema(
