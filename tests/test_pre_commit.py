@@ -39,9 +39,9 @@ def git(project: Path, *args: str) -> None:
 
 
 @pytest.fixture
-def project(bake: Callable[..., Path], tmp_path: Path) -> Path:
-    """A fresh bake of the defaults in a new git repository, everything staged, whose .venv and
-    .tools hold this environment's tools, installed as far as its Makefile can tell."""
+def unversioned_project(bake: Callable[..., Path], tmp_path: Path) -> Path:
+    """A fresh bake of the defaults, not yet a git repository, whose .venv and .tools hold this
+    environment's tools, installed as far as its Makefile can tell."""
     project = tmp_path / "project"
     shutil.copytree(bake(), project)
     bin_dir = project / ".venv" / "bin"
@@ -54,9 +54,15 @@ def project(bake: Callable[..., Path], tmp_path: Path) -> Path:
     tools_dir = project / ".tools" / "bin"
     tools_dir.mkdir(parents=True)
     (tools_dir / "uv").symlink_to(Path(sys.executable).parent / "uv")
-    git(project, "init", "--quiet")
-    git(project, "add", "--all")
     return project
+
+
+@pytest.fixture
+def project(unversioned_project: Path) -> Path:
+    """That bake in a new git repository, everything staged."""
+    git(unversioned_project, "init", "--quiet")
+    git(unversioned_project, "add", "--all")
+    return unversioned_project
 
 
 def make_lint(
@@ -84,6 +90,29 @@ def test_make_lint_passes_on_a_fresh_bake_and_changes_nothing(
         assert any(line.startswith(hook) for line in result.stdout.splitlines()), hook
     # Every file was staged: the fixers left the working tree as it was.
     git(project, "diff", "--exit-code")
+
+
+def test_make_lint_before_git_init_says_to_run_it(
+    unversioned_project: Path, pre_commit_home: Path, mypy_cache: Path
+) -> None:
+    # tmp_path lies outside any repository, as a bake usually does.
+    result = make_lint(unversioned_project, pre_commit_home, mypy_cache)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "git init && git add -A first" in output, output
+    assert "git failed" not in output
+
+
+def test_make_lint_in_a_directory_of_another_repository_says_to_run_git_init(
+    unversioned_project: Path, pre_commit_home: Path, mypy_cache: Path
+) -> None:
+    # pre-commit would pass there, every hook skipped: the outer repository tracks none of the
+    # bake's files.
+    outer = unversioned_project.parent
+    git(outer, "init", "--quiet")
+    result = make_lint(unversioned_project, pre_commit_home, mypy_cache)
+    assert result.returncode != 0
+    assert "git init && git add -A first" in result.stdout + result.stderr
 
 
 # What a hook must catch, written into a file of the bake (then staged): the hook's name, the
