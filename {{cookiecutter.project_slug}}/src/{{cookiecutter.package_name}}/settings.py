@@ -5,6 +5,7 @@ parser and its documentation: `from_env`, `markdown_table` (the README's table, 
 keeps in step) and the `settings` command all read that one declaration.
 """
 
+import ipaddress
 import json
 import os
 import re
@@ -43,6 +44,29 @@ def _schema(name: str, raw: str) -> str:
 
 def _origins(name: str, raw: str) -> frozenset[str]:
     return frozenset(item.strip() for item in raw.split(",") if item.strip())
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(name: str, raw: str) -> frozenset[Network]:
+    networks = set()
+    for item in (item.strip() for item in raw.split(",")):
+        if item == "*":
+            # uvicorn's "trust everyone" also takes the first X-Forwarded-For entry, which the
+            # client itself wrote wherever the balancer adds to the header (HAProxy, nginx).
+            raise ConfigError(
+                f"{name} '*' would trust every peer, and what any client claims: list the"
+                " balancers' addresses or networks"
+            )
+        if item:
+            try:
+                networks.add(ipaddress.ip_network(item))
+            except ValueError as error:
+                raise ConfigError(
+                    f"{name} {item!r} is not an IP address or network: {error}"
+                ) from None
+    return frozenset(networks)
 
 
 def _integer(name: str, raw: str) -> int:
@@ -137,6 +161,14 @@ class Settings:
         "ALLOWED_ORIGINS",
         _origins,
         "comma-separated `Origin`s browsers may connect from",
+        frozenset(),
+        shown="none",
+    )
+    forwarded_allow_ips: frozenset[Network] = _setting(
+        "FORWARDED_ALLOW_IPS",
+        _networks,
+        "comma-separated addresses or networks (CIDR) of the balancers in front: from these peers"
+        " only, `X-Forwarded-For` gives the client's address (README: Behind a load balancer)",
         frozenset(),
         shown="none",
     )

@@ -78,8 +78,11 @@ class LiveApp:
         return service
 
     @contextlib.asynccontextmanager
-    async def websocket_session(self, user: User) -> AsyncIterator[WsClient]:
-        """A fresh connection for `user`; on exit, closed and drained from the server."""
+    async def websocket_session(
+        self, user: User, headers: dict[str, str] | None = None, source: str | None = None
+    ) -> AsyncIterator[WsClient]:
+        """A fresh connection for `user`, with more `headers` and from the loopback address
+        `source` where given; on exit, closed and drained from the server."""
         # No deflate offer (the service's default is off; test_handshake_storm offers it), no
         # proxy lookup, which reads the whole environment on every connect, and no keepalive
         # task: the server pings, and the client answers without one. No limit on unread
@@ -94,6 +97,8 @@ class LiveApp:
             proxy=None,
             ping_interval=None,
             max_queue=None,
+            additional_headers=headers,
+            local_addr=None if source is None else (source, 0),
         ) as connection:
             client = WsClient(connection)
             welcome = await client.next_of_type("welcome")
@@ -123,6 +128,7 @@ class Handshake(TypedDict, total=False):
     subprotocols: list[Subprotocol]
     origin: Origin
     additional_headers: dict[str, str]
+    local_addr: tuple[str, int]
 
 
 def offer(token: str) -> list[Subprotocol]:
