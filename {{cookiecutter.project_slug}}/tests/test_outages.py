@@ -1,34 +1,64 @@
 """A backend outage costs the requests it meets, never the session.
 
 Each such request is answered `unavailable` and leaves nothing half done (a publish is stored
-and streamed, or neither), and once the backend is back the same session serves on. Every
-server stopped here is one this module started for itself: never the run's, which every worker
-shares.
+and streamed, or neither), and once the backend is back the same session serves on; a Postgres
+restart that is over costs nothing at all. Every server stopped here is one this module started
+for itself: never the run's, which every worker shares.
 """
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from {{ cookiecutter.package_name }} import handlers, logs, store
+from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.metrics import Backend, Metrics
+from {{ cookiecutter.package_name }}.migrations import migrate
 from {{ cookiecutter.package_name }}.protocol import CloseCode
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from harness.embedded import redis_server
+from harness.embedded import PostgresServer, postgres_server, redis_server
 from harness.live import serve_instance
 from harness.scrape import closes
-from harness.users import User
+from harness.users import User, UserFactory
 from harness.wsclient import Frame, WsClient
 
+SCHEMA = "service"
+# Short, so that each request of an outage is answered soon; ample for a checkout otherwise.
+OUTAGE_WAIT_S = 0.5
+# The pool reconnects with a backoff of 1, 2, 4 s... from the outage's start.
 RECOVERY_TIMEOUT_S = 30.0
 RETRY_PAUSE_S = 0.2
+
+
+@pytest.fixture(scope="module")
+def throwaway_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A Postgres of this module's own, migrated, which its tests stop and restart."""
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as server:
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            migrate(conn, SCHEMA)
+        yield server
+
+
+def on_postgres(settings: Settings, server: PostgresServer, **changes: Any) -> Settings:
+    """The worker's settings for an instance of its own on `server`'s database."""
+    return dataclasses.replace(
+        settings,
+        database_url=server.url,
+        database_schema=SCHEMA,
+        instance_id=f"outage-{uuid.uuid4().hex[:8]}",
+        **changes,
+    )
 
 
 def fresh_channel() -> str:
@@ -51,9 +81,84 @@ async def publish_when_back(ws: WsClient, channel: str, data: Any) -> Frame:
             await asyncio.sleep(RETRY_PAUSE_S)
 
 
+async def warm(pool: AsyncConnectionPool, size: int) -> None:
+    """Grow the pool to `size` connections, all idle after."""
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(size):
+            await stack.enter_async_context(pool.connection())
+    assert pool.get_stats()["pool_size"] == size
+
+
 def request_failures(metrics: Metrics, backend: Backend) -> float:
     """How many requests met an outage of `backend`."""
     return metrics.value("ws_backend_errors_total", backend=backend, operation="request")
+
+
+async def test_a_postgres_restart_under_a_warm_pool_costs_no_session(
+    settings: Settings, signing_key: SigningKey, throwaway_postgres: PostgresServer
+) -> None:
+    instance = on_postgres(settings, throwaway_postgres)
+    size, channel = instance.database_pool_size, fresh_channel()
+    async with serve_instance(instance) as live:
+        users = UserFactory(live.service.resources, signing_key, lambda user_id: None)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                sessions = [
+                    await stack.enter_async_context(
+                        live.websocket_session(user=await users(f"publisher {n}"))
+                    )
+                    for n in range(size)
+                ]
+                await warm(live.service.resources.db, size)
+                # Every pooled connection is dead now, which none of the publishes may notice.
+                throwaway_postgres.restart()
+                acks = await asyncio.gather(
+                    *(ws.publish(channel, n) for n, ws in enumerate(sessions))
+                )
+                assert sorted(ack["offset"] for ack in acks) == list(range(1, size + 1))
+                for ws in sessions:
+                    await ws.assert_silent()
+            assert request_failures(live.service.metrics, "postgres") == 0
+            assert closes(live.service.metrics) == {1000: size}
+        finally:
+            await users.forget_all()
+
+
+async def test_a_postgres_outage_answers_unavailable_and_the_session_serves_on(
+    settings: Settings, signing_key: SigningKey, throwaway_postgres: PostgresServer
+) -> None:
+    channel = fresh_channel()
+    async with serve_instance(
+        on_postgres(settings, throwaway_postgres, database_timeout_s=OUTAGE_WAIT_S)
+    ) as live:
+        users = UserFactory(live.service.resources, signing_key, lambda user_id: None)
+        try:
+            publisher, reader = await users("publisher"), await users("reader")
+            async with (
+                live.websocket_session(user=publisher) as ws,
+                live.websocket_session(user=reader) as subscriber,
+            ):
+                await subscriber.subscribe(channel)
+                throwaway_postgres.stop()
+                try:
+                    assert_unavailable(await ws.request("publish", channel=channel, data="lost"))
+                    # A resume, whose replay reads Postgres.
+                    since = {"offset": 0, "epoch": "0"}
+                    resume = await ws.request("subscribe", channel=fresh_channel(), since=since)
+                    assert_unavailable(resume)
+                    await ws.assert_silent()
+                finally:
+                    throwaway_postgres.start()
+                ack = await publish_when_back(ws, channel, "after")
+                # Neither stored nor streamed: the refused publishes left no offset behind.
+                assert ack["offset"] == 1
+                message = await subscriber.next_message(channel)
+                assert (message["offset"], message["data"]) == (1, "after")
+                await subscriber.assert_silent()
+            assert request_failures(live.service.metrics, "postgres") >= 2
+            assert CloseCode.INTERNAL_ERROR not in closes(live.service.metrics)
+        finally:
+            await users.forget_all()
 
 
 async def test_a_redis_outage_answers_unavailable_and_the_session_serves_on(
