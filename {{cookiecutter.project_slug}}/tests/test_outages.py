@@ -16,12 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.errors
 import pytest
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from redis import exceptions as redis_errors
 
 from {{ cookiecutter.package_name }} import handlers, logs, store
 from {{ cookiecutter.package_name }}.auth import SigningKey
-from {{ cookiecutter.package_name }}.metrics import Backend, Metrics
+from {{ cookiecutter.package_name }}.metrics import (
+    Backend,
+    Metrics,
+    unavailable_backend,
+)
 from {{ cookiecutter.package_name }}.migrations import migrate
 from {{ cookiecutter.package_name }}.protocol import CloseCode
 from {{ cookiecutter.package_name }}.resources import Resources
@@ -92,6 +98,31 @@ async def warm(pool: AsyncConnectionPool, size: int) -> None:
 def request_failures(metrics: Metrics, backend: Backend) -> float:
     """How many requests met an outage of `backend`."""
     return metrics.value("ws_backend_errors_total", backend=backend, operation="request")
+
+
+@pytest.mark.parametrize(
+    ("error", "backend"),
+    [
+        (PoolTimeout("couldn't get a connection after 3.00 sec"), "postgres"),
+        (psycopg.errors.AdminShutdown("terminating connection"), "postgres"),
+        (psycopg.errors.CannotConnectNow("the database system is starting up"), "postgres"),
+        (psycopg.InterfaceError("the connection is closed"), "postgres"),
+        (redis_errors.ConnectionError("Connection refused"), "redis"),
+        (redis_errors.TimeoutError("Timeout reading from socket"), "redis"),
+        (redis_errors.BusyLoadingError("Redis is loading the dataset in memory"), "redis"),
+        (redis_errors.ReadOnlyError("You can't write against a read only replica."), "redis"),
+        (redis_errors.MasterDownError("Link with MASTER is down"), "redis"),
+        # Bugs and bad requests: they keep their own answers (1011, invalid_data, forbidden).
+        (psycopg.errors.UndefinedTable('relation "users" does not exist'), None),
+        (psycopg.DataError("invalid byte sequence"), None),
+        (psycopg.errors.ForeignKeyViolation("violates foreign key constraint"), None),
+        (redis_errors.ResponseError("WRONGTYPE Operation against a key"), None),
+        (ValueError("not a backend's"), None),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
+)
+def test_which_errors_are_outages(error: Exception, backend: Backend | None) -> None:
+    assert unavailable_backend(error) == backend
 
 
 async def test_a_postgres_restart_under_a_warm_pool_costs_no_session(
