@@ -177,6 +177,12 @@ class Settings:
     database_pool_size: int = _setting(
         "DATABASE_POOL_SIZE", _integer, "most Postgres connections per process", 10
     )
+    database_timeout_s: float = _setting(
+        "DATABASE_TIMEOUT_S",
+        _positive_seconds,
+        "how long a request waits for a Postgres connection before it is answered `unavailable`",
+        3.0,
+    )
     max_message_bytes: int = _setting(
         "MAX_MESSAGE_BYTES", _integer, "largest frame a client may send", 64 * 1024
     )

@@ -14,7 +14,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
+from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
+from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.server import uvicorn_config
 from {{ cookiecutter.package_name }}.service import Service
 from {{ cookiecutter.package_name }}.settings import Settings
@@ -182,3 +184,15 @@ async def serve_in_process(app: Starlette, settings: Settings) -> AsyncIterator[
         finally:
             server.stop()
             await serving
+
+
+@contextlib.asynccontextmanager
+async def serve_instance(settings: Settings) -> AsyncIterator[LiveApp]:
+    """An instance of the service with Resources of its own, opened from `settings`, served as
+    `serve_in_process` does; its Resources are closed after."""
+    resources = await Resources.open(settings)
+    try:
+        async with serve_in_process(create_app(settings, resources), settings) as live:
+            yield live
+    finally:
+        await resources.close()
