@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from harness.live import AppFactory, offer, refused_status
+from harness.live import AppFactory, LiveApp, offer, refused_status
 from harness.users import User
 
 BALANCER = "127.0.0.2"
@@ -20,6 +20,16 @@ TRUSTED = frozenset({ipaddress.ip_network(BALANCER)})
 
 def forwarded(address: str) -> dict[str, str]:
     return {"X-Forwarded-For": address}
+
+
+async def refused_from(live: LiveApp, user: User, client: str, peer: str) -> int:
+    """The HTTP status of a handshake from `peer` whose X-Forwarded-For names `client`."""
+    return await refused_status(
+        live,
+        subprotocols=offer(user.token),
+        additional_headers=forwarded(client),
+        local_addr=(peer, 0),
+    )
 
 
 async def test_behind_a_trusted_balancer_the_cap_counts_each_forwarded_address(
@@ -37,12 +47,7 @@ async def test_behind_a_trusted_balancer_the_cap_counts_each_forwarded_address(
         assert [registry.count_from(client) for client in clients[:3]] == [2, 1, 1]
         assert registry.count_from(BALANCER) == 0
         with caplog.at_level(logging.INFO):
-            status = await refused_status(
-                live,
-                subprotocols=offer(test_user.token),
-                additional_headers=forwarded("203.0.113.1"),
-                local_addr=(BALANCER, 0),
-            )
+            status = await refused_from(live, test_user, "203.0.113.1", BALANCER)
     assert status == 429
     assert "203.0.113.1 has too many connections" in caplog.text
 
@@ -57,12 +62,7 @@ async def test_a_forged_x_forwarded_for_from_an_untrusted_peer_changes_nothing(
         live.websocket_session(test_user, forwarded("203.0.113.2"), DIRECT),
     ):
         assert live.service.registry.count_from(DIRECT) == 2
-        status = await refused_status(
-            live,
-            subprotocols=offer(test_user.token),
-            additional_headers=forwarded("203.0.113.3"),
-            local_addr=(DIRECT, 0),
-        )
+        status = await refused_from(live, test_user, "203.0.113.3", DIRECT)
     assert status == 429
 
 
