@@ -103,6 +103,7 @@ async def test_sigterm_drains_then_closes_sessions_with_1012(
         **os.environ,
         "PYTHONPATH": str(Path(pytestconfig.rootpath) / "src"),
         "DATABASE_URL": settings.database_url,
+        "DATABASE_POOLER": settings.database_pooler,
         "DATABASE_SCHEMA": settings.database_schema,
         "REDIS_URL": settings.redis_url,
         "REDIS_PREFIX": settings.redis_prefix,
@@ -146,6 +147,7 @@ async def test_add_user_needs_only_the_database_settings(
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(Path(pytestconfig.rootpath) / "src"),
         "DATABASE_URL": settings.database_url,
+        "DATABASE_POOLER": settings.database_pooler,
         "DATABASE_SCHEMA": settings.database_schema,
     }
     command = await asyncio.create_subprocess_exec(
