@@ -18,7 +18,11 @@ from typing import Any
 import pytest
 
 from {{ cookiecutter.package_name }}.auth import SigningKey
-from {{ cookiecutter.package_name }}.settings import ConfigError, check_pooled_url, read
+from {{ cookiecutter.package_name }}.settings import (
+    ConfigError,
+    check_pooled_url,
+    read,
+)
 
 from .embedded import EmbeddedUnavailable
 from .namespaces import Postgres, reap_orphans, reap_worker
