@@ -46,7 +46,7 @@ def _schema(name: str, raw: str) -> str:
 
 
 def _pooler(name: str, raw: str) -> str:
-    value = raw.strip().lower()
+    value = raw.strip()
     if value not in POOLERS:
         raise ConfigError(f"{name} {raw!r} is not one of: {', '.join(POOLERS)}")
     return value
