@@ -38,7 +38,9 @@ async def flood(live: LiveApp, ws: WsClient, resources: Resources, user: User) -
 
 async def disabled_user(live: LiveApp, ws: WsClient, resources: Resources, user: User) -> None:
     async with resources.db.connection() as conn:
-        await conn.execute("UPDATE users SET disabled = true WHERE id = %s", [user.id])
+        await conn.execute(
+            resources.db.query("UPDATE {users} SET disabled = true WHERE id = %s"), [user.id]
+        )
 
 
 CASES: list[tuple[CloseCode | int, dict[str, object], Trigger]] = [

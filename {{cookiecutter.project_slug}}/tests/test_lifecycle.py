@@ -95,6 +95,7 @@ async def serving(
         **os.environ,
         "PYTHONPATH": str(rootpath / "src"),
         "DATABASE_URL": settings.database_url,
+        "DATABASE_POOLER": settings.database_pooler,
         "DATABASE_SCHEMA": settings.database_schema,
         "REDIS_URL": settings.redis_url,
         "REDIS_PREFIX": settings.redis_prefix,
@@ -163,6 +164,7 @@ async def test_add_user_needs_only_the_database_settings(
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(Path(pytestconfig.rootpath) / "src"),
         "DATABASE_URL": settings.database_url,
+        "DATABASE_POOLER": settings.database_pooler,
         "DATABASE_SCHEMA": settings.database_schema,
     }
     command = await asyncio.create_subprocess_exec(

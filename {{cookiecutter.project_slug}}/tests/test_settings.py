@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from {{ cookiecutter.package_name }}.settings import (
     markdown_table,
     read,
 )
+
+OPTIONS = "options=-c%20statement_timeout%3D5s"
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +87,12 @@ def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path) -
         ({"FORWARDED_ALLOW_IPS": "10.0.0.1,lb"}, "FORWARDED_ALLOW_IPS 'lb' is not an IP address"),
         ({"FORWARDED_ALLOW_IPS": "10.0.0.5/8"}, "FORWARDED_ALLOW_IPS '10.0.0.5/8' is not an IP"),
         ({"FORWARDED_ALLOW_IPS": "*"}, "FORWARDED_ALLOW_IPS '*' would trust every peer"),
+        ({"DATABASE_POOLER": "session"}, "DATABASE_POOLER 'session' is not one of: none, trans"),
+        (
+            {"DATABASE_POOLER": "transaction", "DATABASE_URL": f"postgresql://db/app?{OPTIONS}"},
+            "DATABASE_URL sets options ('-c statement_timeout=5s'), which"
+            " DATABASE_POOLER=transaction cannot pass",
+        ),
     ],
 )
 def test_bad_variable_is_named(
@@ -90,6 +100,38 @@ def test_bad_variable_is_named(
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(complaint)):
         Settings.from_env({**environ, **change})
+
+
+@pytest.mark.parametrize("pooler", ["none", "transaction"])
+def test_options_in_the_url_pass_only_without_a_pooler(
+    environ: dict[str, str], pooler: str
+) -> None:
+    with_options = {**environ, "DATABASE_URL": f"postgresql://db/app?{OPTIONS}"}
+    assert Settings.from_env({**environ, "DATABASE_POOLER": pooler}).database_pooler == pooler
+    if pooler == "none":
+        assert Settings.from_env(with_options).database_url.endswith(OPTIONS)
+    else:
+        with pytest.raises(ConfigError, match="DATABASE_POOLER=transaction"):
+            Settings.from_env({**with_options, "DATABASE_POOLER": pooler})
+
+
+def test_migrate_refuses_options_under_a_transaction_pooler(pytestconfig: pytest.Config) -> None:
+    environment = {
+        "PYTHONPATH": str(pytestconfig.rootpath / "src"),
+        "DATABASE_URL": f"postgresql://127.0.0.1:1/app?{OPTIONS}",
+        "DATABASE_POOLER": "transaction",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "{{ cookiecutter.package_name }}", "migrate"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("configuration error: DATABASE_URL sets options"), result.stderr
+    assert "DATABASE_POOLER=transaction cannot pass" in result.stderr
 
 
 def test_missing_keyring_says_how_to_make_one(environ: dict[str, str]) -> None:

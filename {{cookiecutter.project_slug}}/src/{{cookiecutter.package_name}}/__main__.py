@@ -13,9 +13,16 @@ from . import logs, store{% if cookiecutter.tracing == "otel" %}, tracing{% endi
 from .app import create_app
 from .auth import SigningKey
 from .migrations import migrate
-from .resources import open_database_pool
+from .resources import connection_kwargs, open_database_pool
 from .server import serve
-from .settings import ConfigError, Settings, env_example, markdown_table, read
+from .settings import (
+    ConfigError,
+    Settings,
+    check_pooled_url,
+    env_example,
+    markdown_table,
+    read,
+)
 
 
 def settings_or_exit() -> Settings:
@@ -26,13 +33,15 @@ def settings_or_exit() -> Settings:
         sys.exit(f"configuration error: {error}")
 
 
-def database_or_exit() -> tuple[str, str]:
-    """DATABASE_URL and DATABASE_SCHEMA alone, for the commands that only touch Postgres."""
+def database_or_exit() -> tuple[str, str, str]:
+    """DATABASE_URL, DATABASE_SCHEMA and DATABASE_POOLER alone, for the commands that only touch
+    Postgres."""
     try:
-        values = read(("database_url", "database_schema"))
+        values = read(("database_url", "database_schema", "database_pooler"))
+        check_pooled_url(values["database_url"], values["database_pooler"])
     except ConfigError as error:
         sys.exit(f"configuration error: {error}")
-    return values["database_url"], values["database_schema"]
+    return values["database_url"], values["database_schema"], values["database_pooler"]
 
 
 def run_server(args: argparse.Namespace) -> None:
@@ -46,8 +55,8 @@ def run_server(args: argparse.Namespace) -> None:
 
 def run_migrations(args: argparse.Namespace) -> None:
     """Apply pending migrations into DATABASE_SCHEMA."""
-    url, schema = database_or_exit()
-    with psycopg.connect(url) as conn:
+    url, schema, pooler = database_or_exit()
+    with psycopg.connect(url, **connection_kwargs(pooler)) as conn:
         applied = migrate(conn, schema)
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing pending"
     print(f"migrated schema {schema}: {names}")
@@ -55,10 +64,10 @@ def run_migrations(args: argparse.Namespace) -> None:
 
 def add_user(args: argparse.Namespace) -> None:
     """Create a user and print its id."""
-    url, schema = database_or_exit()
+    url, schema, pooler = database_or_exit()
 
     async def create() -> str:
-        pool = await open_database_pool(url, schema, max_size=1)
+        pool = await open_database_pool(url, schema, 1, pooler)
         try:
             return await store.create_user(pool, args.name)
         finally:

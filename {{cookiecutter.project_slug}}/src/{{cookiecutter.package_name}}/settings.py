@@ -15,10 +15,14 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
+
 from .auth import Keyring
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 DEFAULT_REDIS_PREFIX = "{{ cookiecutter.project_slug }}:"
+POOLERS = ("none", "transaction")
 
 
 class ConfigError(ValueError):
@@ -40,6 +44,13 @@ def _schema(name: str, raw: str) -> str:
             " with a letter or underscore, at most 63 bytes"
         )
     return raw
+
+
+def _pooler(name: str, raw: str) -> str:
+    value = raw.strip()
+    if value not in POOLERS:
+        raise ConfigError(f"{name} {raw!r} is not one of: {', '.join(POOLERS)}")
+    return value
 
 
 def _origins(name: str, raw: str) -> frozenset[str]:
@@ -143,8 +154,16 @@ class Settings:
     database_schema: str = _setting(
         "DATABASE_SCHEMA",
         _schema,
-        "schema the service's tables live in (the pool sees only it)",
+        "schema the service's tables live in; every query names it",
         "public",
+    )
+    database_pooler: str = _setting(
+        "DATABASE_POOLER",
+        _pooler,
+        "what is between the service and Postgres: `none`, or `transaction` for a transaction"
+        " pooler (PgBouncer's `pool_mode = transaction`), which takes no `options` in"
+        " `DATABASE_URL` and no prepared statements (README: Connection poolers)",
+        "none",
     )
     redis_prefix: str = _setting(
         "REDIS_PREFIX", _text, "prefix of every Redis key and stream", DEFAULT_REDIS_PREFIX
@@ -319,6 +338,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         _schema("DATABASE_SCHEMA", self.database_schema)
+        check_pooled_url(self.database_url, _pooler("DATABASE_POOLER", self.database_pooler))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -330,6 +350,23 @@ class Settings:
                 if value is not MISSING:
                     values[setting.name] = value
         return cls(**values)
+
+
+def check_pooled_url(url: str, pooler: str) -> None:
+    """Refuse a DATABASE_URL that cannot pass `pooler`: PgBouncer refuses a connection that
+    starts with `options`, and ignoring them (`ignore_startup_parameters`) loses their settings."""
+    if pooler != "transaction":
+        return
+    try:
+        options = conninfo_to_dict(url).get("options")
+    except ProgrammingError as error:
+        raise ConfigError(f"DATABASE_URL is not a valid PostgreSQL URL: {error}") from None
+    if options:
+        raise ConfigError(
+            f"DATABASE_URL sets options ({options!r}), which DATABASE_POOLER=transaction cannot"
+            " pass: a transaction pooler refuses them. Set them on the role instead"
+            " (ALTER ROLE ... SET), or use DATABASE_POOLER=none for a direct connection"
+        )
 
 
 def read(names: Iterable[str], environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
