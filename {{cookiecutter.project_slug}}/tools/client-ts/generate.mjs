@@ -60,7 +60,12 @@ const models = (await generator.generate(document)).filter(
 );
 
 const messages = document.components.messages;
-const titled = (reference) => messages[reference.$ref.split("/").pop()].payload.title;
+const titled = (reference) => {
+  const name = reference.$ref.split("/").pop();
+  const title = messages[name].payload.title;
+  if (!title) throw new Error(`the payload of message ${name} has no title to name its model`);
+  return title;
+};
 const union = (name, titles, doc) =>
   `/** ${doc} */\nexport type ${name} = ${[...new Set(titles)].join(" | ")};`;
 
