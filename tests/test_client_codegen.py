@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import TEMPLATE_DIR
 from tests.generated_runs import clean_environment, installed_copy, run_make
-from tests.live_service import Service, serving
+from tests.served import Service, serving
 
 CLIENT_TOOLS = TEMPLATE_DIR / ".cache" / "client-ts"
 NODE = shutil.which("node")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import find_chromium, open_page
-from tests.live_service import Service, serving
+from tests.served import Service, free_port, serving
 
 pytestmark = pytest.mark.xdist_group("generated-suite")
 
@@ -37,8 +37,11 @@ new Promise((resolve, reject) => {
 
 @pytest.fixture
 def service(bake: Callable[..., Path], tmp_path: Path) -> Iterator[Service]:
-    """The default bake, migrated into its own schema and serving on a free port."""
-    with serving(bake(), tmp_path) as running:
+    """The default bake, migrated into its own schema and serving on a free port, with the demo
+    page on."""
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    with serving(bake(), tmp_path, port, SERVE_DEMO="1", ALLOWED_ORIGINS=origin) as running:
         yield running
 
 

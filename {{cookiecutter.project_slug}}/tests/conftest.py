@@ -37,7 +37,7 @@ from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness import report, run
 from harness.leaks import LeakGuard
-from harness.live import AppFactory, LiveApp, serve_in_process
+from harness.live import AppFactory, LiveApp, serve_in_process, serve_instance
 from harness.namespaces import redis_prefix, schema_name, unlink_prefix, worker_schema
 from harness.users import User, UserFactory
 from harness.wsclient import WsClient
@@ -155,12 +155,8 @@ async def other_instance(settings: Settings) -> AsyncIterator[LiveApp]:
     """A second instance of the service for one test: the same schema and Redis prefix, but its
     own Resources, instance id (so its own consumer group) and server."""
     other = dataclasses.replace(settings, instance_id=f"other-{uuid.uuid4().hex[:8]}")
-    resources = await Resources.open(other)
-    try:
-        async with serve_in_process(create_app(other, resources), other) as live:
-            yield live
-    finally:
-        await resources.close()
+    async with serve_instance(other) as live:
+        yield live
 
 
 @pytest.fixture(autouse=True)

@@ -31,6 +31,7 @@ def test_minimal_environment_gives_working_defaults(environ: dict[str, str]) -> 
     assert settings.database_schema == "public"
     assert settings.redis_prefix.endswith(":")
     assert settings.allowed_origins == frozenset()
+    assert settings.forwarded_allow_ips == frozenset()
     assert len(settings.keyring.keys) == 1
 
 
@@ -42,9 +43,15 @@ def test_lists_numbers_and_flags_are_parsed(environ: dict[str, str]) -> None:
             "PORT": "9000",
             "PUBLISH_WINDOW_S": "2.5",
             "SERVE_DEMO": "yes",
+            "FORWARDED_ALLOW_IPS": "10.0.0.7, 10.1.0.0/16,fd00::/8",
         }
     )
     assert settings.allowed_origins == {"https://a.example", "https://b.example"}
+    assert {str(network) for network in settings.forwarded_allow_ips} == {
+        "10.0.0.7/32",
+        "10.1.0.0/16",
+        "fd00::/8",
+    }
     assert (settings.port, settings.publish_window_s, settings.serve_demo) == (9000, 2.5, True)
 
 
@@ -73,12 +80,15 @@ def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path) -
         ({"REQUEST_RATE": "fast"}, "REQUEST_RATE 'fast' is not a number of requests per second"),
         ({"REQUEST_RATE": "0"}, "REQUEST_RATE '0' must be positive"),
         ({"SERVE_DEMO": "maybe"}, "SERVE_DEMO 'maybe' is not a yes/no flag"),
+        ({"FORWARDED_ALLOW_IPS": "10.0.0.1,lb"}, "FORWARDED_ALLOW_IPS 'lb' is not an IP address"),
+        ({"FORWARDED_ALLOW_IPS": "10.0.0.5/8"}, "FORWARDED_ALLOW_IPS '10.0.0.5/8' is not an IP"),
+        ({"FORWARDED_ALLOW_IPS": "*"}, "FORWARDED_ALLOW_IPS '*' would trust every peer"),
     ],
 )
 def test_bad_variable_is_named(
     environ: dict[str, str], change: dict[str, str], complaint: str
 ) -> None:
-    with pytest.raises(ConfigError, match=complaint.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(complaint)):
         Settings.from_env({**environ, **change})
 
 
@@ -112,8 +122,9 @@ def test_the_env_example_spells_the_defaults_the_service_uses() -> None:
     with_default = [setting for setting in fields(Settings) if setting.default is not MISSING]
     spelt = [setting.name for setting in with_default if setting.metadata["variable"] in written]
     assert read(spelt, written) == read(spelt, {})
-    # Only a default with no spelling as a value, the empty list of origins, is told in words.
-    assert {setting.name for setting in with_default} - set(spelt) == {"allowed_origins"}
+    # Only the defaults with no spelling as a value, the empty lists, are told in words.
+    told = {"allowed_origins", "forwarded_allow_ips"}
+    assert {setting.name for setting in with_default} - set(spelt) == told
 
 
 def test_a_command_reads_only_the_settings_it_uses() -> None:

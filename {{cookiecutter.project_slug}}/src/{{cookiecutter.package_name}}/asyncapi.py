@@ -54,6 +54,8 @@ ERROR_MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.TOO_MANY_CHANNELS: "the connection already holds MAX_CHANNELS subscriptions",
     ErrorCode.RATE_LIMITED: "PUBLISH_LIMIT or the connection's REQUEST_RATE; the message says "
     "when to retry",
+    ErrorCode.UNAVAILABLE: "Postgres or Redis could not serve the request (down, restarting, "
+    "read-only); the message says when to retry, and the connection stays usable",
 }
 
 RECOVERY_MEANINGS: dict[RecoveryFailure, str] = {

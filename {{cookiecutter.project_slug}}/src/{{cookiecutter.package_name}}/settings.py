@@ -5,6 +5,7 @@ parser and its documentation: `from_env`, `markdown_table` (the README's table, 
 keeps in step) and the `settings` command all read that one declaration.
 """
 
+import ipaddress
 import json
 import os
 import re
@@ -43,6 +44,29 @@ def _schema(name: str, raw: str) -> str:
 
 def _origins(name: str, raw: str) -> frozenset[str]:
     return frozenset(item.strip() for item in raw.split(",") if item.strip())
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(name: str, raw: str) -> frozenset[Network]:
+    networks = set()
+    for item in (item.strip() for item in raw.split(",")):
+        if item == "*":
+            # uvicorn's "trust everyone" also takes the first X-Forwarded-For entry, which the
+            # client itself wrote wherever the balancer adds to the header (HAProxy, nginx).
+            raise ConfigError(
+                f"{name} '*' would trust every peer, and what any client claims: list the"
+                " balancers' addresses or networks"
+            )
+        if item:
+            try:
+                networks.add(ipaddress.ip_network(item))
+            except ValueError as error:
+                raise ConfigError(
+                    f"{name} {item!r} is not an IP address or network: {error}"
+                ) from None
+    return frozenset(networks)
 
 
 def _integer(name: str, raw: str) -> int:
@@ -140,10 +164,24 @@ class Settings:
         frozenset(),
         shown="none",
     )
+    forwarded_allow_ips: frozenset[Network] = _setting(
+        "FORWARDED_ALLOW_IPS",
+        _networks,
+        "comma-separated addresses or networks (CIDR) of the balancers in front: from these peers"
+        " only, `X-Forwarded-For` gives the client's address (README: Behind a load balancer)",
+        frozenset(),
+        shown="none",
+    )
     host: str = _setting("HOST", _text, "address `serve` listens on", "127.0.0.1")
     port: int = _setting("PORT", _integer, "port `serve` listens on", 8000)
     database_pool_size: int = _setting(
         "DATABASE_POOL_SIZE", _integer, "most Postgres connections per process", 10
+    )
+    database_timeout_s: float = _setting(
+        "DATABASE_TIMEOUT_S",
+        _positive_seconds,
+        "how long a request waits for a Postgres connection before it is answered `unavailable`",
+        3.0,
     )
     max_message_bytes: int = _setting(
         "MAX_MESSAGE_BYTES", _integer, "largest frame a client may send", 64 * 1024

