@@ -2,16 +2,14 @@
 catch what they are there for."""
 
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_wide_dir
-from tests.generated_runs import clean_environment
+from tests.generated_runs import clean_environment, installed_copy
 
 # The tools of the baked project's .venv that `make lint` runs, taken from this environment.
 VENV_TOOLS = ("python", "ruff", "mypy", "pre-commit")
@@ -42,19 +40,7 @@ def git(project: Path, *args: str) -> None:
 def unversioned_project(bake: Callable[..., Path], tmp_path: Path) -> Path:
     """A fresh bake of the defaults, not yet a git repository, whose .venv and .tools hold this
     environment's tools, installed as far as its Makefile can tell."""
-    project = tmp_path / "project"
-    shutil.copytree(bake(), project)
-    bin_dir = project / ".venv" / "bin"
-    bin_dir.mkdir(parents=True)
-    for tool in VENV_TOOLS:
-        (bin_dir / tool).symlink_to(Path(sys.executable).parent / tool)
-    (project / ".venv" / ".installed").touch()
-    # uv where the Makefile would install it: make wants it even with .venv up to date, and
-    # installing it (test_generated_suite does that) would cost every run here seconds.
-    tools_dir = project / ".tools" / "bin"
-    tools_dir.mkdir(parents=True)
-    (tools_dir / "uv").symlink_to(Path(sys.executable).parent / "uv")
-    return project
+    return installed_copy(bake(), tmp_path / "project", VENV_TOOLS)
 
 
 @pytest.fixture

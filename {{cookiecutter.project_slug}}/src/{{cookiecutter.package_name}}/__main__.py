@@ -1,4 +1,4 @@
-"""The command line: serve, migrate, add-user, keygen, token and settings."""
+"""The command line: serve, migrate, add-user, keygen, token, settings and asyncapi."""
 
 import argparse
 import asyncio
@@ -11,6 +11,7 @@ import psycopg
 
 from . import logs, store{% if cookiecutter.tracing == "otel" %}, tracing{% endif %}
 from .app import create_app
+from .asyncapi import document
 from .auth import SigningKey
 from .migrations import migrate
 from .resources import connection_kwargs, open_database_pool
@@ -96,6 +97,11 @@ def print_settings(args: argparse.Namespace) -> None:
     print(env_example() if args.env else markdown_table(), end="")
 
 
+def print_asyncapi(args: argparse.Namespace) -> None:
+    """Print the AsyncAPI document, as /asyncapi.json serves it to a client of --host."""
+    print(json.dumps(document(args.host, args.protocol), indent=2))
+
+
 def parser() -> argparse.ArgumentParser:
     commands = argparse.ArgumentParser(prog=f"python -m {__package__}")
     sub = commands.add_subparsers(required=True)
@@ -116,6 +122,10 @@ def parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("settings", help=print_settings.__doc__)
     listing.add_argument("--env", action="store_true", help="print .env.example instead")
     listing.set_defaults(run=print_settings)
+    spec = sub.add_parser("asyncapi", help=print_asyncapi.__doc__)
+    spec.add_argument("--host", default="127.0.0.1:8000")
+    spec.add_argument("--protocol", choices=("ws", "wss"), default="ws")
+    spec.set_defaults(run=print_asyncapi)
     return commands
 
 
