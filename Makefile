@@ -12,6 +12,9 @@ OUTPUT ?= bench/results/latest
 PROFILE ?=
 # The official AsyncAPI parser (npm), which tests/test_asyncapi.py runs on a baked service's document.
 ASYNCAPI := tools/asyncapi
+# checkov, which tests/test_kubernetes.py runs on a baked service's manifests: in a virtualenv of
+# its own, since its pins conflict with requirements.txt (tools/checkov/requirements.txt says how).
+CHECKOV := tools/checkov
 
 .PHONY: install test lint bake bench durations locks
 
@@ -35,7 +38,13 @@ $(ASYNCAPI)/node_modules/.package-lock.json: $(ASYNCAPI)/package-lock.json
 		echo "npm not found: not installing the AsyncAPI parser (its tests skip without node)"; \
 	fi
 
-install: $(VENV)/.installed $(ASYNCAPI)/node_modules/.package-lock.json
+$(CHECKOV)/.venv/.installed: $(CHECKOV)/requirements.txt
+	@echo "Installing checkov into $(CHECKOV)/.venv"
+	$(PYTHON) -m venv $(CHECKOV)/.venv
+	$(CHECKOV)/.venv/bin/python -m pip install --quiet -r $(CHECKOV)/requirements.txt
+	@touch $@
+
+install: $(VENV)/.installed $(ASYNCAPI)/node_modules/.package-lock.json $(CHECKOV)/.venv/.installed
 
 test: install
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
