@@ -16,6 +16,9 @@ ASYNCAPI := tools/asyncapi
 # into .cache/client-ts/, where tests/test_client_codegen.py lends it to the bakes it generates in.
 CLIENT_TS_TOOLS := {{cookiecutter.project_slug}}/tools/client-ts
 CLIENT_TS := .cache/client-ts
+# checkov, which tests/test_kubernetes.py runs on a baked service's manifests: in a virtualenv of
+# its own, since its pins conflict with requirements.txt (tools/checkov/requirements.txt says how).
+CHECKOV := tools/checkov
 
 .PHONY: install test lint bake bench durations locks
 
@@ -48,7 +51,14 @@ $(CLIENT_TS)/node_modules/.package-lock.json: $(CLIENT_TS_TOOLS)/package-lock.js
 		echo "npm not found: not installing the make client-ts tools (their tests skip without npm)"; \
 	fi
 
-install: $(VENV)/.installed $(ASYNCAPI)/node_modules/.package-lock.json $(CLIENT_TS)/node_modules/.package-lock.json
+$(CHECKOV)/.venv/.installed: $(CHECKOV)/requirements.txt
+	@echo "Installing checkov into $(CHECKOV)/.venv"
+	$(PYTHON) -m venv $(CHECKOV)/.venv
+	$(CHECKOV)/.venv/bin/python -m pip install --quiet -r $(CHECKOV)/requirements.txt
+	@touch $@
+
+install: $(VENV)/.installed $(ASYNCAPI)/node_modules/.package-lock.json \
+	$(CLIENT_TS)/node_modules/.package-lock.json $(CHECKOV)/.venv/.installed
 
 test: install
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup

@@ -18,7 +18,7 @@ from typing import Any
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Directories of the project template whose files all have conditional names, innermost first.
-OPTIONAL_DIRS = (".github/workflows", ".github")
+OPTIONAL_DIRS = (".github/workflows", ".github", "deploy/kubernetes", "deploy")
 
 
 def remove_empty_optional_dirs(project_dir: Path) -> None:

@@ -23,6 +23,7 @@ CI_SERVICES = ("github", "gitlab", "none")
 YES_NO = ("yes", "no")
 LICENSES = ("MIT", "Apache-2.0", "BSD-3-Clause", "Proprietary")
 TRACING = ("none", "otel")
+DEPLOY = ("none", "kubernetes")
 # Import names of the generated project's dependencies, direct and transitive.
 DEPENDENCY_IMPORT_NAMES = frozenset(
     {
@@ -149,6 +150,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("ci", one_of(CI_SERVICES)),
     ("docker", one_of(YES_NO)),
     ("tracing", one_of(TRACING)),
+    ("deploy", one_of(DEPLOY)),
 )
 
 

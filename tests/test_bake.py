@@ -160,6 +160,24 @@ OPTION_FILES: dict[tuple[str, str], set[str]] = {
     ("ci", "gitlab"): {".gitlab-ci.yml", "renovate.json"},
     ("docker", "yes"): {"Dockerfile", ".dockerignore", "docker-compose.yml"},
     ("tracing", "otel"): {"src/chat_service/tracing.py", "tests/test_tracing.py"},
+    ("deploy", "kubernetes"): {
+        "deploy",
+        "deploy/kubernetes",
+        *(
+            f"deploy/kubernetes/{name}"
+            for name in (
+                "kustomization.yaml",
+                "settings.env",
+                "deployment.yaml",
+                "service.yaml",
+                "poddisruptionbudget.yaml",
+                "horizontalpodautoscaler.yaml",
+                "migrate-job.yaml",
+                "networkpolicy.yaml",
+            )
+        ),
+        "tests/test_kubernetes.py",
+    },
 }
 OPTIONS = sorted({option for option, _answer in OPTION_FILES})
 

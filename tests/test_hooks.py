@@ -17,6 +17,7 @@ from hooks.post_gen_project import main as post_gen_main
 from hooks.pre_gen_project import (
     CI_SERVICES,
     DEPENDENCY_IMPORT_NAMES,
+    DEPLOY,
     LICENSES,
     PYTHON_VERSIONS,
     TRACING,
@@ -46,6 +47,7 @@ VALID = {
     "ci": "github",
     "docker": "yes",
     "tracing": "none",
+    "deploy": "none",
 }
 BLANK = "it must not be blank"
 NAME_TOO_LONG = "it must be at most 300 characters long"
@@ -66,6 +68,7 @@ CI = "it must be one of github, gitlab, none"
 DOCKER = "it must be one of yes, no"
 LICENSE = "it must be one of MIT, Apache-2.0, BSD-3-Clause, Proprietary"
 TRACING_CHOICE = "it must be one of none, otel"
+DEPLOY_CHOICE = "it must be one of none, kubernetes"
 NOT_STRING = "it must be a string"
 
 
@@ -268,6 +271,7 @@ INVALID = [
     ("docker", True, NOT_STRING),
     ("tracing", "opentelemetry", TRACING_CHOICE),
     ("tracing", "OTEL", TRACING_CHOICE),
+    ("deploy", "k8s", DEPLOY_CHOICE),
     ("project_name", None, NOT_STRING),
 ]
 
@@ -296,6 +300,7 @@ def test_first_failing_check_wins() -> None:
         ("ci", CI_SERVICES),
         ("docker", YES_NO),
         ("tracing", TRACING),
+        ("deploy", DEPLOY),
         ("license", LICENSES),
     ],
 )
