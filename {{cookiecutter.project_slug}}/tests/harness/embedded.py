@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -82,15 +83,16 @@ def embedded_postgres(workdir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def embedded_redis(workdir: Path) -> Iterator[str]:
+def embedded_redis(workdir: Path, *options: str) -> Iterator[str]:
     """A throwaway redis-server on a free 127.0.0.1 port, nothing persisted; yields
-    redis://127.0.0.1:<port>/0; stopped after."""
+    redis://127.0.0.1:<port>/0; stopped after. `options` come first on its command line: a
+    config file and `--sentinel` make it a Sentinel, `--replicaof` a replica."""
     server = _redis_server()
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     port, log = free_port(), workdir / "redis.log"
     _say(f"starting a throwaway redis-server ({server}) in {workdir} on port {port}")
-    command = [str(server), "--port", str(port), "--bind", "127.0.0.1"]
+    command = [str(server), *options, "--port", str(port), "--bind", "127.0.0.1"]
     command += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)]
     with log.open("wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=workdir)
@@ -326,6 +328,13 @@ def _tail(text: str) -> str:
 def _say(what: str) -> None:
     """Tell the user, who is waiting, what the harness is doing."""
     print(f"harness: {what}", file=sys.stderr, flush=True)
+
+
+def port_of(url: str) -> int:
+    """The port of a server's URL, such as one `embedded_redis` yields."""
+    port = urlsplit(url).port
+    assert port is not None, url
+    return port
 
 
 def free_port() -> int:
