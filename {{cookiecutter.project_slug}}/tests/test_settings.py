@@ -42,10 +42,12 @@ def test_lists_numbers_and_flags_are_parsed(environ: dict[str, str]) -> None:
             "PORT": "9000",
             "PUBLISH_WINDOW_S": "2.5",
             "SERVE_DEMO": "yes",
+            "REDIS_SENTINELS": "s1:26379, [::1]:26380",
         }
     )
     assert settings.allowed_origins == {"https://a.example", "https://b.example"}
     assert (settings.port, settings.publish_window_s, settings.serve_demo) == (9000, 2.5, True)
+    assert settings.redis_sentinels == (("s1", 26379), ("::1", 26380))
 
 
 def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path) -> None:
@@ -73,6 +75,12 @@ def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path) -
         ({"REQUEST_RATE": "fast"}, "REQUEST_RATE 'fast' is not a number of requests per second"),
         ({"REQUEST_RATE": "0"}, "REQUEST_RATE '0' must be positive"),
         ({"SERVE_DEMO": "maybe"}, "SERVE_DEMO 'maybe' is not a yes/no flag"),
+        ({"REDIS_SENTINELS": "s1:26379,s2"}, "REDIS_SENTINELS entry 's2' is not host:port"),
+        ({"REDIS_SENTINELS": "s1:0"}, "REDIS_SENTINELS entry 's1:0' is not host:port"),
+        (
+            {"REDIS_SENTINELS": "s1:26379", "REDIS_URL": "unix:///run/redis.sock"},
+            "REDIS_URL must be redis:// or rediss:// with REDIS_SENTINELS",
+        ),
     ],
 )
 def test_bad_variable_is_named(
@@ -112,8 +120,10 @@ def test_the_env_example_spells_the_defaults_the_service_uses() -> None:
     with_default = [setting for setting in fields(Settings) if setting.default is not MISSING]
     spelt = [setting.name for setting in with_default if setting.metadata["variable"] in written]
     assert read(spelt, written) == read(spelt, {})
-    # Only a default with no spelling as a value, the empty list of origins, is told in words.
-    assert {setting.name for setting in with_default} - set(spelt) == {"allowed_origins"}
+    # Only the defaults with no spelling as a value, the empty lists of origins and of
+    # Sentinels, are told in words.
+    told = {"allowed_origins", "redis_sentinels"}
+    assert {setting.name for setting in with_default} - set(spelt) == told
 
 
 def test_a_command_reads_only_the_settings_it_uses() -> None:
