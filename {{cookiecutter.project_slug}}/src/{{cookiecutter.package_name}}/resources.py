@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
-from redis.backoff import EqualJitterBackoff
+from redis.backoff import EqualJitterBackoff, NoBackoff
 
 from .auth import Keyring
 from .bus import Bus
@@ -28,8 +28,11 @@ OPEN_TIMEOUT_S = 10.0
 # by default, so each stale connection would fail one request. Few tries, soon: a Redis that
 # stays away is an outage for readiness to report, not something to hold requests for.
 REDIS_RETRY = Retry(EqualJitterBackoff(cap=0.1, base=0.01), retries=3)
-# Each Sentinel asked for the primary's address gets this long before the next is asked.
+# Each Sentinel asked for the primary's address gets this long, and one try, before the next
+# is asked: REDIS_RETRY already asks them all again. With redis-py's default retries on each,
+# Sentinels that all refuse took 15.6 s to fail a command instead of 0.1 s.
 SENTINEL_TIMEOUT_S = 1.0
+SENTINEL_RETRY = Retry(NoBackoff(), retries=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,7 @@ def redis_client(settings: Settings) -> Redis:
         sentinel_kwargs={
             "socket_connect_timeout": SENTINEL_TIMEOUT_S,
             "socket_timeout": SENTINEL_TIMEOUT_S,
+            "retry": SENTINEL_RETRY,
         },
     )
     primary: Redis = sentinels.master_for(settings.redis_sentinel_master, ssl=tls, **url, **options)
