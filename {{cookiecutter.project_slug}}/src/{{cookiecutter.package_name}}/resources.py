@@ -85,7 +85,8 @@ def redis_client(settings: Settings) -> Redis:
     for address in ("host", "port"):
         url.pop(address, None)
     tls = url.pop("connection_class", None) is SSLConnection
-    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+    # redis-py 8.1, which uv.lock pins, leaves Sentinel untyped; 8.2 types it.
+    sentinels = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         settings.redis_sentinels,
         sentinel_kwargs={
             "socket_connect_timeout": SENTINEL_TIMEOUT_S,
