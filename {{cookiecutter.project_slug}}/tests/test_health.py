@@ -1,6 +1,7 @@
 """Liveness and readiness probes, over real HTTP."""
 
 import dataclasses
+from pathlib import Path
 
 import httpx
 from redis.asyncio import Redis
@@ -11,6 +12,7 @@ from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.service import Service
 from {{ cookiecutter.package_name }}.settings import Settings
 
+from harness.embedded import embedded_redis, port_of
 from harness.live import LiveApp
 
 
@@ -45,6 +47,26 @@ async def test_readiness_is_503_naming_an_unreachable_redis(
     assert second.status_code == 503
     assert b'"postgres":"ok"' in second.body
     assert b'"redis":"unreachable' in second.body
+
+
+async def test_readiness_is_503_on_a_replica(
+    settings: Settings, shared_resources: Resources, tmp_path: Path
+) -> None:
+    with (
+        embedded_redis(tmp_path / "primary") as primary,
+        embedded_redis(tmp_path / "replica", "--replicaof", f"127.0.0.1 {port_of(primary)}") as url,
+    ):
+        replica = Redis.from_url(url, decode_responses=True)
+        service = Service(settings, dataclasses.replace(shared_resources, redis=replica))
+        try:
+            assert await replica.ping(), "a replica answers PING"
+            first = await health.readiness(service)
+            second = await health.readiness(service)
+        finally:
+            await replica.aclose()
+    assert first.status_code == 200, "one failed probe is not yet an outage"
+    assert second.status_code == 503
+    assert b'"redis":"read-only: a replica"' in second.body
 
 
 def test_readiness_changes_only_after_a_streak_of_probes_disagreeing() -> None:

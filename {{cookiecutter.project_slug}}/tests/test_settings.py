@@ -48,6 +48,7 @@ def test_lists_numbers_and_flags_are_parsed(environ: dict[str, str]) -> None:
             "PUBLISH_WINDOW_S": "2.5",
             "SERVE_DEMO": "yes",
             "FORWARDED_ALLOW_IPS": "10.0.0.7, 10.1.0.0/16,fd00::/8",
+            "REDIS_SENTINELS": "s1:26379, [::1]:26380",
         }
     )
     assert settings.allowed_origins == {"https://a.example", "https://b.example"}
@@ -57,6 +58,7 @@ def test_lists_numbers_and_flags_are_parsed(environ: dict[str, str]) -> None:
         "fd00::/8",
     }
     assert (settings.port, settings.publish_window_s, settings.serve_demo) == (9000, 2.5, True)
+    assert settings.redis_sentinels == (("s1", 26379), ("::1", 26380))
 
 
 def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path) -> None:
@@ -92,6 +94,12 @@ def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path) -
             {"DATABASE_POOLER": "transaction", "DATABASE_URL": f"postgresql://db/app?{OPTIONS}"},
             "DATABASE_URL sets options ('-c statement_timeout=5s'), which"
             " DATABASE_POOLER=transaction cannot pass",
+        ),
+        ({"REDIS_SENTINELS": "s1:26379,s2"}, "REDIS_SENTINELS entry 's2' is not host:port"),
+        ({"REDIS_SENTINELS": "s1:0"}, "REDIS_SENTINELS entry 's1:0' is not host:port"),
+        (
+            {"REDIS_SENTINELS": "s1:26379", "REDIS_URL": "unix:///run/redis.sock"},
+            "REDIS_URL must be redis:// or rediss:// with REDIS_SENTINELS",
         ),
     ],
 )
@@ -165,7 +173,7 @@ def test_the_env_example_spells_the_defaults_the_service_uses() -> None:
     spelt = [setting.name for setting in with_default if setting.metadata["variable"] in written]
     assert read(spelt, written) == read(spelt, {})
     # Only the defaults with no spelling as a value, the empty lists, are told in words.
-    told = {"allowed_origins", "forwarded_allow_ips"}
+    told = {"allowed_origins", "forwarded_allow_ips", "redis_sentinels"}
     assert {setting.name for setting in with_default} - set(spelt) == told
 
 

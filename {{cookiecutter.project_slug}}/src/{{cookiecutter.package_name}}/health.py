@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import Awaitable
 
+from redis.exceptions import ReadOnlyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -18,7 +19,8 @@ async def liveness(request: Request) -> JSONResponse:
 
 
 async def readiness(service: Service) -> JSONResponse:
-    """Postgres and Redis both answer and the service is not draining; else 503 saying why."""
+    """Postgres and Redis both answer, Redis as a primary, and the service is not draining; else
+    503 saying why."""
     if service.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
     resources = service.resources
@@ -38,12 +40,18 @@ async def _postgres(resources: Resources) -> None:
 
 
 async def _redis(resources: Resources) -> None:
-    await resources.redis.ping()
+    # Not PING, which a replica answers too: a primary demoted by a failover, or a server made a
+    # replica (REPLICAOF), refuses every write. ROLE costs about what PING does.
+    role, *_ = await resources.redis.role()
+    if role != "master":
+        raise ReadOnlyError(f"Redis is a {role}")
 
 
 async def _probe(check: Awaitable[None]) -> str:
     try:
         await asyncio.wait_for(check, PROBE_TIMEOUT_S)
+    except ReadOnlyError:
+        return "read-only: a replica"
     except Exception as error:
         return f"unreachable: {type(error).__name__}"
     return "ok"

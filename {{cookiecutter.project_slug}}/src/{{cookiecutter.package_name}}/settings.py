@@ -80,6 +80,16 @@ def _networks(name: str, raw: str) -> frozenset[Network]:
     return frozenset(networks)
 
 
+def _addresses(name: str, raw: str) -> tuple[tuple[str, int], ...]:
+    addresses = []
+    for item in (item.strip() for item in raw.split(",")):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{name} entry {item!r} is not host:port")
+        addresses.append((host.removeprefix("[").removesuffix("]"), int(port)))
+    return tuple(addresses)
+
+
 def _integer(name: str, raw: str) -> int:
     try:
         value = int(raw)
@@ -167,6 +177,21 @@ class Settings:
     )
     redis_prefix: str = _setting(
         "REDIS_PREFIX", _text, "prefix of every Redis key and stream", DEFAULT_REDIS_PREFIX
+    )
+    redis_sentinels: tuple[tuple[str, int], ...] = _setting(
+        "REDIS_SENTINELS",
+        _addresses,
+        "comma-separated `host:port`s of Redis Sentinels: the service then uses the primary they"
+        " name `REDIS_SENTINEL_MASTER` and follows failovers, and `REDIS_URL` gives only its"
+        " database, credentials and TLS (`rediss://`), not its address",
+        (),
+        shown="none",
+    )
+    redis_sentinel_master: str = _setting(
+        "REDIS_SENTINEL_MASTER",
+        _text,
+        "the primary's name in the Sentinels' `sentinel monitor` (with `REDIS_SENTINELS`)",
+        "mymaster",
     )
     instance_id: str = _setting(
         "INSTANCE_ID",
@@ -339,6 +364,9 @@ class Settings:
     def __post_init__(self) -> None:
         _schema("DATABASE_SCHEMA", self.database_schema)
         check_pooled_url(self.database_url, _pooler("DATABASE_POOLER", self.database_pooler))
+        if self.redis_sentinels and not self.redis_url.startswith(("redis://", "rediss://")):
+            # The Sentinels give an address to connect to; a Unix socket's URL has none.
+            raise ConfigError("REDIS_URL must be redis:// or rediss:// with REDIS_SENTINELS")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -432,6 +460,8 @@ def _env_default(setting: Field[Any]) -> str:
         return "yes" if default else "no"
     if isinstance(default, frozenset):
         return ",".join(sorted(default))
+    if isinstance(default, tuple):
+        return ",".join(f"{host}:{port}" for host, port in default)
     if isinstance(default, float) and default.is_integer():
         return str(int(default))
     return str(default)

@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -73,10 +74,11 @@ def embedded_postgres(workdir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def embedded_redis(workdir: Path) -> Iterator[str]:
+def embedded_redis(workdir: Path, *options: str) -> Iterator[str]:
     """A throwaway redis-server on a free 127.0.0.1 port, nothing persisted; yields
-    redis://127.0.0.1:<port>/0; stopped after."""
-    with redis_server(workdir) as server:
+    redis://127.0.0.1:<port>/0; stopped after. `options` come first on its command line: a
+    config file and `--sentinel` make it a Sentinel, `--replicaof` a replica."""
+    with redis_server(workdir, *options) as server:
         yield server.url
 
 
@@ -131,10 +133,11 @@ def postgres_server(workdir: Path) -> Iterator[PostgresServer]:
 class RedisServer:
     """A throwaway redis-server, which a test of outages may stop and start again on its port."""
 
-    def __init__(self, server: Path, workdir: Path, port: int) -> None:
+    def __init__(self, server: Path, workdir: Path, port: int, *options: str) -> None:
         self.server = server
         self.workdir = workdir
         self.port = port
+        self.options = options
         self.log = workdir / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -144,7 +147,7 @@ class RedisServer:
 
     def start(self) -> None:
         """Start it, nothing persisted; return once it answers PING."""
-        command = [str(self.server), "--port", str(self.port), "--bind", "127.0.0.1"]
+        command = [str(self.server), *self.options, "--port", str(self.port), "--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
         command += ["--dir", str(self.workdir)]
         with self.log.open("ab") as output:
@@ -167,11 +170,12 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[RedisServer]:
-    """A throwaway redis-server on a free 127.0.0.1 port, running; stopped after."""
+def redis_server(workdir: Path, *options: str) -> Iterator[RedisServer]:
+    """A throwaway redis-server on a free 127.0.0.1 port, running, `options` first on its
+    command line; stopped after."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    server = RedisServer(_redis_server(), workdir, free_port())
+    server = RedisServer(_redis_server(), workdir, free_port(), *options)
     _say(f"starting a throwaway redis-server ({server.server}) in {workdir} on port {server.port}")
     try:
         server.start()
@@ -404,6 +408,13 @@ def _tail(text: str) -> str:
 def _say(what: str) -> None:
     """Tell the user, who is waiting, what the harness is doing."""
     print(f"harness: {what}", file=sys.stderr, flush=True)
+
+
+def port_of(url: str) -> int:
+    """The port of a server's URL, such as one `embedded_redis` yields."""
+    port = urlsplit(url).port
+    assert port is not None, url
+    return port
 
 
 def free_port() -> int:

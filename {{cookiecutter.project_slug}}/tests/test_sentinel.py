@@ -1,0 +1,265 @@
+"""Redis Sentinel: the service follows a failover under load and loses no acked message, and a
+primary that the failover demoted stops counting as ready.
+
+Each test starts its own primary, replica and Sentinel on free loopback ports: the shared Redis
+is never failed over.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import MasterNotFoundError
+from websockets.exceptions import ConnectionClosed
+
+from {{ cookiecutter.package_name }} import health
+from {{ cookiecutter.package_name }}.resources import Resources
+from {{ cookiecutter.package_name }}.service import Service
+from {{ cookiecutter.package_name }}.settings import Settings
+
+from harness.embedded import embedded_redis, port_of
+from harness.live import AppFactory, LiveApp
+from harness.users import User, UserFactory
+
+MASTER = "mymaster"
+# A Sentinel learns of replicas from the primary's INFO, which it asks for every 10 s at most;
+# a failover it is told to make takes a few seconds more on a loaded machine.
+SETTLE_TIMEOUT_S = 30.0
+# From the Sentinels naming the new primary to the service publishing there.
+RESUME_TIMEOUT_S = 15.0
+PUBLISHERS = 3
+# How soon Sentinels that all refuse fail the start (about 0.1 s when idle).
+NO_PRIMARY_TIMEOUT_S = 5.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Topology:
+    """Clients of the three servers, and their ports."""
+
+    primary: Redis
+    replica: Redis
+    sentinel: Redis
+    ports: tuple[int, int, int]
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float) -> None:
+    """Poll `check` until it holds; fail naming `what` after `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not await check():  # noqa: ASYNC110 - a server's state, which nothing signals
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"{what}: not within {timeout_s:g} s") from None
+
+
+@pytest.fixture
+async def topology(tmp_path: Path) -> AsyncIterator[Topology]:
+    """One primary, one replica of it, and one Sentinel that knows both."""
+    with contextlib.ExitStack() as servers:
+        primary_url = servers.enter_context(embedded_redis(tmp_path / "primary"))
+        replica_url = servers.enter_context(
+            embedded_redis(tmp_path / "replica", "--replicaof", f"127.0.0.1 {port_of(primary_url)}")
+        )
+        # Redis() retries a command that meets a connection closed, as the Sentinel closes
+        # every client's during a failover; from_url would not.
+        async with (
+            Redis(port=port_of(primary_url), decode_responses=True) as primary,
+            Redis(port=port_of(replica_url), decode_responses=True) as replica,
+        ):
+
+            async def replicating() -> bool:
+                info = await replica.info("replication")
+                return bool(info.get("master_link_status") == "up")
+
+            # Linked before the Sentinel starts, so its first look at the primary finds the
+            # replica instead of the next one, 10 s later.
+            await until(replicating, "the replica links to the primary", SETTLE_TIMEOUT_S)
+            config = tmp_path / "sentinel.conf"
+            config.write_text(
+                f"sentinel monitor {MASTER} 127.0.0.1 {port_of(primary_url)} 1\n"
+                f"sentinel down-after-milliseconds {MASTER} 1000\n"
+                f"sentinel failover-timeout {MASTER} 5000\n"
+            )
+            sentinel_url = servers.enter_context(
+                embedded_redis(tmp_path / "sentinel", str(config), "--sentinel")
+            )
+            async with Redis(port=port_of(sentinel_url), decode_responses=True) as sentinel:
+
+                async def knows_the_replica() -> bool:
+                    replicas = await sentinel.sentinel_slaves(MASTER)
+                    return any(not r["is_disconnected"] for r in replicas)
+
+                await until(knows_the_replica, "the Sentinel knows the replica", SETTLE_TIMEOUT_S)
+                ports = (port_of(primary_url), port_of(replica_url), port_of(sentinel_url))
+                yield Topology(primary, replica, sentinel, ports)
+
+
+async def publish_until(live: LiveApp, user: User, channel: str, stop: asyncio.Event) -> list[int]:
+    """Publish one message after another until `stop`; return the offsets acked. A connection
+    the service closes is opened again."""
+    acked: list[int] = []
+    while not stop.is_set():
+        with contextlib.suppress(ConnectionClosed):
+            async with live.websocket_session(user=user) as ws:
+                while not stop.is_set():
+                    reply = await ws.request("publish", channel=channel, data=len(acked))
+                    if reply["type"] == "ack":
+                        acked.append(reply["offset"])
+    return acked
+
+
+async def newest_entry(redis: Redis, stream: str) -> tuple[str, int]:
+    """The id and offset of the stream's last entry; ("0-0", 0) while it has none."""
+    entries = await redis.xrevrange(stream, count=1)
+    if not entries:
+        return "0-0", 0
+    entry_id, fields = entries[0]
+    assert fields is not None
+    return str(entry_id), int(fields["offset"])
+
+
+async def ready(service: Service) -> tuple[int, str]:
+    """One readiness probe: its status and body."""
+    response = await health.readiness(service)
+    body = bytes(response.body).decode()
+    return response.status_code, body
+
+
+async def fail_over_under_load(
+    topology: Topology, stream: str, direct: Service, following: Service
+) -> None:
+    """While the service publishes, fail over; return once it publishes on the new primary, the
+    demoted primary reads as not ready to a service configured with its address, and the
+    following service reads as ready."""
+    new_primary = topology.replica
+
+    async def stream_offset(redis: Redis) -> int:
+        _, offset = await newest_entry(redis, stream)
+        return offset
+
+    async def published_some() -> bool:
+        return await stream_offset(topology.primary) >= 50
+
+    await until(published_some, "publishing starts", RESUME_TIMEOUT_S)
+    await topology.sentinel.sentinel_failover(MASTER)
+    _, replica_port, _ = topology.ports
+
+    async def switched() -> bool:
+        address = await topology.sentinel.sentinel_get_master_addr_by_name(MASTER)
+        return isinstance(address, tuple) and int(address[1]) == replica_port
+
+    await until(switched, "the Sentinel names the replica primary", SETTLE_TIMEOUT_S)
+    switched_at = await stream_offset(new_primary)
+
+    async def resumed() -> bool:
+        return await stream_offset(new_primary) > switched_at + 50
+
+    await until(resumed, "publishing goes on on the new primary", RESUME_TIMEOUT_S)
+
+    async def direct_not_ready() -> bool:
+        return await ready(direct) == (
+            503,
+            '{"status":"unavailable","checks":{"postgres":"ok","redis":"read-only: a replica"}}',
+        )
+
+    await until(direct_not_ready, "the demoted primary is not ready", SETTLE_TIMEOUT_S)
+
+    async def following_ready() -> bool:
+        return (await ready(following))[0] == 200
+
+    await until(following_ready, "the following service is ready", RESUME_TIMEOUT_S)
+
+
+async def test_sentinels_that_name_no_primary_stop_the_start_naming_the_settings(
+    settings: Settings,
+) -> None:
+    nowhere = dataclasses.replace(
+        settings, redis_sentinels=(("127.0.0.1", 1),), redis_sentinel_master="cache"
+    )
+    started = time.monotonic()
+    with pytest.raises(
+        MasterNotFoundError, match=r"REDIS_SENTINELS .* REDIS_SENTINEL_MASTER='cache'"
+    ):
+        await Resources.open(nowhere)
+    # Not redis-py's retries on each Sentinel inside the client's own: 15.6 s that way.
+    assert time.monotonic() - started < NO_PRIMARY_TIMEOUT_S
+
+
+# Three servers, a Sentinel that learns of the replica, and a failover that ends only when the
+# Sentinel reconfigures the old primary (its replica check runs every 10 s): over a minute on a
+# loaded machine.
+@pytest.mark.timeout(120)
+async def test_a_failover_under_publish_load_loses_no_acked_message(
+    settings: Settings,
+    shared_resources: Resources,
+    another_app: AppFactory,
+    make_user: UserFactory,
+    topology: Topology,
+) -> None:
+    primary_port, _, sentinel_port = topology.ports
+    changes: dict[str, Any] = {
+        # Its host is no address: the Sentinels give that.
+        "redis_url": f"redis://{MASTER}/0",
+        "redis_sentinels": (("127.0.0.1", sentinel_port),),
+        "instance_id": f"sentinel-{uuid.uuid4().hex[:8]}",
+        "publish_limit": 1_000_000,
+    }
+    resources = await Resources.open(dataclasses.replace(settings, **changes))
+    # A service configured with the primary's own address, as before Sentinel support.
+    direct_client = Redis(port=primary_port, decode_responses=True)
+    direct = Service(settings, dataclasses.replace(shared_resources, redis=direct_client))
+    channel = f"room:failover-{uuid.uuid4().hex[:8]}"
+    publishers = [await make_user(f"publisher {n}") for n in range(PUBLISHERS)]
+    reader = await make_user("reader")
+    new_primary = topology.replica
+    try:
+        async with (
+            another_app(resources, **changes) as live,
+            live.websocket_session(user=reader) as subscriber,
+        ):
+            start = (await subscriber.subscribe(channel))["position"]
+            assert (await ready(direct))[0] == 200
+            stop = asyncio.Event()
+            publishing = [
+                asyncio.create_task(publish_until(live, user, channel, stop)) for user in publishers
+            ]
+            try:
+                await fail_over_under_load(topology, resources.bus.stream, direct, live.service)
+            finally:
+                stop.set()
+                published = await asyncio.gather(*publishing)
+            acked = sorted(offset for offsets in published for offset in offsets)
+            assert len(acked) > 100, acked
+
+            seen: list[int] = []
+            while not seen or seen[-1] < acked[-1]:
+                seen.append((await subscriber.next_message(channel))["offset"])
+            assert seen == list(range(1, acked[-1] + 1)), "each offset once, in order"
+            assert set(acked) <= set(seen)
+            async with live.websocket_session(user=reader) as resuming:
+                ack = await resuming.subscribe(channel, since=start)
+                assert ack["recovered"] is True, ack
+                replayed = [m["offset"] for m in await resuming.messages(len(seen), channel)]
+            assert replayed == seen, "a resuming subscriber gets every offset from history"
+
+            async def bus_reads_the_new_primary() -> bool:
+                groups = await new_primary.xinfo_groups(resources.bus.stream)
+                newest, _ = await newest_entry(new_primary, resources.bus.stream)
+                return any(
+                    g["name"] == resources.bus.group and g["last-delivered-id"] == newest
+                    for g in groups
+                )
+
+            await until(
+                bus_reads_the_new_primary, "the bus reads the new primary", SETTLE_TIMEOUT_S
+            )
+    finally:
+        await direct_client.aclose()
+        await resources.close()
