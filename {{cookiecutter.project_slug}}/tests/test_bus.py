@@ -5,10 +5,11 @@ import dataclasses
 import json
 import uuid
 
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.bus import GROUP_PREFIX, Bus
+from {{ cookiecutter.package_name }}.redisclient import RedisClient, open_redis
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
@@ -140,15 +141,36 @@ async def test_each_read_acknowledges_what_the_last_one_delivered(
     assert earlier[0] not in {entry["message_id"] for entry in pending}
 
 
-async def own_connections(redis: Redis, command: str | None = None) -> set[str]:
-    """The ids of the Redis connections this client's pool holds, or of those whose last
-    command was `command`."""
+async def own_connections(redis: RedisClient, command: str | None = None) -> set[tuple[str, str]]:
+    """(server, id) of the Redis connections this client's pools hold, on every master of a
+    cluster, or of those whose last command was `command`."""
     name = await redis.client_getname()
+    if isinstance(redis, RedisCluster):
+        servers = [(node.name, node) for node in redis.get_primaries()]
+        lists = [(server, await redis.client_list(target_nodes=node)) for server, node in servers]
+    else:
+        lists = [("", await redis.client_list())]
     return {
-        client["id"]
-        for client in await redis.client_list()
+        (server, client["id"])
+        for server, clients in lists
+        for client in clients
         if client["name"] == name and command in (None, client["cmd"])
     }
+
+
+async def drop_connections(settings: Settings, connections: set[tuple[str, str]]) -> None:
+    """Have Redis close these connections (from own_connections), as a restart would; through a
+    client of its own, so that no connection closes itself."""
+    admin = await open_redis(settings.redis_url, settings.redis_cluster)
+    try:
+        for server, connection in connections:
+            if isinstance(admin, RedisCluster):
+                node = admin.get_node(node_name=server)
+                await admin.client_kill_filter(_id=connection, target_nodes=node)
+            else:
+                await admin.client_kill_filter(_id=connection)
+    finally:
+        await admin.aclose()
 
 
 async def test_bus_reconnects_when_redis_drops_its_connection(
@@ -158,9 +180,7 @@ async def test_bus_reconnects_when_redis_drops_its_connection(
     redis = shared_resources.redis
     readers = await own_connections(redis, "xreadgroup")
     assert readers, "the bus reader should be blocked in XREADGROUP"
-    async with Redis.from_url(settings.redis_url) as admin:
-        for reader in readers:
-            await admin.client_kill_filter(_id=reader)
+    await drop_connections(settings, readers)
     await ws_session.publish("room:reconnect", "after the drop")
     assert (await ws_session.next_message())["data"] == "after the drop"
     assert not readers & await own_connections(redis)
@@ -173,9 +193,7 @@ async def test_requests_survive_the_pooled_connections_redis_dropped(
     a failover) runs again on a fresh one: no 1011, no lost message."""
     redis = shared_resources.redis
     await asyncio.gather(*(redis.ping() for _ in range(8)))
-    async with Redis.from_url(settings.redis_url) as admin:
-        for connection in await own_connections(redis):
-            await admin.client_kill_filter(_id=connection)
+    await drop_connections(settings, await own_connections(redis))
     await ws_session.subscribe("room:dropped")
     for text in ("first", "second", "third"):
         await ws_session.publish("room:dropped", text)

@@ -73,6 +73,8 @@ def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path) -
         ({"REQUEST_RATE": "fast"}, "REQUEST_RATE 'fast' is not a number of requests per second"),
         ({"REQUEST_RATE": "0"}, "REQUEST_RATE '0' must be positive"),
         ({"SERVE_DEMO": "maybe"}, "SERVE_DEMO 'maybe' is not a yes/no flag"),
+        ({"REDIS_CLUSTER": "sometimes"}, "REDIS_CLUSTER 'sometimes' is invalid: use auto"),
+        ({"REDIS_PREFIX": "app:{x}:"}, "REDIS_PREFIX 'app:{x}:' is invalid: it must not contain"),
     ],
 )
 def test_bad_variable_is_named(

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
 from .keys import RedisKeys
+from .redisclient import RedisClient
 {%- if cookiecutter.tracing == "otel" %}
 from .tracing import trace_fields, traced_delivery, traced_stream
 {%- endif %}
@@ -44,11 +44,11 @@ HEARTBEAT_EVERY_S = 10
 class Bus:
     """This instance's consumer group on the message stream, and the local listeners."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys, instance: str) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys, instance: str) -> None:
         self._redis = redis
         self._keys = keys
         self.instance = instance
-        self.stream = keys.stream("messages")
+        self.stream = keys.stream(0, 1)
         self.group = GROUP_PREFIX + instance
         self._listeners: set[Listener] = set()
         self._reader: asyncio.Task[None] | None = None

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
 from .auth import Keyring
 from .bus import Bus
 from .keys import RedisKeys
+from .redisclient import RedisClient, open_redis
 from .settings import Settings
 
 OPEN_TIMEOUT_S = 10.0
@@ -32,7 +32,7 @@ class Resources:
     """Connection pools, bus and keyring that any number of apps can run on."""
 
     db: AsyncConnectionPool
-    redis: Redis
+    redis: RedisClient
     keys: RedisKeys
     bus: Bus
     keyring: Keyring
@@ -43,12 +43,17 @@ class Resources:
         db = await open_database_pool(
             settings.database_url, settings.database_schema, settings.database_pool_size
         )
-        redis: Redis = Redis.from_url(
-            settings.redis_url,
-            decode_responses=True,
-            client_name=f"{settings.redis_prefix}{settings.instance_id}",
-            retry=REDIS_RETRY,
-        )
+        try:
+            redis = await open_redis(
+                settings.redis_url,
+                settings.redis_cluster,
+                decode_responses=True,
+                client_name=f"{settings.redis_prefix}{settings.instance_id}",
+                retry=REDIS_RETRY,
+            )
+        except BaseException:
+            await db.close()
+            raise
         keys = RedisKeys(settings.redis_prefix)
         try:
             await redis.ping()

@@ -41,6 +41,22 @@ def _schema(name: str, raw: str) -> str:
     return raw
 
 
+def _prefix(name: str, raw: str) -> str:
+    if "{" in raw or "}" in raw:
+        raise ConfigError(
+            f"{name} {raw!r} is invalid: it must not contain braces, which would make it the hash"
+            " tag of every key and put them all in one Redis Cluster slot"
+        )
+    return raw
+
+
+def _cluster_mode(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("auto", "yes", "no"):
+        raise ConfigError(f"{name} {raw!r} is invalid: use auto, yes or no")
+    return value
+
+
 def _origins(name: str, raw: str) -> frozenset[str]:
     return frozenset(item.strip() for item in raw.split(",") if item.strip())
 
@@ -123,7 +139,18 @@ class Settings:
         "public",
     )
     redis_prefix: str = _setting(
-        "REDIS_PREFIX", _text, "prefix of every Redis key and stream", DEFAULT_REDIS_PREFIX
+        "REDIS_PREFIX",
+        _prefix,
+        "prefix of every Redis key and stream (no braces: the keys carry their own hash tags)",
+        DEFAULT_REDIS_PREFIX,
+    )
+    redis_cluster: str = _setting(
+        "REDIS_CLUSTER",
+        _cluster_mode,
+        "`auto` uses redis-py's cluster client when the server at `REDIS_URL` is a Redis Cluster"
+        " node (`INFO cluster`); `yes` insists on one (and refuses to start without), `no` never"
+        " uses it",
+        "auto",
     )
     instance_id: str = _setting(
         "INSTANCE_ID",
