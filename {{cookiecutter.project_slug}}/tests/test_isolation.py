@@ -80,8 +80,8 @@ async def test_published_messages_stay_under_the_worker_prefix(
     ws_session: WsClient, shared_resources: Resources, worker_redis_prefix: str
 ) -> None:
     await ws_session.publish("room:prefixed", {"n": 1})
-    assert shared_resources.bus.stream.startswith(worker_redis_prefix)
-    assert await shared_resources.redis.exists(shared_resources.bus.stream)
+    assert all(stream.startswith(worker_redis_prefix) for stream in shared_resources.bus.streams)
+    assert await shared_resources.redis.exists(shared_resources.bus.stream_of("room:prefixed"))
 
 
 def test_scan_pattern_escapes_glob_characters() -> None:

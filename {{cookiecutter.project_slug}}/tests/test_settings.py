@@ -74,6 +74,8 @@ def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path) -
         ({"REQUEST_RATE": "0"}, "REQUEST_RATE '0' must be positive"),
         ({"SERVE_DEMO": "maybe"}, "SERVE_DEMO 'maybe' is not a yes/no flag"),
         ({"REDIS_CLUSTER": "sometimes"}, "REDIS_CLUSTER 'sometimes' is invalid: use auto"),
+        ({"STREAM_PARTITIONS": "0"}, "STREAM_PARTITIONS '0' must be positive"),
+        ({"STREAM_PARTITIONS": "1000"}, "STREAM_PARTITIONS '1000' is too large: at most 256"),
         ({"REDIS_PREFIX": "app:{x}:"}, "REDIS_PREFIX 'app:{x}:' is invalid: it must not contain"),
     ],
 )

@@ -1,7 +1,13 @@
-"""Fan-out of published messages between service instances, through one Redis stream.
+"""Fan-out of published messages between service instances, through Redis streams.
+
+The channels are spread over STREAM_PARTITIONS streams, each in a cluster slot of its own (see
+keys.py), so that a Redis Cluster shares the stream load among its masters. A channel always
+goes to the same partition, whose entries one reader hands on in stream order: the feeds (see
+feeds.py) put each channel's messages in offset order from there.
 
 Consumer groups share out entries among their consumers; they do not copy them. So every
-instance registers a group of its own (`instance:<INSTANCE_ID>`) and reads the whole stream,
+instance registers a group of its own (`instance:<INSTANCE_ID>`) on every partition and reads
+them all, one reader task per partition (a command reading several streams would span slots),
 then hands each entry to the apps listening in this process.
 
 An instance refreshes a heartbeat key while it lives. At start, groups whose instance has no
@@ -12,6 +18,7 @@ restarts under the same INSTANCE_ID first re-reads what it had received but not 
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
@@ -42,54 +49,64 @@ HEARTBEAT_EVERY_S = 10
 
 
 class Bus:
-    """This instance's consumer group on the message stream, and the local listeners."""
+    """This instance's consumer groups on the message streams, and the local listeners."""
 
-    def __init__(self, redis: RedisClient, keys: RedisKeys, instance: str) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys, instance: str, partitions: int) -> None:
         self._redis = redis
         self._keys = keys
         self.instance = instance
-        self.stream = keys.stream(0, 1)
+        self.streams = [keys.stream(partition, partitions) for partition in range(partitions)]
+        """The partitions' streams, in partition order."""
         self.group = GROUP_PREFIX + instance
         self._listeners: set[Listener] = set()
-        self._reader: asyncio.Task[None] | None = None
+        self._readers: list[asyncio.Task[None]] = []
         self._reading = False
         self._next_heartbeat = 0.0
-        # Delivered but not yet acknowledged: the next read acknowledges them (XACK is
-        # idempotent, so a read that failed leaves them here to acknowledge again).
-        self._delivered: list[str] = []
         self.read_failures = 0
-        """Reads of the stream that failed and were retried, since the bus started."""
+        """Reads of the streams that failed and were retried, since the bus started."""
+
+    def stream_of(self, channel: str) -> str:
+        """The stream that carries `channel`: the same on every instance and every run (CRC-32,
+        not Python's per-process hash), as long as the partition count stays."""
+        return self.streams[zlib.crc32(channel.encode()) % len(self.streams)]
 
     async def start(self) -> None:
-        """Clear dead instances' groups, register ours at the stream's end, start reading."""
+        """Clear dead instances' groups, register ours at each stream's end, start reading."""
         await self._beat()
-        await self._destroy_dead_groups()
-        await self._create_group()
+        await asyncio.gather(*(self._destroy_dead_groups(stream) for stream in self.streams))
+        await asyncio.gather(*(self._create_group(stream) for stream in self.streams))
         self._reading = True
-        self._reader = asyncio.create_task(self._read_forever(), name=f"bus {self.group}")
+        self._readers = [
+            asyncio.create_task(self._read_forever(stream), name=f"bus {self.group} {stream}")
+            for stream in self.streams
+        ]
 
     async def stop(self) -> None:
-        """Stop reading and remove this instance's group and heartbeat."""
-        if self._reader is not None:
+        """Stop reading and remove this instance's groups and heartbeat."""
+        if self._readers:
             # redis-py may turn a cancellation that lands while it connects into a ConnectionError,
-            # which the reader survives by design: the flag ends its loop all the same.
+            # which a reader survives by design: the flag ends its loop all the same.
             self._reading = False
-            self._reader.cancel()
-            await asyncio.wait({self._reader})
-            self._reader = None
+            for reader in self._readers:
+                reader.cancel()
+            await asyncio.wait(self._readers)
+            self._readers = []
         with suppress(redis_errors.RedisError):
-            await self._redis.xgroup_destroy(self.stream, self.group)
+            for stream in self.streams:
+                await self._redis.xgroup_destroy(stream, self.group)
             await self._redis.unlink(self._heartbeat_key(self.instance))
 {% if cookiecutter.tracing == "otel" %}
     @traced_stream
 {%- endif %}
     async def publish(self, channel: str, offset: int, frame: str) -> None:
-        """Append a message frame to the stream, for every instance to deliver."""
+        """Append a message frame to the channel's stream, for every instance to deliver."""
         entry: dict[FieldT, EncodableT] = {"channel": channel, "offset": offset, "frame": frame}
 {%- if cookiecutter.tracing == "otel" %}
         entry.update(trace_fields())
 {%- endif %}
-        await self._redis.xadd(self.stream, entry, maxlen=STREAM_MAX_LENGTH, approximate=True)
+        await self._redis.xadd(
+            self.stream_of(channel), entry, maxlen=STREAM_MAX_LENGTH, approximate=True
+        )
 
     @contextmanager
     def listening(self, listener: Listener) -> Iterator[None]:
@@ -104,46 +121,50 @@ class Bus:
         return self._keys.key("instance", instance)
 
     async def _beat(self) -> None:
-        await self._redis.set(self._heartbeat_key(self.instance), "alive", ex=HEARTBEAT_TTL_S)
+        # Whichever reader finds the heartbeat due refreshes it; the others need not.
         self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY_S
+        await self._redis.set(self._heartbeat_key(self.instance), "alive", ex=HEARTBEAT_TTL_S)
 
-    async def _destroy_dead_groups(self) -> None:
+    async def _destroy_dead_groups(self, stream: str) -> None:
         with suppress(redis_errors.ResponseError):  # no stream yet: no groups either
-            for group in await self._redis.xinfo_groups(self.stream):
+            for group in await self._redis.xinfo_groups(stream):
                 name = group["name"]
                 instance = name.removeprefix(GROUP_PREFIX)
                 if name != self.group and not await self._redis.exists(
                     self._heartbeat_key(instance)
                 ):
                     log.info("bus removes the group of dead instance %s", instance)
-                    await self._redis.xgroup_destroy(self.stream, name)
+                    await self._redis.xgroup_destroy(stream, name)
 
-    async def _create_group(self) -> None:
+    async def _create_group(self, stream: str) -> None:
         try:
-            await self._redis.xgroup_create(self.stream, self.group, id="$", mkstream=True)
+            await self._redis.xgroup_create(stream, self.group, id="$", mkstream=True)
         except redis_errors.ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
 
-    async def _read_forever(self) -> None:
+    async def _read_forever(self, stream: str) -> None:
         # Whatever goes wrong, the reader logs it and carries on: a dead reader would silently
-        # stop every delivery of this instance.
+        # stop every delivery of this instance from its partition.
         group_missing = False
         # "0" first: entries this group received before a restart but never acknowledged.
         position = "0"
+        # Delivered but not yet acknowledged: the next read acknowledges them (XACK is
+        # idempotent, so a read that failed leaves them here to acknowledge again).
+        delivered: list[str] = []
         while self._reading:
             try:
                 if group_missing:
-                    await self._create_group()
+                    await self._create_group(stream)
                     group_missing = False
                 if time.monotonic() >= self._next_heartbeat:
                     await self._beat()
-                if not await self._read_batch(position):
+                if not await self._read_batch(stream, position, delivered):
                     position = ">"
                 continue
             except redis_errors.ResponseError as error:
                 if "NOGROUP" in str(error):
-                    log.warning("bus group %s vanished (stream deleted); recreating", self.group)
+                    log.warning("bus group %s vanished (%s gone); recreating", self.group, stream)
                     group_missing = True
                     continue
                 log.exception("bus read refused")
@@ -154,17 +175,17 @@ class Bus:
             self.read_failures += 1
             await asyncio.sleep(RETRY_DELAY_S)
 
-    async def _read_batch(self, position: str) -> int:
-        """Acknowledge the last batch and read the next, in one round trip; deliver it; return
-        how many entries it held."""
+    async def _read_batch(self, stream: str, position: str, delivered: list[str]) -> int:
+        """Acknowledge the last batch (`delivered`) and read the next from `stream`, in one round
+        trip; deliver it, leaving its ids in `delivered`; return how many entries it held."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            if self._delivered:
-                pipe.xack(self.stream, self.group, *self._delivered)
+            if delivered:
+                pipe.xack(stream, self.group, *delivered)
             pipe.xreadgroup(
-                self.group, "reader", {self.stream: position}, count=READ_BATCH, block=READ_BLOCK_MS
+                self.group, "reader", {stream: position}, count=READ_BATCH, block=READ_BLOCK_MS
             )
             *_, batches = await pipe.execute()
-        self._delivered = []
+        delivered.clear()
         # In RESP2, redis-py's default protocol, the reply is a list of [stream, entries] pairs.
         assert isinstance(batches, list)
         read = 0
@@ -173,7 +194,7 @@ class Bus:
                 # A pending entry that was trimmed away since comes back without fields.
                 if fields:
                     self._dispatch(entry_id, fields)
-            self._delivered += [entry_id for entry_id, _ in entries]
+            delivered += [entry_id for entry_id, _ in entries]
             read += len(entries)
         return read
 {% if cookiecutter.tracing == "otel" %}

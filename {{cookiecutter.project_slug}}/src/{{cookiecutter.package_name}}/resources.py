@@ -57,7 +57,7 @@ class Resources:
         keys = RedisKeys(settings.redis_prefix)
         try:
             await redis.ping()
-            bus = Bus(redis, keys, settings.instance_id)
+            bus = Bus(redis, keys, settings.instance_id, settings.stream_partitions)
             await bus.start()
         except BaseException:
             await redis.aclose()

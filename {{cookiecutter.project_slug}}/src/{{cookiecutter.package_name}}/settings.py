@@ -18,6 +18,8 @@ from .auth import Keyring
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 DEFAULT_REDIS_PREFIX = "{{ cookiecutter.project_slug }}:"
+# Each partition holds a blocked connection per instance.
+MAX_STREAM_PARTITIONS = 256
 
 
 class ConfigError(ValueError):
@@ -54,6 +56,13 @@ def _cluster_mode(name: str, raw: str) -> str:
     value = raw.strip().lower()
     if value not in ("auto", "yes", "no"):
         raise ConfigError(f"{name} {raw!r} is invalid: use auto, yes or no")
+    return value
+
+
+def _partitions(name: str, raw: str) -> int:
+    value = _integer(name, raw)
+    if value > MAX_STREAM_PARTITIONS:
+        raise ConfigError(f"{name} {raw!r} is too large: at most {MAX_STREAM_PARTITIONS}")
     return value
 
 
@@ -151,6 +160,14 @@ class Settings:
         " node (`INFO cluster`); `yes` insists on one (and refuses to start without), `no` never"
         " uses it",
         "auto",
+    )
+    stream_partitions: int = _setting(
+        "STREAM_PARTITIONS",
+        _partitions,
+        "how many streams the fan-out spreads channels over (a channel always uses the same one);"
+        f" each its own cluster slot, read by every instance; at most {MAX_STREAM_PARTITIONS}."
+        " Every instance of a deployment must use the same count (README: Redis Cluster)",
+        12,
     )
     instance_id: str = _setting(
         "INSTANCE_ID",
