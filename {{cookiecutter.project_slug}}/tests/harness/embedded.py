@@ -46,6 +46,8 @@ REDIS_SEARCH_DIRS = ("/usr/bin", "/usr/local/bin", "/opt/homebrew/bin")
 PG_START_TIMEOUT_S = 30
 REDIS_START_TIMEOUT_S = 10.0
 REDIS_STOP_TIMEOUT_S = 5.0
+CLUSTER_SLOTS = 16384
+CLUSTER_FORM_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 20
 # Durability buys nothing for a cluster deleted at the end of the run. No Unix socket: its
 # path may not exceed 107 bytes, which a deep workdir would, and every client uses TCP anyway;
@@ -88,15 +90,43 @@ def embedded_redis(workdir: Path) -> Iterator[str]:
     server = _redis_server()
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    _say(f"starting a throwaway redis-server ({server}) in {workdir}")
+    with _redis_process(server, workdir) as port:
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+@contextlib.contextmanager
+def embedded_cluster(workdir: Path, masters: int = 3) -> Iterator[list[str]]:
+    """A throwaway Redis Cluster: `masters` redis-servers in cluster mode on free 127.0.0.1 ports,
+    no replicas, nothing persisted, the slots shared out in equal ranges as `redis-cli --cluster
+    create` does; yields each node's redis://127.0.0.1:<port>/0 once the cluster is ok; stopped
+    after. Any node's URL is a REDIS_URL for the whole cluster."""
+    server = _redis_server()
+    workdir = workdir.resolve()
+    _say(f"starting a throwaway {masters}-master Redis Cluster ({server}) in {workdir}")
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for n in range(masters):
+            node_dir = workdir / f"node{n}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            cluster_mode = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+            ports.append(stack.enter_context(_redis_process(server, node_dir, *cluster_mode)))
+        _form_cluster(ports)
+        yield [f"redis://127.0.0.1:{port}/0" for port in ports]
+
+
+@contextlib.contextmanager
+def _redis_process(server: Path, workdir: Path, *options: str) -> Iterator[int]:
+    """A redis-server in `workdir` on a free port, with `options`; yields the port once it
+    answers PING; stopped after."""
     port, log = free_port(), workdir / "redis.log"
-    _say(f"starting a throwaway redis-server ({server}) in {workdir} on port {port}")
-    command = [str(server), "--port", str(port), "--bind", "127.0.0.1"]
+    command = [str(server), "--port", str(port), "--bind", "127.0.0.1", *options]
     command += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)]
     with log.open("wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=workdir)
     try:
         _wait_for_redis(process, port, log)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield port
     finally:
         process.terminate()
         try:
@@ -104,6 +134,39 @@ def embedded_redis(workdir: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _form_cluster(ports: list[int]) -> None:
+    """Give each node its equal range of the slots, introduce them to each other, and wait until
+    every node says the cluster is ok."""
+    nodes = [redis.Redis("127.0.0.1", port, decode_responses=True) for port in ports]
+    try:
+        share = CLUSTER_SLOTS / len(nodes)
+        first = 0
+        for n, node in enumerate(nodes):
+            last = CLUSTER_SLOTS - 1 if n == len(nodes) - 1 else round((n + 1) * share - 1)
+            node.cluster("ADDSLOTSRANGE", first, last)
+            first = last + 1
+        for port in ports[1:]:
+            nodes[0].cluster("MEET", "127.0.0.1", port)
+        deadline = time.monotonic() + CLUSTER_FORM_TIMEOUT_S
+        while not all(_cluster_ok(node, len(nodes)) for node in nodes):
+            if time.monotonic() > deadline:
+                states = [node.cluster("INFO") for node in nodes]
+                raise RuntimeError(
+                    f"the cluster on ports {ports} was not ok within"
+                    f" {CLUSTER_FORM_TIMEOUT_S:g} s: {states}"
+                )
+            time.sleep(0.05)
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def _cluster_ok(node: redis.Redis, size: int) -> bool:
+    """Whether `node` sees the cluster ok, with all `size` nodes known."""
+    info = node.cluster("INFO")
+    return info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) == size
 
 
 def _postgres_bindir() -> Path:
