@@ -19,8 +19,8 @@ pytestmark = pytest.mark.xdist_group("generated-suite")
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     """The URLs of the cluster's three nodes."""
-    with embedded.embedded_cluster(tmp_path_factory.mktemp("cluster")) as urls:
-        yield urls
+    with embedded.embedded_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster.urls
 
 
 def stream_writes(url: str) -> int:

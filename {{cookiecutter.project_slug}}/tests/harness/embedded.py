@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -90,56 +91,106 @@ def embedded_redis(workdir: Path) -> Iterator[str]:
     server = _redis_server()
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    _say(f"starting a throwaway redis-server ({server}) in {workdir}")
-    with _redis_process(server, workdir) as port:
+    port = free_port()
+    _say(f"starting a throwaway redis-server ({server}) in {workdir} on port {port}")
+    process = _start_redis(server, workdir, port)
+    try:
         yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        _stop_redis(process)
+
+
+@dataclass
+class EmbeddedCluster:
+    """A running embedded_cluster: its nodes, any of whose URLs is a REDIS_URL for all of it."""
+
+    server: Path
+    nodes: list["ClusterNode"]
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"redis://127.0.0.1:{node.port}/0" for node in self.nodes]
+
+    @contextlib.contextmanager
+    def outage(self, n: int) -> Iterator[None]:
+        """Node `n` killed (SIGKILL: what it held is lost) for the block; then started again on
+        its ports with its slots (its nodes.conf), and waited for until the cluster is ok."""
+        node = self.nodes[n]
+        node.process.kill()
+        node.process.wait()
+        try:
+            yield
+        finally:
+            node.process = _start_redis(self.server, node.workdir, node.port, *node.options)
+            _wait_for_cluster([node.port for node in self.nodes])
+
+
+@dataclass
+class ClusterNode:
+    """One redis-server of an EmbeddedCluster."""
+
+    workdir: Path
+    port: int
+    bus_port: int
+    options: tuple[str, ...]
+    process: subprocess.Popen[bytes]
 
 
 @contextlib.contextmanager
-def embedded_cluster(workdir: Path, masters: int = 3) -> Iterator[list[str]]:
+def embedded_cluster(workdir: Path, masters: int = 3) -> Iterator[EmbeddedCluster]:
     """A throwaway Redis Cluster: `masters` redis-servers in cluster mode on free 127.0.0.1 ports,
     no replicas, nothing persisted, the slots shared out in equal ranges as `redis-cli --cluster
-    create` does; yields each node's redis://127.0.0.1:<port>/0 once the cluster is ok; stopped
-    after. Any node's URL is a REDIS_URL for the whole cluster."""
+    create` does; yielded once the cluster is ok; stopped after."""
     server = _redis_server()
     workdir = workdir.resolve()
     _say(f"starting a throwaway {masters}-master Redis Cluster ({server}) in {workdir}")
-    with contextlib.ExitStack() as stack:
-        ports = []
+    cluster = EmbeddedCluster(server, [])
+    options: tuple[str, ...]
+    try:
         for n in range(masters):
             node_dir = workdir / f"node{n}"
             node_dir.mkdir(parents=True, exist_ok=True)
-            cluster_mode = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-            ports.append(stack.enter_context(_redis_process(server, node_dir, *cluster_mode)))
-        _form_cluster(ports)
-        yield [f"redis://127.0.0.1:{port}/0" for port in ports]
+            # The cluster bus on a port of its own: port + 10000, its default, may not be free.
+            port, bus_port = free_port(), free_port()
+            options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+            options += ("--cluster-port", str(bus_port))
+            process = _start_redis(server, node_dir, port, *options)
+            cluster.nodes.append(ClusterNode(node_dir, port, bus_port, options, process))
+        _form_cluster([(node.port, node.bus_port) for node in cluster.nodes])
+        yield cluster
+    finally:
+        for node in cluster.nodes:
+            _stop_redis(node.process)
 
 
-@contextlib.contextmanager
-def _redis_process(server: Path, workdir: Path, *options: str) -> Iterator[int]:
-    """A redis-server in `workdir` on a free port, with `options`; yields the port once it
-    answers PING; stopped after."""
-    port, log = free_port(), workdir / "redis.log"
+def _start_redis(server: Path, workdir: Path, port: int, *options: str) -> subprocess.Popen[bytes]:
+    """A redis-server in `workdir` on `port`, with `options`, once it answers PING."""
+    log = workdir / "redis.log"
     command = [str(server), "--port", str(port), "--bind", "127.0.0.1", *options]
     command += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)]
-    with log.open("wb") as output:
+    with log.open("ab") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=workdir)
     try:
         _wait_for_redis(process, port, log)
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=REDIS_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    except BaseException:
+        _stop_redis(process)
+        raise
+    return process
 
 
-def _form_cluster(ports: list[int]) -> None:
-    """Give each node its equal range of the slots, introduce them to each other, and wait until
-    every node says the cluster is ok."""
-    nodes = [redis.Redis("127.0.0.1", port, decode_responses=True) for port in ports]
+def _stop_redis(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=REDIS_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _form_cluster(ports: list[tuple[int, int]]) -> None:
+    """Give each node (its port and cluster bus port) its equal range of the slots, introduce
+    them to each other, and wait until every node says the cluster is ok."""
+    nodes = [redis.Redis("127.0.0.1", port, decode_responses=True) for port, _ in ports]
     try:
         share = CLUSTER_SLOTS / len(nodes)
         first = 0
@@ -147,9 +198,20 @@ def _form_cluster(ports: list[int]) -> None:
             last = CLUSTER_SLOTS - 1 if n == len(nodes) - 1 else round((n + 1) * share - 1)
             node.cluster("ADDSLOTSRANGE", first, last)
             first = last + 1
-        for port in ports[1:]:
-            nodes[0].cluster("MEET", "127.0.0.1", port)
-        deadline = time.monotonic() + CLUSTER_FORM_TIMEOUT_S
+        for port, bus_port in ports[1:]:
+            nodes[0].cluster("MEET", "127.0.0.1", port, bus_port)
+    finally:
+        for node in nodes:
+            node.close()
+    _wait_for_cluster([port for port, _ in ports])
+
+
+def _wait_for_cluster(ports: list[int]) -> None:
+    """Return once every node says the cluster is ok, knowing all of them; raise if that takes
+    over CLUSTER_FORM_TIMEOUT_S."""
+    nodes = [redis.Redis("127.0.0.1", port, decode_responses=True) for port in ports]
+    deadline = time.monotonic() + CLUSTER_FORM_TIMEOUT_S
+    try:
         while not all(_cluster_ok(node, len(nodes)) for node in nodes):
             if time.monotonic() > deadline:
                 states = [node.cluster("INFO") for node in nodes]
