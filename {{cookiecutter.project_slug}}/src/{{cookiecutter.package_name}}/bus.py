@@ -7,8 +7,10 @@ feeds.py) put each channel's messages in offset order from there.
 
 Consumer groups share out entries among their consumers; they do not copy them. So every
 instance registers a group of its own (`instance:<INSTANCE_ID>`) on every partition and reads
-them all, one reader task per partition (a command reading several streams would span slots),
-then hands each entry to the apps listening in this process.
+them all, then hands each entry to the apps listening in this process. On a cluster, one reader
+task per partition (a command reading several streams there must keep them in one slot); on a
+single server, one reader for all of them, in one XREADGROUP, so the partitions cost one
+connection and one round trip, as one stream did.
 
 An instance refreshes a heartbeat key while it lives. At start, groups whose instance has no
 heartbeat are destroyed, so dead instances do not pin the stream forever. An instance that
@@ -23,7 +25,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
 from redis import exceptions as redis_errors
-from redis.typing import EncodableT, FieldT
+from redis.asyncio import RedisCluster
+from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
 from .keys import RedisKeys
 from .redisclient import RedisClient
@@ -57,6 +60,12 @@ class Bus:
         self.instance = instance
         self.streams = [keys.stream(partition, partitions) for partition in range(partitions)]
         """The partitions' streams, in partition order."""
+        self._reads = (
+            [[stream] for stream in self.streams]
+            if isinstance(redis, RedisCluster)
+            else [self.streams]
+        )
+        """The streams each reader reads."""
         self.group = GROUP_PREFIX + instance
         self._listeners: set[Listener] = set()
         self._readers: list[asyncio.Task[None]] = []
@@ -73,12 +82,12 @@ class Bus:
     async def start(self) -> None:
         """Clear dead instances' groups, register ours at each stream's end, start reading."""
         await self._beat()
-        await asyncio.gather(*(self._destroy_dead_groups(stream) for stream in self.streams))
-        await asyncio.gather(*(self._create_group(stream) for stream in self.streams))
+        await self._destroy_dead_groups()
+        await self._create_groups(self.streams)
         self._reading = True
         self._readers = [
-            asyncio.create_task(self._read_forever(stream), name=f"bus {self.group} {stream}")
-            for stream in self.streams
+            asyncio.create_task(self._read_forever(streams), name=f"bus {self.group} {streams[0]}")
+            for streams in self._reads
         ]
 
     async def stop(self) -> None:
@@ -92,8 +101,10 @@ class Bus:
             await asyncio.wait(self._readers)
             self._readers = []
         with suppress(redis_errors.RedisError):
-            for stream in self.streams:
-                await self._redis.xgroup_destroy(stream, self.group)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for stream in self.streams:
+                    pipe.xgroup_destroy(stream, self.group)
+                await pipe.execute()
             await self._redis.unlink(self._heartbeat_key(self.instance))
 {% if cookiecutter.tracing == "otel" %}
     @traced_stream
@@ -125,46 +136,71 @@ class Bus:
         self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY_S
         await self._redis.set(self._heartbeat_key(self.instance), "alive", ex=HEARTBEAT_TTL_S)
 
-    async def _destroy_dead_groups(self, stream: str) -> None:
-        with suppress(redis_errors.ResponseError):  # no stream yet: no groups either
-            for group in await self._redis.xinfo_groups(stream):
-                name = group["name"]
-                instance = name.removeprefix(GROUP_PREFIX)
-                if name != self.group and not await self._redis.exists(
-                    self._heartbeat_key(instance)
-                ):
-                    log.info("bus removes the group of dead instance %s", instance)
-                    await self._redis.xgroup_destroy(stream, name)
+    async def _destroy_dead_groups(self) -> None:
+        """Destroy the groups of instances whose heartbeat expired, on every stream: pipelined,
+        so as many round trips for twelve partitions as for one."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream in self.streams:
+                pipe.xinfo_groups(stream)
+            # A stream not made yet answers with an error: it has no groups either.
+            replies = await pipe.execute(raise_on_error=False)
+        others = [
+            (stream, group["name"])
+            for stream, reply in zip(self.streams, replies, strict=True)
+            if not isinstance(reply, Exception)
+            for group in reply
+            if group["name"] != self.group
+        ]
+        instances = sorted({name.removeprefix(GROUP_PREFIX) for _, name in others})
+        if not instances:
+            return
+        # GET, not EXISTS: a cluster pipeline runs EXISTS (split by slot) apart, unpipelined.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for instance in instances:
+                pipe.get(self._heartbeat_key(instance))
+            beats = dict(zip(instances, await pipe.execute(), strict=True))
+        dead = [(s, name) for s, name in others if beats[name.removeprefix(GROUP_PREFIX)] is None]
+        if dead:
+            log.info("bus removes the groups of dead instances: %s", sorted({n for _, n in dead}))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for stream, name in dead:
+                    pipe.xgroup_destroy(stream, name)
+                await pipe.execute()
 
-    async def _create_group(self, stream: str) -> None:
-        try:
-            await self._redis.xgroup_create(stream, self.group, id="$", mkstream=True)
-        except redis_errors.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+    async def _create_groups(self, streams: list[str]) -> None:
+        """Register this instance's group at the end of each of `streams` (made if need be)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xgroup_create(stream, self.group, id="$", mkstream=True)
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
+                raise reply
 
-    async def _read_forever(self, stream: str) -> None:
+    async def _read_forever(self, streams: list[str]) -> None:
         # Whatever goes wrong, the reader logs it and carries on: a dead reader would silently
-        # stop every delivery of this instance from its partition.
+        # stop every delivery of this instance from its partitions.
         group_missing = False
         # "0" first: entries this group received before a restart but never acknowledged.
-        position = "0"
+        positions: dict[KeyT, StreamIdT] = {stream: "0" for stream in streams}
         # Delivered but not yet acknowledged: the next read acknowledges them (XACK is
         # idempotent, so a read that failed leaves them here to acknowledge again).
-        delivered: list[str] = []
+        delivered: dict[str, list[str]] = {stream: [] for stream in streams}
         while self._reading:
             try:
                 if group_missing:
-                    await self._create_group(stream)
+                    await self._create_groups(streams)
                     group_missing = False
                 if time.monotonic() >= self._next_heartbeat:
                     await self._beat()
-                if not await self._read_batch(stream, position, delivered):
-                    position = ">"
+                read = await self._read_batch(positions, delivered)
+                for stream in streams:
+                    if not read.get(stream):
+                        positions[stream] = ">"
                 continue
             except redis_errors.ResponseError as error:
                 if "NOGROUP" in str(error):
-                    log.warning("bus group %s vanished (%s gone); recreating", self.group, stream)
+                    log.warning("bus group %s vanished (%s gone); recreating", self.group, error)
                     group_missing = True
                     continue
                 log.exception("bus read refused")
@@ -175,27 +211,30 @@ class Bus:
             self.read_failures += 1
             await asyncio.sleep(RETRY_DELAY_S)
 
-    async def _read_batch(self, stream: str, position: str, delivered: list[str]) -> int:
-        """Acknowledge the last batch (`delivered`) and read the next from `stream`, in one round
-        trip; deliver it, leaving its ids in `delivered`; return how many entries it held."""
+    async def _read_batch(
+        self, positions: dict[KeyT, StreamIdT], delivered: dict[str, list[str]]
+    ) -> dict[str, int]:
+        """Acknowledge the last batch (`delivered`, by stream) and read the next from the streams
+        at `positions`, in one round trip; deliver it, leaving its ids in `delivered`; return how
+        many entries it held of each stream."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            if delivered:
-                pipe.xack(stream, self.group, *delivered)
-            pipe.xreadgroup(
-                self.group, "reader", {stream: position}, count=READ_BATCH, block=READ_BLOCK_MS
-            )
+            for stream, ids in delivered.items():
+                if ids:
+                    pipe.xack(stream, self.group, *ids)
+            pipe.xreadgroup(self.group, "reader", positions, count=READ_BATCH, block=READ_BLOCK_MS)
             *_, batches = await pipe.execute()
-        delivered.clear()
+        for ids in delivered.values():
+            ids.clear()
         # In RESP2, redis-py's default protocol, the reply is a list of [stream, entries] pairs.
         assert isinstance(batches, list)
-        read = 0
-        for _stream, entries in batches:
+        read: dict[str, int] = {}
+        for stream, entries in batches:
             for entry_id, fields in entries:
                 # A pending entry that was trimmed away since comes back without fields.
                 if fields:
                     self._dispatch(entry_id, fields)
-            delivered += [entry_id for entry_id, _ in entries]
-            read += len(entries)
+            delivered[stream] += [entry_id for entry_id, _ in entries]
+            read[stream] = len(entries)
         return read
 {% if cookiecutter.tracing == "otel" %}
     @traced_delivery
