@@ -12,6 +12,10 @@ OUTPUT ?= bench/results/latest
 PROFILE ?=
 # The official AsyncAPI parser (npm), which tests/test_asyncapi.py runs on a baked service's document.
 ASYNCAPI := tools/asyncapi
+# A bake's `make client-ts` tooling (Modelina, TypeScript, ws), installed from the bake's own lock
+# into .cache/client-ts/, where tests/test_client_codegen.py lends it to the bakes it generates in.
+CLIENT_TS_TOOLS := {{cookiecutter.project_slug}}/tools/client-ts
+CLIENT_TS := .cache/client-ts
 
 .PHONY: install test lint bake bench durations locks
 
@@ -35,7 +39,16 @@ $(ASYNCAPI)/node_modules/.package-lock.json: $(ASYNCAPI)/package-lock.json
 		echo "npm not found: not installing the AsyncAPI parser (its tests skip without node)"; \
 	fi
 
-install: $(VENV)/.installed $(ASYNCAPI)/node_modules/.package-lock.json
+$(CLIENT_TS)/node_modules/.package-lock.json: $(CLIENT_TS_TOOLS)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		echo "Installing a bake's make client-ts tools into $(CLIENT_TS)/node_modules (npm ci)"; \
+		mkdir -p $(CLIENT_TS) && cp '$(CLIENT_TS_TOOLS)/package.json' '$(CLIENT_TS_TOOLS)/package-lock.json' $(CLIENT_TS)/ && \
+		cd $(CLIENT_TS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "npm not found: not installing the make client-ts tools (their tests skip without npm)"; \
+	fi
+
+install: $(VENV)/.installed $(ASYNCAPI)/node_modules/.package-lock.json $(CLIENT_TS)/node_modules/.package-lock.json
 
 test: install
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,24 @@ def clean_environment(**extra: str) -> dict[str, str]:
         if not key.startswith(("PYTEST_", "HARNESS_")) and key not in OUTER_MAKE_VARIABLES
     }
     return {**inherited, **extra}
+
+
+def installed_copy(project: Path, destination: Path, tools: tuple[str, ...]) -> Path:
+    """A copy of the bake `project` at `destination` (bakes are shared: tests only read them)
+    whose .venv and .tools hold this environment's `tools` and uv, installed as far as its
+    Makefile can tell. The project is not installed: run its code with PYTHONPATH=src."""
+    shutil.copytree(project, destination)
+    bin_dir = destination / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for tool in tools:
+        (bin_dir / tool).symlink_to(Path(sys.executable).parent / tool)
+    (destination / ".venv" / ".installed").touch()
+    # uv where the Makefile would install it: make wants it even with .venv up to date, and
+    # installing it (test_generated_suite does that) would cost every run seconds.
+    tools_dir = destination / ".tools" / "bin"
+    tools_dir.mkdir(parents=True)
+    (tools_dir / "uv").symlink_to(Path(sys.executable).parent / "uv")
+    return destination
 
 
 def suite_command(*args: str) -> list[str]:

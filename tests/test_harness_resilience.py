@@ -101,7 +101,15 @@ def test_crashed_worker_is_cleaned_up_by_the_controller(project: Path, tmp_path:
     assert leftovers(report_of(report)["run_id"]) == {"schemas": [], "keys": []}
 
 
-def test_killed_run_is_reaped_by_the_next_run(project: Path, tmp_path: Path):
+@pytest.mark.parametrize("topology", ["direct", "pgbouncer"])
+def test_killed_run_is_reaped_by_the_next_run(
+    project: Path, tmp_path: Path, topology: str, request: pytest.FixtureRequest
+):
+    # Through PgBouncer the liveness locks are held on direct connections, everything else
+    # goes through it: both runs, the killed one and the one that reaps it.
+    through: dict[str, str] = {}
+    if topology == "pgbouncer":
+        through = request.getfixturevalue("pgbouncer").harness_environment()
     killer = project / "tests" / "test_zz_kill_run.py"
     killer.write_text(RUN_KILLING_TEST, encoding="utf-8")
     run_id_file = tmp_path / "run-id"
@@ -110,7 +118,7 @@ def test_killed_run_is_reaped_by_the_next_run(project: Path, tmp_path: Path):
         # cut off halfway, and both workers may have made their namespaces by then.
         suite_command("-n", "2", "-p", "no:randomly", "tests/test_health.py", str(killer)),
         cwd=project,
-        env=clean_environment(RUN_ID_FILE=str(run_id_file)),
+        env=clean_environment(RUN_ID_FILE=str(run_id_file), **through),
         capture_output=True,
         text=True,
         timeout=SUITE_TIMEOUT_S,
@@ -124,7 +132,7 @@ def test_killed_run_is_reaped_by_the_next_run(project: Path, tmp_path: Path):
 
     killer.unlink()
     report = tmp_path / "report.json"
-    next_run = run_suite(project, "-n", "2", *A_FEW_FILES, report=report)
+    next_run = run_suite(project, "-n", "2", *A_FEW_FILES, report=report, **through)
     check_run(next_run, report)
     # The outcome, not who printed it: a run started beside this one may have reaped first.
     assert leftovers(dead_run) == {"schemas": [], "keys": []}

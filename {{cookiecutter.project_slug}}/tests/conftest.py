@@ -19,25 +19,23 @@ run-level hooks (controller to workers, crash cleanup, the report) in `harness/p
 """
 
 import dataclasses
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.auth import SigningKey
-from {{ cookiecutter.package_name }}.resources import (
-    Resources,
-    connection_options,
-)
+from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness import report, run
 from harness.leaks import LeakGuard
-from harness.live import AppFactory, LiveApp, serve_in_process
+from harness.live import AppFactory, LiveApp, serve_in_process, serve_instance
 from harness.namespaces import redis_prefix, schema_name, unlink_prefix, worker_schema
 from harness.users import User, UserFactory
 from harness.wsclient import WsClient
@@ -49,6 +47,9 @@ pytest_plugins = ["harness.plugin"]
 # throwaway schema's last rows. A WebSocket test commits three times (its user, its message, the
 # user's deletion), each about twice as fast so. Embedded mode's server runs so throughout.
 NO_COMMIT_WAIT = "-c synchronous_commit=off"
+# And no schema on the path, as through a transaction pooler: a query that does not name its
+# schema fails here too, instead of only behind PgBouncer.
+NO_SEARCH_PATH = "-c search_path="
 
 
 def app_scope(fixture_name: str, config: pytest.Config) -> Literal["session", "function"]:
@@ -89,10 +90,18 @@ def worker_db_schema(
     """Each worker gets a fresh schema in the shared test DB, with the migrations applied."""
     name = schema_name(run_context.run_id, worker_id)
     with worker_schema(
-        run_context.database_url, run_context.redis_url, name, worker_redis_prefix
+        run_context.postgres, run_context.redis_url, name, worker_redis_prefix
     ) as schema:
         report.record(pytestconfig, schema=schema)
         yield schema
+
+
+def connection_options(url: str, *extra: str) -> str:
+    """libpq's `options` for a connection to `url`: those it starts with already, the URL's own
+    or else PGOPTIONS (as libpq reads them), then `extra`, which win. A connection given
+    `options` ignores both, so a statement_timeout set in TEST_DATABASE_URL would silently go."""
+    given = conninfo_to_dict(url).get("options") or os.environ.get("PGOPTIONS", "")
+    return " ".join([str(given), *extra]).strip()
 
 
 @pytest.fixture(scope="session")
@@ -108,11 +117,15 @@ def settings(
     worker_redis_prefix: str,
     signing_key: SigningKey,
 ) -> Settings:
-    """Settings pointing the service at this worker's schema and prefix; its Postgres sessions
-    do not wait for commits to reach the disk."""
-    url = run_context.database_url
+    """Settings pointing the service at this worker's schema and prefix; its direct Postgres
+    sessions do not wait for commits to reach the disk, and have no search_path. Through a
+    transaction pooler, which takes no options, its sessions are the pooler's."""
+    url, pooler = run_context.database_url, run_context.database_pooler
+    if pooler == "none":
+        url = make_conninfo(url, options=connection_options(url, NO_COMMIT_WAIT, NO_SEARCH_PATH))
     return Settings(
-        database_url=make_conninfo(url, options=connection_options(url, NO_COMMIT_WAIT)),
+        database_url=url,
+        database_pooler=pooler,
         redis_url=run_context.redis_url,
         keyring=signing_key.keyring(),
         database_schema=worker_db_schema,
@@ -155,12 +168,8 @@ async def other_instance(settings: Settings) -> AsyncIterator[LiveApp]:
     """A second instance of the service for one test: the same schema and Redis prefix, but its
     own Resources, instance id (so its own consumer group) and server."""
     other = dataclasses.replace(settings, instance_id=f"other-{uuid.uuid4().hex[:8]}")
-    resources = await Resources.open(other)
-    try:
-        async with serve_in_process(create_app(other, resources), other) as live:
-            yield live
-    finally:
-        await resources.close()
+    async with serve_instance(other) as live:
+        yield live
 
 
 @pytest.fixture(autouse=True)

@@ -97,6 +97,37 @@ def test_the_replies_are_the_frames_that_echo_a_request_id() -> None:
     assert set(contract().server_frames) - REPLY_TYPES == {"welcome", "message"}
 
 
+def test_every_payload_is_titled_for_generators_and_every_const_has_its_type() -> None:
+    titles = [message["payload"].get("title") for message in MESSAGES.values()]
+    assert titles == [message.get("title") for message in MESSAGES.values()]
+    assert all(title and title.isidentifier() and title[0].isupper() for title in titles)
+    assert len(set(titles)) == len(titles)
+    assert not set(titles) & {"Error", "Object", "String", "Number", "Boolean"}
+    untyped = [
+        path for path, schema in _schemas(DOCUMENT) if "const" in schema and "type" not in schema
+    ]
+    assert not untyped
+
+
+def test_the_published_objects_are_open_as_clients_are_told_to_ignore_new_fields() -> None:
+    assert "ignore fields they do not know" in DOCUMENT["info"]["description"]
+    closed = [path for path, schema in _schemas(DOCUMENT) if "additionalProperties" in schema]
+    assert not closed
+
+
+def test_the_replies_to_each_request_can_be_told_apart_by_their_fields() -> None:
+    for operation in DOCUMENT["operations"].values():
+        if operation["action"] != "receive":
+            continue
+        names = [
+            reference["$ref"].rsplit("/", 1)[-1] for reference in operation["reply"]["messages"]
+        ]
+        payloads = [_inlined(MESSAGES[name]["payload"]) for name in names]
+        for first, (name, payload) in enumerate(zip(names, payloads, strict=True)):
+            for other, other_payload in zip(names[first + 1 :], payloads[first + 1 :], strict=True):
+                assert _told_apart(payload, other_payload), f"{name} and {other}"
+
+
 @pytest.mark.parametrize("name", list(MESSAGES))
 def test_each_example_is_a_frame_of_its_own_message(name: str) -> None:
     for example in MESSAGES[name]["examples"]:
@@ -127,6 +158,7 @@ def test_the_request_schemas_refuse_what_parse_request_refuses() -> None:
     "frame",
     [
         {"type": "pong", "id": 1, "undocumented": True},
+        {"type": "ack", "id": 1, "position": {**POSITION, "undocumented": True}},
         {"type": "ack", "id": 1, "position": {"offset": -1, "epoch": "0"}},
         {
             "type": "ack",
@@ -173,6 +205,43 @@ async def test_a_request_that_breaks_the_contract_is_not_sent(ws_session: WsClie
     with pytest.raises(ContractBroken, match="channel"):
         await ws_session.send({"type": "subscribe", "id": 1, "channel": "no spaces allowed"})
     await ws_session.assert_silent()
+
+
+def _schemas(node: Any, path: str = "#") -> list[tuple[str, dict[str, Any]]]:
+    """Every schema in the document's components and payloads, with its path."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("type"), str | list) or "const" in node or "$ref" in node:
+            found.append((path, node))
+        for key, value in node.items():
+            if key not in ("examples", "bindings"):
+                found += _schemas(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _schemas(value, f"{path}/{index}")
+    return found
+
+
+def _inlined(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            return _inlined(DOCUMENT["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]])
+        return {key: _inlined(value) for key, value in schema.items()}
+    return schema
+
+
+def _told_apart(payload: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether no frame fits both payloads: a field both pin to different constants, or one
+    that either requires and the other does not have."""
+    for mine, theirs in ((payload, other), (other, payload)):
+        for field, schema in mine["properties"].items():
+            elsewhere = theirs["properties"].get(field)
+            if field in mine["required"] and elsewhere is None:
+                return True
+            both_pinned = elsewhere is not None and "const" in schema and "const" in elsewhere
+            if both_pinned and schema["const"] != elsewhere["const"]:
+                return True
+    return False
 
 
 def _parses(text: str) -> bool:

@@ -121,8 +121,10 @@ async def test_published_message_is_stored(
     ack = await ws_session.publish("room:stored", {"kept": True})
     async with shared_resources.db.connection() as conn:
         cursor = await conn.execute(
-            "SELECT channel, sender_id::text, data FROM messages"
-            " WHERE channel = %s AND channel_offset = %s",
+            shared_resources.db.query(
+                "SELECT channel, sender_id::text, data FROM {messages}"
+                " WHERE channel = %s AND channel_offset = %s"
+            ),
             ["room:stored", ack["offset"]],
         )
         assert await cursor.fetchone() == ("room:stored", test_user.id, {"kept": True})

@@ -89,7 +89,12 @@ async def test_token_for_a_deleted_user_is_refused(
 
 async def test_token_for_a_disabled_user_is_refused(shared_app: LiveApp, test_user: User) -> None:
     async with shared_app.service.resources.db.connection() as conn:
-        await conn.execute("UPDATE users SET disabled = true WHERE id = %s", [test_user.id])
+        await conn.execute(
+            shared_app.service.resources.db.query(
+                "UPDATE {users} SET disabled = true WHERE id = %s"
+            ),
+            [test_user.id],
+        )
     assert await refused_status(shared_app, subprotocols=offer(test_user.token)) == 403
 
 

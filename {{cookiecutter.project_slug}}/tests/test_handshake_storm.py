@@ -3,11 +3,11 @@
 import asyncio
 
 import pytest
-from psycopg_pool import AsyncConnectionPool
 from websockets.asyncio.client import connect
 
 from {{ cookiecutter.package_name }} import store
 from {{ cookiecutter.package_name }}.lookups import UserChecks
+from {{ cookiecutter.package_name }}.pool import SchemaPool
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
@@ -26,11 +26,14 @@ async def test_checks_waiting_together_share_one_query(
 ) -> None:
     active, disabled = await make_user("active"), await make_user("disabled")
     async with shared_resources.db.connection() as conn:
-        await conn.execute("UPDATE users SET disabled = true WHERE id = %s", [disabled.id])
+        await conn.execute(
+            shared_resources.db.query("UPDATE {users} SET disabled = true WHERE id = %s"),
+            [disabled.id],
+        )
     batches: list[list[str]] = []
     real_query = store.inactive_users
 
-    async def counted(db: AsyncConnectionPool, user_ids: list[str]) -> list[str]:
+    async def counted(db: SchemaPool, user_ids: list[str]) -> list[str]:
         batches.append(sorted(user_ids))
         return await real_query(db, user_ids)
 

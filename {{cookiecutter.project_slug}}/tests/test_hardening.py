@@ -9,12 +9,12 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from psycopg_pool import AsyncConnectionPool
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from {{ cookiecutter.package_name }} import ratelimit, store
 from {{ cookiecutter.package_name }}.auth import SigningKey
+from {{ cookiecutter.package_name }}.pool import SchemaPool
 from {{ cookiecutter.package_name }}.protocol import (
     CloseCode,
 )
@@ -169,7 +169,10 @@ async def test_a_disabled_user_is_closed_with_4003_within_the_check_interval(
     async with another_app(user_check_s=0.05) as live:
         async with live.websocket_session(user=test_user) as ws:
             async with shared_resources.db.connection() as conn:
-                await conn.execute("UPDATE users SET disabled = true WHERE id = %s", [test_user.id])
+                await conn.execute(
+                    shared_resources.db.query("UPDATE {users} SET disabled = true WHERE id = %s"),
+                    [test_user.id],
+                )
             assert await ws.closed_with() == CloseCode.ACCOUNT_REVOKED
         assert closes(live.service.metrics) == {CloseCode.ACCOUNT_REVOKED: 1}
 
@@ -186,8 +189,8 @@ async def test_a_deleted_users_publish_gets_an_error_not_1011(
 async def test_a_postgres_outage_refuses_handshakes_with_503_after_the_db_timeout(
     another_app: AppFactory, shared_resources: Resources, test_user: User
 ) -> None:
-    unreachable = AsyncConnectionPool(
-        "postgresql://postgres@127.0.0.1:1/none", min_size=0, max_size=1, open=False
+    unreachable = SchemaPool(
+        "postgresql://postgres@127.0.0.1:1/none", "none", min_size=0, max_size=1, open=False
     )
     await unreachable.open(wait=False)
     try:

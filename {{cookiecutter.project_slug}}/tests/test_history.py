@@ -177,7 +177,10 @@ async def test_subscribing_stores_nothing_and_resumes_from_before_the_first_mess
         ack = await ws_session.subscribe(channel)
         assert ack["position"] == {"offset": 0, "epoch": "0"}
     async with shared_resources.db.connection() as conn:
-        cursor = await conn.execute("SELECT count(*) FROM channels WHERE name = ANY(%s)", [made_up])
+        cursor = await conn.execute(
+            shared_resources.db.query("SELECT count(*) FROM {channels} WHERE name = ANY(%s)"),
+            [made_up],
+        )
         assert await cursor.fetchone() == (0,)
     first = await ws_session.publish(made_up[0], "first")
     assert first["epoch"] != "0"

@@ -27,6 +27,7 @@ from harness.leaks import LeakGuard
 from harness.live import LiveApp, offer
 from harness.namespaces import (
     MARKER,
+    Postgres,
     RedisClient,
     alive_lock_key,
     reap_orphans,
@@ -42,8 +43,8 @@ from harness.users import UserFactory
 from harness.wsclient import WsClient
 
 
-def schema_exists(url: str, schema: str) -> bool:
-    with psycopg.connect(url) as conn:
+def schema_exists(postgres: Postgres, schema: str) -> bool:
+    with postgres.connect() as conn:
         found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema])
         return found.fetchone() is not None
 
@@ -107,10 +108,12 @@ def test_cleanup_unlinks_only_its_own_prefix(
 def test_live_worker_schema_is_marked_and_locked(
     run_context: RunContext, worker_db_schema: str
 ) -> None:
-    with psycopg.connect(run_context.database_url) as conn:
+    with run_context.postgres.connect() as conn:
         comment = conn.execute(
             "SELECT obj_description(%s::regnamespace, 'pg_namespace')", [worker_db_schema]
         ).fetchone()
+    # Asked on a session of its own, where the worker holds the lock.
+    with run_context.postgres.connect_direct() as conn:
         taken = conn.execute(
             "SELECT pg_try_advisory_lock(%s)", [alive_lock_key(worker_db_schema)]
         ).fetchone()
@@ -119,10 +122,10 @@ def test_live_worker_schema_is_marked_and_locked(
     assert taken == (False,), "the worker must hold its schema's liveness lock"
 
 
-def leave_dead_namespaces(url: str, client: RedisClient, schema: str, prefix: str) -> str:
+def leave_dead_namespaces(postgres: Postgres, client: RedisClient, schema: str, prefix: str) -> str:
     """Claim a schema as a worker does, with a key under its prefix, then "die": the connection
     closes and its lock goes. Return the key."""
-    with psycopg.connect(url) as conn, conn.transaction():
+    with postgres.connect() as conn, conn.transaction():
         # One transaction, like the harness: a run killed here leaves no unmarked schema.
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         owner = json.dumps({"made_by": MARKER, "redis_prefix": prefix})
@@ -158,40 +161,40 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
     redis_client: RedisClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url, redis_url = run_context.database_url, run_context.redis_url
+    postgres, redis_url = run_context.postgres, run_context.redis_url
     dead = schema_name(run_id, f"{worker_id}dead")
     dead_prefix = redis_prefix(run_id, f"{worker_id}dead")
     foreign = f"test_not_ours_{secrets.token_hex(4)}"
     claimed, release = threading.Event(), threading.Event()
 
     def live_worker(schema: str) -> None:
-        with worker_schema(url, redis_url, schema, redis_prefix(run_id, f"{worker_id}live")):
+        with worker_schema(postgres, redis_url, schema, redis_prefix(run_id, f"{worker_id}live")):
             claimed.set()
             release.wait(10)
 
     live = schema_name(run_id, f"{worker_id}live")
     holder = threading.Thread(target=live_worker, args=(live,))
     try:
-        with psycopg.connect(url, autocommit=True) as conn:
+        with postgres.connect(autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(foreign)))
-        leftover = leave_dead_namespaces(url, redis_client, dead, dead_prefix)
+        leftover = leave_dead_namespaces(postgres, redis_client, dead, dead_prefix)
         holder.start()
         assert claimed.wait(10)
         keys_then = keys_when_dropped(monkeypatch, redis_client, {dead: leftover})
-        reap_orphans(url, redis_url)
-        assert not schema_exists(url, dead)
+        reap_orphans(postgres, redis_url)
+        assert not schema_exists(postgres, dead)
         assert redis_client.exists(leftover) == 0
         assert keys_then == {dead: 0}
-        assert schema_exists(url, live)
-        assert schema_exists(url, foreign)
+        assert schema_exists(postgres, live)
+        assert schema_exists(postgres, foreign)
     finally:
         release.set()
         if holder.ident is not None:
             holder.join()
-        with psycopg.connect(url, autocommit=True) as conn:
+        with postgres.connect(autocommit=True) as conn:
             for schema in (dead, foreign):
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(schema)))
-    assert not schema_exists(url, live)
+    assert not schema_exists(postgres, live)
 
 
 @pytest.fixture
@@ -203,7 +206,7 @@ def spare_worker(
     worker = f"{worker_id}spare"
     schema, prefix = schema_name(run_id, worker), redis_prefix(run_id, worker)
     yield worker, schema, prefix
-    with psycopg.connect(run_context.database_url, autocommit=True) as conn:
+    with run_context.postgres.connect(autocommit=True) as conn:
         namespaces.drop_namespaces(conn, run_context.redis_url, schema, prefix)
 
 
@@ -215,10 +218,10 @@ def test_a_worker_unlinks_its_keys_before_it_drops_its_schema(
 ) -> None:
     _, schema, prefix = spare_worker
     keys_then = keys_when_dropped(monkeypatch, redis_client, {schema: f"{prefix}stream"})
-    with worker_schema(run_context.database_url, run_context.redis_url, schema, prefix):
+    with worker_schema(run_context.postgres, run_context.redis_url, schema, prefix):
         redis_client.xadd(f"{prefix}stream", {"f": "v"})
     assert keys_then == {schema: 0}
-    assert not schema_exists(run_context.database_url, schema)
+    assert not schema_exists(run_context.postgres, schema)
 
 
 def test_a_crashed_workers_keys_go_before_its_schema(
@@ -228,14 +231,14 @@ def test_a_crashed_workers_keys_go_before_its_schema(
     redis_client: RedisClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url, redis_url = run_context.database_url, run_context.redis_url
+    postgres, redis_url = run_context.postgres, run_context.redis_url
     worker, schema, prefix = spare_worker
-    leftover = leave_dead_namespaces(url, redis_client, schema, prefix)
+    leftover = leave_dead_namespaces(postgres, redis_client, schema, prefix)
     keys_then = keys_when_dropped(monkeypatch, redis_client, {schema: leftover})
-    reaped = reap_worker(url, redis_url, run_id, worker)
+    reaped = reap_worker(postgres, redis_url, run_id, worker)
     assert (reaped.schemas, reaped.keys) == ([schema], 1)
     assert keys_then == {schema: 0}
-    assert not schema_exists(url, schema)
+    assert not schema_exists(postgres, schema)
 
 
 async def test_leak_guard_names_what_a_test_still_holds(
@@ -274,30 +277,42 @@ async def test_leak_guard_finds_rows_in_tables_it_was_never_told_about(
 ) -> None:
     """A table a later migration adds, with a foreign key to users, is covered as it is."""
     user = await make_user("owner")
-    async with shared_resources.db.connection() as conn:
+    db = shared_resources.db
+    async with db.connection() as conn:
         await conn.execute(
-            "CREATE TABLE bookmarks (user_id uuid REFERENCES users (id) ON DELETE CASCADE)"
+            db.query("CREATE TABLE {bookmarks} (user_id uuid REFERENCES {users} ON DELETE CASCADE)")
         )
     # A pool of its own: the guard reads a schema's tables once per pool.
-    pool = await open_database_pool(settings.database_url, settings.database_schema, max_size=2)
+    pool = await open_database_pool(
+        settings.database_url, settings.database_schema, 2, settings.database_pooler
+    )
     try:
         async with pool.connection() as conn:
-            await conn.execute("INSERT INTO bookmarks VALUES (%s)", [user.id])
+            await conn.execute(pool.query("INSERT INTO {bookmarks} VALUES (%s)"), [user.id])
         guard = LeakGuard(dataclasses.replace(shared_resources, db=pool), None)
         guard.track(user.id)
         assert f"bookmarks row of user {user.id}" in await guard.leaks()
     finally:
         async with pool.connection() as conn:
-            await conn.execute("DROP TABLE bookmarks")
+            await conn.execute(pool.query("DROP TABLE {bookmarks}"))
         await pool.close()
 
 
+@pytest.fixture
+def direct_database(settings: Settings) -> None:
+    """Skips a test of startup options where a transaction pooler, which refuses them, leads to
+    Postgres."""
+    if settings.database_pooler != "none":
+        pytest.skip("a transaction pooler takes no startup options")
+
+
+@pytest.mark.usefixtures("direct_database")
 @pytest.mark.parametrize("source", ["url", "PGOPTIONS"])
 async def test_the_pool_keeps_the_options_its_connections_start_with(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, source: str
 ) -> None:
-    """libpq options from DATABASE_URL, or else from PGOPTIONS, survive the pool's own; its
-    search_path still wins over one they set."""
+    """libpq options from DATABASE_URL, or else from PGOPTIONS, reach Postgres as they are: the
+    pool adds none, not even a search_path."""
     given = "-c statement_timeout=4321 -c search_path=public"
     bare = conninfo_to_dict(settings.database_url)
     bare.pop("options", None)
@@ -306,17 +321,18 @@ async def test_the_pool_keeps_the_options_its_connections_start_with(
     else:
         url = make_conninfo("", **bare)
         monkeypatch.setenv("PGOPTIONS", given)
-    pool = await open_database_pool(url, settings.database_schema, max_size=1)
+    pool = await open_database_pool(url, settings.database_schema, 1, settings.database_pooler)
     try:
         async with pool.connection() as conn:
             cursor = await conn.execute("SHOW statement_timeout")
             assert await cursor.fetchone() == ("4321ms",)
             cursor = await conn.execute("SHOW search_path")
-            assert await cursor.fetchone() == (settings.database_schema,)
+            assert await cursor.fetchone() == ("public",)
     finally:
         await pool.close()
 
 
+@pytest.mark.usefixtures("direct_database")
 async def test_the_service_under_test_does_not_wait_for_commits_to_reach_the_disk(
     shared_resources: Resources,
 ) -> None:

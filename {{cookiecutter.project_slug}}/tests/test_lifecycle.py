@@ -1,18 +1,17 @@
 """How connections end: token expiry, dead peers, failures, and the service shutting down."""
 
 import asyncio
-import dataclasses
+import contextlib
 import json
 import os
 import signal
 import sys
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from websockets.asyncio.client import connect
 
 from {{ cookiecutter.package_name }} import store
@@ -58,26 +57,16 @@ async def test_dead_peer_is_dropped_by_the_heartbeat(
 
 
 async def test_unexpected_failure_closes_with_1011_and_others_carry_on(
-    shared_app: LiveApp,
-    shared_resources: Resources,
-    another_app: AppFactory,
-    make_user: UserFactory,
+    shared_app: LiveApp, shared_resources: Resources, make_user: UserFactory
 ) -> None:
-    unreachable = Redis.from_url(
-        "redis://127.0.0.1:1/0", socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
-    )
-    # The rate limit's counter is the first thing a publish asks Redis for.
-    broken = dataclasses.replace(shared_resources, redis=unreachable)
     victim, bystander = await make_user("victim"), await make_user("bystander")
-    try:
-        async with (
-            another_app(broken) as live,
-            live.websocket_session(user=victim) as ws,
-        ):
-            await ws.send({"type": "publish", "id": 1, "channel": "room:fail", "data": 1})
-            assert await ws.closed_with() == CloseCode.INTERNAL_ERROR
-    finally:
-        await unreachable.aclose()
+    # A bug's stand-in: the victim's publish counter is not the sorted set the rate limit's
+    # script expects (WRONGTYPE), an error no outage explains.
+    counter = shared_resources.keys.key("ratelimit", victim.id, "publish")
+    await shared_resources.redis.set(counter, "not a sorted set")
+    async with shared_app.websocket_session(user=victim) as ws:
+        await ws.send({"type": "publish", "id": 1, "channel": "room:fail", "data": 1})
+        assert await ws.closed_with() == CloseCode.INTERNAL_ERROR
     async with shared_app.websocket_session(user=bystander) as healthy:
         await healthy.publish("room:fail", "still fine")
 
@@ -95,31 +84,47 @@ async def wait_for_log(stream: asyncio.StreamReader, fragment: str) -> list[dict
                 return lines
 
 
-async def test_sigterm_drains_then_closes_sessions_with_1012(
-    settings: Settings, signing_key: SigningKey, test_user: User, pytestconfig: pytest.Config
-) -> None:
+@contextlib.asynccontextmanager
+async def serving(
+    settings: Settings, signing_key: SigningKey, rootpath: Path, shutdown_delay_s: float
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """`serve` as a process of its own on a free port, once it listens: (process, port). Killed
+    on the way out if it has not exited."""
     port = free_port()
     environment = {
         **os.environ,
-        "PYTHONPATH": str(Path(pytestconfig.rootpath) / "src"),
+        "PYTHONPATH": str(rootpath / "src"),
         "DATABASE_URL": settings.database_url,
+        "DATABASE_POOLER": settings.database_pooler,
         "DATABASE_SCHEMA": settings.database_schema,
         "REDIS_URL": settings.redis_url,
         "REDIS_PREFIX": settings.redis_prefix,
         "AUTH_KEYS": json.dumps(signing_key.jwks()),
         "PORT": str(port),
         "INSTANCE_ID": f"shutdown-{port}",
-        "SHUTDOWN_DELAY_S": "0.5",
+        "SHUTDOWN_DELAY_S": str(shutdown_delay_s),
     }
     service = await asyncio.create_subprocess_exec(
         sys.executable, "-m", PACKAGE, "serve", env=environment, stderr=asyncio.subprocess.PIPE
     )
     assert service.stderr is not None
-    url = f"ws://127.0.0.1:{port}/ws"
     try:
         await wait_for_log(service.stderr, "Uvicorn running on")
-        async with connect(url, subprotocols=offer(test_user.token)) as connection:
-            client = WsClient(connection)
+        yield service, port
+    finally:
+        if service.returncode is None:
+            service.kill()
+            await service.wait()
+
+
+async def test_sigterm_drains_while_sessions_carry_on_and_a_second_signal_closes_them_with_1012(
+    settings: Settings, signing_key: SigningKey, test_user: User, pytestconfig: pytest.Config
+) -> None:
+    # A delay no loaded machine runs out before the checks inside it: the second signal ends it.
+    async with serving(settings, signing_key, pytestconfig.rootpath, 60.0) as (service, port):
+        assert service.stderr is not None
+        async with connect(f"ws://127.0.0.1:{port}/ws", subprotocols=offer(test_user.token)) as ws:
+            client = WsClient(ws)
             await client.next_of_type("welcome")
             service.send_signal(signal.SIGTERM)
             await wait_for_log(service.stderr, "draining")
@@ -127,16 +132,29 @@ async def test_sigterm_drains_then_closes_sessions_with_1012(
                 readiness = await http.get("/readyz")
             assert (readiness.status_code, readiness.json()) == (503, {"status": "draining"})
             assert (await client.request("ping"))["type"] == "pong", "live sessions carry on"
+            service.send_signal(signal.SIGTERM)
             assert await client.closed_with() == CloseCode.SERVICE_RESTART
         closed = (await wait_for_log(service.stderr, "session closed"))[-1]
         assert closed["user_id"] == test_user.id and closed["session_id"]
         await wait_for_log(service.stderr, "Finished server process")
         # Like uvicorn, the service re-raises the signal once it has shut down cleanly.
         assert await asyncio.wait_for(service.wait(), EXIT_TIMEOUT_S) == -signal.SIGTERM
-    finally:
-        if service.returncode is None:
-            service.kill()
-            await service.wait()
+
+
+async def test_sigterm_closes_sessions_with_1012_once_the_drain_delay_has_passed(
+    settings: Settings, signing_key: SigningKey, test_user: User, pytestconfig: pytest.Config
+) -> None:
+    delay_s = 0.3
+    async with serving(settings, signing_key, pytestconfig.rootpath, delay_s) as (service, port):
+        async with connect(f"ws://127.0.0.1:{port}/ws", subprotocols=offer(test_user.token)) as ws:
+            client = WsClient(ws)
+            await client.next_of_type("welcome")
+            signalled = time.monotonic()
+            service.send_signal(signal.SIGTERM)
+            assert await client.closed_with() == CloseCode.SERVICE_RESTART
+            # However slow the machine, never before the delay: load balancers need it.
+            assert time.monotonic() - signalled >= delay_s
+        assert await asyncio.wait_for(service.wait(), EXIT_TIMEOUT_S) == -signal.SIGTERM
 
 
 async def test_add_user_needs_only_the_database_settings(
@@ -146,6 +164,7 @@ async def test_add_user_needs_only_the_database_settings(
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(Path(pytestconfig.rootpath) / "src"),
         "DATABASE_URL": settings.database_url,
+        "DATABASE_POOLER": settings.database_pooler,
         "DATABASE_SCHEMA": settings.database_schema,
     }
     command = await asyncio.create_subprocess_exec(

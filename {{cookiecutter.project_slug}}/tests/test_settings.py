@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from {{ cookiecutter.package_name }}.settings import (
     markdown_table,
     read,
 )
+
+OPTIONS = "options=-c%20statement_timeout%3D5s"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +35,7 @@ def test_minimal_environment_gives_working_defaults(environ: dict[str, str]) -> 
     assert settings.database_schema == "public"
     assert settings.redis_prefix.endswith(":")
     assert settings.allowed_origins == frozenset()
+    assert settings.forwarded_allow_ips == frozenset()
     assert len(settings.keyring.keys) == 1
 
 
@@ -42,9 +47,15 @@ def test_lists_numbers_and_flags_are_parsed(environ: dict[str, str]) -> None:
             "PORT": "9000",
             "PUBLISH_WINDOW_S": "2.5",
             "SERVE_DEMO": "yes",
+            "FORWARDED_ALLOW_IPS": "10.0.0.7, 10.1.0.0/16,fd00::/8",
         }
     )
     assert settings.allowed_origins == {"https://a.example", "https://b.example"}
+    assert {str(network) for network in settings.forwarded_allow_ips} == {
+        "10.0.0.7/32",
+        "10.1.0.0/16",
+        "fd00::/8",
+    }
     assert (settings.port, settings.publish_window_s, settings.serve_demo) == (9000, 2.5, True)
 
 
@@ -77,13 +88,54 @@ def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path) -
         ({"STREAM_PARTITIONS": "0"}, "STREAM_PARTITIONS '0' must be positive"),
         ({"STREAM_PARTITIONS": "1000"}, "STREAM_PARTITIONS '1000' is too large: at most 256"),
         ({"REDIS_PREFIX": "app:{x}:"}, "REDIS_PREFIX 'app:{x}:' is invalid: it must not contain"),
+        ({"FORWARDED_ALLOW_IPS": "10.0.0.1,lb"}, "FORWARDED_ALLOW_IPS 'lb' is not an IP address"),
+        ({"FORWARDED_ALLOW_IPS": "10.0.0.5/8"}, "FORWARDED_ALLOW_IPS '10.0.0.5/8' is not an IP"),
+        ({"FORWARDED_ALLOW_IPS": "*"}, "FORWARDED_ALLOW_IPS '*' would trust every peer"),
+        ({"DATABASE_POOLER": "session"}, "DATABASE_POOLER 'session' is not one of: none, trans"),
+        (
+            {"DATABASE_POOLER": "transaction", "DATABASE_URL": f"postgresql://db/app?{OPTIONS}"},
+            "DATABASE_URL sets options ('-c statement_timeout=5s'), which"
+            " DATABASE_POOLER=transaction cannot pass",
+        ),
     ],
 )
 def test_bad_variable_is_named(
     environ: dict[str, str], change: dict[str, str], complaint: str
 ) -> None:
-    with pytest.raises(ConfigError, match=complaint.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(complaint)):
         Settings.from_env({**environ, **change})
+
+
+@pytest.mark.parametrize("pooler", ["none", "transaction"])
+def test_options_in_the_url_pass_only_without_a_pooler(
+    environ: dict[str, str], pooler: str
+) -> None:
+    with_options = {**environ, "DATABASE_URL": f"postgresql://db/app?{OPTIONS}"}
+    assert Settings.from_env({**environ, "DATABASE_POOLER": pooler}).database_pooler == pooler
+    if pooler == "none":
+        assert Settings.from_env(with_options).database_url.endswith(OPTIONS)
+    else:
+        with pytest.raises(ConfigError, match="DATABASE_POOLER=transaction"):
+            Settings.from_env({**with_options, "DATABASE_POOLER": pooler})
+
+
+def test_migrate_refuses_options_under_a_transaction_pooler(pytestconfig: pytest.Config) -> None:
+    environment = {
+        "PYTHONPATH": str(pytestconfig.rootpath / "src"),
+        "DATABASE_URL": f"postgresql://127.0.0.1:1/app?{OPTIONS}",
+        "DATABASE_POOLER": "transaction",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "{{ cookiecutter.package_name }}", "migrate"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("configuration error: DATABASE_URL sets options"), result.stderr
+    assert "DATABASE_POOLER=transaction cannot pass" in result.stderr
 
 
 def test_missing_keyring_says_how_to_make_one(environ: dict[str, str]) -> None:
@@ -116,8 +168,9 @@ def test_the_env_example_spells_the_defaults_the_service_uses() -> None:
     with_default = [setting for setting in fields(Settings) if setting.default is not MISSING]
     spelt = [setting.name for setting in with_default if setting.metadata["variable"] in written]
     assert read(spelt, written) == read(spelt, {})
-    # Only a default with no spelling as a value, the empty list of origins, is told in words.
-    assert {setting.name for setting in with_default} - set(spelt) == {"allowed_origins"}
+    # Only the defaults with no spelling as a value, the empty lists, are told in words.
+    told = {"allowed_origins", "forwarded_allow_ips"}
+    assert {setting.name for setting in with_default} - set(spelt) == told
 
 
 def test_a_command_reads_only_the_settings_it_uses() -> None:

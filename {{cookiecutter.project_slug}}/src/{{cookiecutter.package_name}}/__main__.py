@@ -1,4 +1,4 @@
-"""The command line: serve, migrate, add-user, keygen, token and settings."""
+"""The command line: serve, migrate, add-user, keygen, token, settings and asyncapi."""
 
 import argparse
 import asyncio
@@ -11,11 +11,19 @@ import psycopg
 
 from . import logs, store{% if cookiecutter.tracing == "otel" %}, tracing{% endif %}
 from .app import create_app
+from .asyncapi import document
 from .auth import SigningKey
 from .migrations import migrate
-from .resources import open_database_pool
+from .resources import connection_kwargs, open_database_pool
 from .server import serve
-from .settings import ConfigError, Settings, env_example, markdown_table, read
+from .settings import (
+    ConfigError,
+    Settings,
+    check_pooled_url,
+    env_example,
+    markdown_table,
+    read,
+)
 
 
 def settings_or_exit() -> Settings:
@@ -26,13 +34,15 @@ def settings_or_exit() -> Settings:
         sys.exit(f"configuration error: {error}")
 
 
-def database_or_exit() -> tuple[str, str]:
-    """DATABASE_URL and DATABASE_SCHEMA alone, for the commands that only touch Postgres."""
+def database_or_exit() -> tuple[str, str, str]:
+    """DATABASE_URL, DATABASE_SCHEMA and DATABASE_POOLER alone, for the commands that only touch
+    Postgres."""
     try:
-        values = read(("database_url", "database_schema"))
+        values = read(("database_url", "database_schema", "database_pooler"))
+        check_pooled_url(values["database_url"], values["database_pooler"])
     except ConfigError as error:
         sys.exit(f"configuration error: {error}")
-    return values["database_url"], values["database_schema"]
+    return values["database_url"], values["database_schema"], values["database_pooler"]
 
 
 def run_server(args: argparse.Namespace) -> None:
@@ -46,8 +56,8 @@ def run_server(args: argparse.Namespace) -> None:
 
 def run_migrations(args: argparse.Namespace) -> None:
     """Apply pending migrations into DATABASE_SCHEMA."""
-    url, schema = database_or_exit()
-    with psycopg.connect(url) as conn:
+    url, schema, pooler = database_or_exit()
+    with psycopg.connect(url, **connection_kwargs(pooler)) as conn:
         applied = migrate(conn, schema)
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing pending"
     print(f"migrated schema {schema}: {names}")
@@ -55,10 +65,10 @@ def run_migrations(args: argparse.Namespace) -> None:
 
 def add_user(args: argparse.Namespace) -> None:
     """Create a user and print its id."""
-    url, schema = database_or_exit()
+    url, schema, pooler = database_or_exit()
 
     async def create() -> str:
-        pool = await open_database_pool(url, schema, max_size=1)
+        pool = await open_database_pool(url, schema, 1, pooler)
         try:
             return await store.create_user(pool, args.name)
         finally:
@@ -87,6 +97,11 @@ def print_settings(args: argparse.Namespace) -> None:
     print(env_example() if args.env else markdown_table(), end="")
 
 
+def print_asyncapi(args: argparse.Namespace) -> None:
+    """Print the AsyncAPI document, as /asyncapi.json serves it to a client of --host."""
+    print(json.dumps(document(args.host, args.protocol), indent=2))
+
+
 def parser() -> argparse.ArgumentParser:
     commands = argparse.ArgumentParser(prog=f"python -m {__package__}")
     sub = commands.add_subparsers(required=True)
@@ -107,6 +122,10 @@ def parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("settings", help=print_settings.__doc__)
     listing.add_argument("--env", action="store_true", help="print .env.example instead")
     listing.set_defaults(run=print_settings)
+    spec = sub.add_parser("asyncapi", help=print_asyncapi.__doc__)
+    spec.add_argument("--host", default="127.0.0.1:8000")
+    spec.add_argument("--protocol", choices=("ws", "wss"), default="ws")
+    spec.set_defaults(run=print_asyncapi)
     return commands
 
 

@@ -6,8 +6,16 @@ It describes the service as the application: it receives requests and sends thei
 welcome and the channels' messages. AsyncAPI has no field for close codes: they are listed in
 the socket channel's description and, for programs, in its `x-close-codes` extension.
 
-Requests are open objects (the server ignores fields it does not know); the server's frames are
-closed ones, so a field the server starts sending must be documented here first.
+Every object is open, as the document's rule for clients says: the server ignores request fields
+it does not know, and clients ignore frame fields they do not know, so a later release may add
+some. The suite holds the server to more: its harness (tests/harness/contract.py) checks every
+frame the server sends against the frame's schema closed to the documented fields, so a field the
+server starts sending must be documented here first.
+
+Each message and its payload have a `title`, the name code generators give its model: the
+message's name capitalised (`Subscribe`, `Welcome`, `PublishAck`, `RecoveredAck`), except the
+error reply's, `ErrorReply`, since a model named `Error` would shadow JavaScript's own. Every
+`const` has its `type` beside it, which generators need to type the field.
 """
 
 from collections.abc import Mapping
@@ -46,6 +54,8 @@ ERROR_MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.TOO_MANY_CHANNELS: "the connection already holds MAX_CHANNELS subscriptions",
     ErrorCode.RATE_LIMITED: "PUBLISH_LIMIT or the connection's REQUEST_RATE; the message says "
     "when to retry",
+    ErrorCode.UNAVAILABLE: "Postgres or Redis could not serve the request (down, restarting, "
+    "read-only); the message says when to retry, and the connection stays usable",
 }
 
 RECOVERY_MEANINGS: dict[RecoveryFailure, str] = {
@@ -77,6 +87,9 @@ WEBSOCKET_CLOSES: dict[int, tuple[str, str]] = {
 }
 """Close codes the WebSocket layer sends on the service's behalf: (name, meaning)."""
 
+TITLES = {"error": "ErrorReply"}
+"""The titles that are not the message's name capitalised."""
+
 
 def document(host: str = "127.0.0.1:8000", protocol: str = "ws") -> dict[str, Any]:
     """The AsyncAPI document, for a server at `host` spoken to over `protocol` (ws or wss)."""
@@ -89,8 +102,10 @@ def document(host: str = "127.0.0.1:8000", protocol: str = "ws") -> dict[str, An
             "description": (
                 "JSON text frames over one WebSocket. Every request may carry an `id` (a string "
                 "or an integer), echoed in its reply; requests are answered in the order they "
-                "were sent, and a client may pipeline them. Clients should ignore fields they "
-                "do not know."
+                "were sent, and a client may pipeline them. A reply is one of those its "
+                "request's operation lists: `type` tells them apart, and for the acks of a "
+                "subscribe, `recovered` (absent without `since`). Clients should ignore fields "
+                "they do not know: a later release of the protocol may add some."
             ),
         },
         "defaultContentType": "application/json",
@@ -327,7 +342,7 @@ def _messages() -> dict[str, Any]:
             "the client is live from `position`.",
             {
                 "position": position,
-                "recovered": {"const": True},
+                "recovered": _const(True),
                 "replayed": {"type": "integer", "minimum": 0},
             },
             [
@@ -346,7 +361,7 @@ def _messages() -> dict[str, Any]:
             "client is live from `position` and must reload its state from the source of truth.",
             {
                 "position": position,
-                "recovered": {"const": False},
+                "recovered": _const(False),
                 "replayed": {"type": "integer", "minimum": 0},
                 "reason": _ref("RecoveryFailure"),
             },
@@ -401,7 +416,17 @@ def _messages() -> dict[str, Any]:
             ],
         ),
     }
-    return {name: {"name": name, **message} for name, message in messages.items()}
+    return {name: _named(name, message) for name, message in messages.items()}
+
+
+def _named(name: str, message: dict[str, Any]) -> dict[str, Any]:
+    title = TITLES.get(name, name[0].upper() + name[1:])
+    return {
+        "name": name,
+        "title": title,
+        **message,
+        "payload": {"title": title, **message["payload"]},
+    }
 
 
 def _request(
@@ -414,7 +439,7 @@ def _request(
     payload = {
         "type": "object",
         "required": ["type", *required],
-        "properties": {"type": {"const": kind}, "id": _ref("RequestId"), **fields},
+        "properties": {"type": _const(kind), "id": _ref("RequestId"), **fields},
     }
     message = _message(summary, payload, examples)
     return {**message, "correlationId": {"$ref": "#/components/correlationIds/requestId"}}
@@ -430,12 +455,11 @@ def _reply(
 def _frame(
     kind: str, summary: str, fields: dict[str, Schema], examples: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """A server frame: every field present, and no other."""
+    """A server frame: every field present."""
     payload = {
         "type": "object",
         "required": ["type", *fields],
-        "properties": {"type": {"const": kind}, **fields},
-        "additionalProperties": False,
+        "properties": {"type": _const(kind), **fields},
     }
     return _message(summary, payload, examples)
 
@@ -446,6 +470,10 @@ def _message(summary: str, payload: Schema, examples: list[dict[str, Any]]) -> d
         "payload": payload,
         "examples": [{"payload": example} for example in examples],
     }
+
+
+def _const(value: str | bool) -> Schema:
+    return {"type": "boolean" if isinstance(value, bool) else "string", "const": value}
 
 
 def _ref(schema: str) -> Schema:

@@ -23,10 +23,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from . import store
 from .metrics import Metrics
+from .pool import SchemaPool
 from .protocol import Position, RecoveryFailure, encode, message_frame
 from .sessions import Session
 
@@ -48,7 +48,7 @@ class Subscription:
 class ChannelFeed:
     """One channel's live messages on this app, handed to its subscribers in offset order."""
 
-    def __init__(self, channel: str, db: AsyncConnectionPool, metrics: Metrics) -> None:
+    def __init__(self, channel: str, db: SchemaPool, metrics: Metrics) -> None:
         self.channel = channel
         self.subscribers: set[Session] = set()
         self.joining = 0
@@ -143,10 +143,10 @@ class Feeds:
         self.position_check_s = position_check_s
         self._metrics = metrics
         self._feeds: dict[str, ChannelFeed] = {}
-        self._db: AsyncConnectionPool | None = None
+        self._db: SchemaPool | None = None
 
     @asynccontextmanager
-    async def running(self, db: AsyncConnectionPool) -> AsyncIterator[None]:
+    async def running(self, db: SchemaPool) -> AsyncIterator[None]:
         """Serve feeds from `db`, checking their positions, until the block ends."""
         self._db = db
         checker = asyncio.create_task(self._check_positions(), name="feed position check")
@@ -205,7 +205,7 @@ class Feeds:
         for channel in list(session.positions):
             self.unsubscribe(session, channel)
 
-    def _pool(self) -> AsyncConnectionPool:
+    def _pool(self) -> SchemaPool:
         if self._db is None:
             raise RuntimeError("the feeds are not running: the app's lifespan starts them")
         return self._db

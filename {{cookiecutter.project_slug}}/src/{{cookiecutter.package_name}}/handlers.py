@@ -14,6 +14,7 @@ from redis import exceptions as redis_errors
 
 from . import logs, ratelimit, store
 from .channels import may_use
+from .metrics import Backend, unavailable_backend
 from .protocol import (
     ErrorCode,
     Frame,
@@ -37,10 +38,14 @@ from .tracing import traced_publish
 
 log = logging.getLogger(__name__)
 
+UNAVAILABLE_RETRY_S = 1.0
+"""The retry hint of an `unavailable` error: about what a restart or a failover takes."""
+
 
 async def handle(service: Service, session: Session, request: Request) -> Frame:
-    """Carry out one request; return its reply, or raise ProtocolError. What is logged meanwhile
-    names the request's channel."""
+    """Carry out one request; return its reply, or raise ProtocolError. A backend outage costs
+    the request (`unavailable`), not the connection. What is logged meanwhile names the
+    request's channel."""
     channel = logs.channel.set(None if isinstance(request, Ping) else request.channel)
     try:
         match request:
@@ -54,8 +59,28 @@ async def handle(service: Service, session: Session, request: Request) -> Frame:
                 return {"type": "pong", "id": request.id}
             case _:
                 assert_never(request)
+    except Exception as error:
+        backend = unavailable_backend(error)
+        if backend is None:
+            raise
+        raise _unavailable(service, backend, error, request.id) from None
     finally:
         logs.channel.reset(channel)
+
+
+def _unavailable(
+    service: Service, backend: Backend, error: Exception, request_id: RequestId
+) -> ProtocolError:
+    """The reply to a request that met an outage of `backend`, counted and logged."""
+    service.metrics.backend_error(backend, "request")
+    # A few lines per backend a minute, however many requests an outage fails.
+    if logs.allowed(backend):
+        log.warning("%s is unavailable; a request was refused: %r", backend, error)
+    return ProtocolError(
+        ErrorCode.UNAVAILABLE,
+        f"storage is unavailable; retry in {UNAVAILABLE_RETRY_S:.1f}s",
+        request_id,
+    )
 
 
 async def subscribe(service: Service, session: Session, request: Subscribe) -> Frame:

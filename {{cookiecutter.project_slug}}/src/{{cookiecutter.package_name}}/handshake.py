@@ -78,7 +78,8 @@ def credentials(websocket: WebSocket) -> Credentials:
 
 
 def peer_of(websocket: WebSocket) -> str:
-    """The client's address as the server sees it (a proxy's, behind one)."""
+    """The client's address: the socket's peer, or what a trusted balancer in front of us says
+    in `X-Forwarded-For` (FORWARDED_ALLOW_IPS; uvicorn's middleware puts it in the scope)."""
     return websocket.client.host if websocket.client is not None else "unknown"
 
 {% if cookiecutter.tracing == "otel" %}

@@ -77,7 +77,8 @@ _client_faults: dict[str, tuple[float, int]] = {}
 
 def allowed(peer: str) -> bool:
     """Whether one more line about a client's fault may be logged: at most CLIENT_FAULT_LINES a
-    peer per CLIENT_FAULT_WINDOW_S, so nobody can flood the log by misbehaving."""
+    peer per CLIENT_FAULT_WINDOW_S, so nobody can flood the log by misbehaving. A backend's name
+    as `peer` bounds the lines about its outage the same way."""
     now = time.monotonic()
     started, lines = _client_faults.get(peer, (now, 0))
     if now - started >= CLIENT_FAULT_WINDOW_S:

@@ -12,9 +12,8 @@ storm that keeps the event loop busy does not make Postgres look down.
 
 import asyncio
 
-from psycopg_pool import AsyncConnectionPool
-
 from . import store
+from .pool import SchemaPool
 
 
 class UserChecks:
@@ -25,14 +24,14 @@ class UserChecks:
         self._waiting: dict[str, list[asyncio.Future[bool]]] = {}
         self._querying: asyncio.Task[None] | None = None
 
-    async def is_active(self, db: AsyncConnectionPool, user_id: str) -> bool:
+    async def is_active(self, db: SchemaPool, user_id: str) -> bool:
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(user_id, []).append(answer)
         if self._querying is None:
             self._querying = asyncio.create_task(self._answer_all(db), name="user checks")
         return await answer
 
-    async def _answer_all(self, db: AsyncConnectionPool) -> None:
+    async def _answer_all(self, db: SchemaPool) -> None:
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting, {}

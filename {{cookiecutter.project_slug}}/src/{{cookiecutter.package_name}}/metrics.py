@@ -152,6 +152,30 @@ def backend_of(error: BaseException) -> Backend | None:
     return None
 
 
+# Errors that say a backend cannot serve for now (down, restarting, failing over, read-only, out
+# of connections or memory), not that a request or the code is wrong: retrying later may work.
+# psycopg's OperationalError covers the pool's PoolTimeout and server errors such as
+# AdminShutdown, CannotConnectNow, QueryCanceled and the rollbacks of deadlocks and
+# serialization failures; redis-py's ConnectionError covers BusyLoadingError (LOADING).
+OUTAGES: dict[Backend, tuple[type[Exception], ...]] = {
+    "postgres": (psycopg.OperationalError, psycopg.InterfaceError),
+    "redis": (
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        redis_errors.ReadOnlyError,
+        redis_errors.ClusterError,
+        redis_errors.TryAgainError,
+        redis_errors.OutOfMemoryError,
+    ),
+}
+
+
+def unavailable_backend(error: BaseException) -> Backend | None:
+    """The backend an exception says is unavailable for now, if it says so; any other error of
+    a backend (a constraint, a wrong type, bad SQL) is a bug or a bad request, not an outage."""
+    return next((backend for backend, kinds in OUTAGES.items() if isinstance(error, kinds)), None)
+
+
 class _CountedElsewhere(Collector):
     """A counter kept as a plain integer elsewhere, read at each scrape."""
 

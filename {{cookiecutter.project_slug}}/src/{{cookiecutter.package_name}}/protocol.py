@@ -75,6 +75,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     TOO_MANY_CHANNELS = "too_many_channels"
     RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
 
 
 class RecoveryFailure(StrEnum):

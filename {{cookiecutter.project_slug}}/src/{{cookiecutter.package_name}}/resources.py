@@ -1,21 +1,20 @@
 """The expensive, shareable parts of the service, opened once per process.
 
 A Resources is what the test harness builds once per xdist worker and hands to every app it
-creates: the Postgres pool (bound to one schema), the Redis client (bound to one key prefix), the
+creates: the Postgres pool (for one schema), the Redis client (bound to one key prefix), the
 message bus with its consumer group, and the keyring.
 """
 
-import os
 from dataclasses import dataclass
+from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import AsyncConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
 from .auth import Keyring
 from .bus import Bus
 from .keys import RedisKeys
+from .pool import SchemaPool
 from .redisclient import RedisClient, open_redis
 from .settings import Settings
 
@@ -31,7 +30,7 @@ REDIS_RETRY = Retry(EqualJitterBackoff(cap=0.1, base=0.01), retries=3)
 class Resources:
     """Connection pools, bus and keyring that any number of apps can run on."""
 
-    db: AsyncConnectionPool
+    db: SchemaPool
     redis: RedisClient
     keys: RedisKeys
     bus: Bus
@@ -41,7 +40,11 @@ class Resources:
     async def open(cls, settings: Settings) -> "Resources":
         """Open the pools and register the bus; fail fast if Postgres or Redis is unreachable."""
         db = await open_database_pool(
-            settings.database_url, settings.database_schema, settings.database_pool_size
+            settings.database_url,
+            settings.database_schema,
+            settings.database_pool_size,
+            settings.database_pooler,
+            settings.database_timeout_s,
         )
         try:
             redis = await open_redis(
@@ -72,19 +75,23 @@ class Resources:
         await self.db.close()
 
 
-async def open_database_pool(url: str, schema: str, max_size: int) -> AsyncConnectionPool:
-    """A pool whose connections see only `schema`, opened and checked."""
-    pool = AsyncConnectionPool(
+async def open_database_pool(
+    url: str, schema: str, max_size: int, pooler: str, timeout_s: float = OPEN_TIMEOUT_S
+) -> SchemaPool:
+    """A pool for the tables of `schema`, opened and checked; a checkout that waits `timeout_s`
+    for a connection raises PoolTimeout. Its connections are given no options of their own: the
+    URL's (or PGOPTIONS) reach Postgres as they are."""
+    pool = SchemaPool(
         url,
+        schema,
         min_size=1,
         max_size=max_size,
+        timeout=timeout_s,
         kwargs={
-            # Only the service's schema: with `public` on the path, a missing table could
-            # silently resolve there.
-            "options": connection_options(url, f"-c search_path={schema}"),
             # Every query in store.py is a single statement: autocommit spares each one its
             # BEGIN and COMMIT round trips.
             "autocommit": True,
+            **connection_kwargs(pooler),
         },
         open=False,
     )
@@ -92,9 +99,10 @@ async def open_database_pool(url: str, schema: str, max_size: int) -> AsyncConne
     return pool
 
 
-def connection_options(url: str, *extra: str) -> str:
-    """libpq's `options` for a connection to `url`: those it starts with already, the URL's own
-    or else PGOPTIONS (as libpq reads them), then `extra`, which win. A connection given
-    `options` ignores both, so a statement_timeout set in DATABASE_URL would silently go."""
-    given = conninfo_to_dict(url).get("options") or os.environ.get("PGOPTIONS", "")
-    return " ".join([str(given), *extra]).strip()
+def connection_kwargs(pooler: str) -> dict[str, Any]:
+    """What a psycopg connection through `pooler` (DATABASE_POOLER) needs.
+
+    psycopg prepares a statement on its server connection after the statement's fifth run.
+    Behind a transaction pooler the next run may land on another server connection, which never
+    saw it prepared or holds another statement of that name: nothing is prepared there."""
+    return {"prepare_threshold": None} if pooler == "transaction" else {}

@@ -41,6 +41,10 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvic
         "ws_ping_interval": settings.ping_interval_s,
         "ws_ping_timeout": settings.ping_timeout_s,
         "timeout_graceful_shutdown": settings.shutdown_timeout_s,
+        # Both always given: left to itself, uvicorn reads proxy headers from 127.0.0.1, so
+        # anything on this host could pass for any address and get past MAX_CONNECTIONS_PER_IP.
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": [str(network) for network in settings.forwarded_allow_ips],
         **overrides,
     }
     return uvicorn.Config(app, **options)

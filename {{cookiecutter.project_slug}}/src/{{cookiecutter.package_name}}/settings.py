@@ -5,6 +5,7 @@ parser and its documentation: `from_env`, `markdown_table` (the README's table, 
 keeps in step) and the `settings` command all read that one declaration.
 """
 
+import ipaddress
 import json
 import os
 import re
@@ -14,11 +15,15 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
+
 from .auth import Keyring
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 DEFAULT_REDIS_PREFIX = "{{ cookiecutter.project_slug }}:"
-# Each partition holds a blocked connection per instance.
+POOLERS = ("none", "transaction")
+# On a cluster, each partition holds a blocked connection per instance.
 MAX_STREAM_PARTITIONS = 256
 
 
@@ -66,8 +71,38 @@ def _partitions(name: str, raw: str) -> int:
     return value
 
 
+def _pooler(name: str, raw: str) -> str:
+    value = raw.strip()
+    if value not in POOLERS:
+        raise ConfigError(f"{name} {raw!r} is not one of: {', '.join(POOLERS)}")
+    return value
+
+
 def _origins(name: str, raw: str) -> frozenset[str]:
     return frozenset(item.strip() for item in raw.split(",") if item.strip())
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(name: str, raw: str) -> frozenset[Network]:
+    networks = set()
+    for item in (item.strip() for item in raw.split(",")):
+        if item == "*":
+            # uvicorn's "trust everyone" also takes the first X-Forwarded-For entry, which the
+            # client itself wrote wherever the balancer adds to the header (HAProxy, nginx).
+            raise ConfigError(
+                f"{name} '*' would trust every peer, and what any client claims: list the"
+                " balancers' addresses or networks"
+            )
+        if item:
+            try:
+                networks.add(ipaddress.ip_network(item))
+            except ValueError as error:
+                raise ConfigError(
+                    f"{name} {item!r} is not an IP address or network: {error}"
+                ) from None
+    return frozenset(networks)
 
 
 def _integer(name: str, raw: str) -> int:
@@ -144,8 +179,16 @@ class Settings:
     database_schema: str = _setting(
         "DATABASE_SCHEMA",
         _schema,
-        "schema the service's tables live in (the pool sees only it)",
+        "schema the service's tables live in; every query names it",
         "public",
+    )
+    database_pooler: str = _setting(
+        "DATABASE_POOLER",
+        _pooler,
+        "what is between the service and Postgres: `none`, or `transaction` for a transaction"
+        " pooler (PgBouncer's `pool_mode = transaction`), which takes no `options` in"
+        " `DATABASE_URL` and no prepared statements (README: Connection poolers)",
+        "none",
     )
     redis_prefix: str = _setting(
         "REDIS_PREFIX",
@@ -184,10 +227,24 @@ class Settings:
         frozenset(),
         shown="none",
     )
+    forwarded_allow_ips: frozenset[Network] = _setting(
+        "FORWARDED_ALLOW_IPS",
+        _networks,
+        "comma-separated addresses or networks (CIDR) of the balancers in front: from these peers"
+        " only, `X-Forwarded-For` gives the client's address (README: Behind a load balancer)",
+        frozenset(),
+        shown="none",
+    )
     host: str = _setting("HOST", _text, "address `serve` listens on", "127.0.0.1")
     port: int = _setting("PORT", _integer, "port `serve` listens on", 8000)
     database_pool_size: int = _setting(
         "DATABASE_POOL_SIZE", _integer, "most Postgres connections per process", 10
+    )
+    database_timeout_s: float = _setting(
+        "DATABASE_TIMEOUT_S",
+        _positive_seconds,
+        "how long a request waits for a Postgres connection before it is answered `unavailable`",
+        3.0,
     )
     max_message_bytes: int = _setting(
         "MAX_MESSAGE_BYTES", _integer, "largest frame a client may send", 64 * 1024
@@ -325,6 +382,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         _schema("DATABASE_SCHEMA", self.database_schema)
+        check_pooled_url(self.database_url, _pooler("DATABASE_POOLER", self.database_pooler))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -336,6 +394,23 @@ class Settings:
                 if value is not MISSING:
                     values[setting.name] = value
         return cls(**values)
+
+
+def check_pooled_url(url: str, pooler: str) -> None:
+    """Refuse a DATABASE_URL that cannot pass `pooler`: PgBouncer refuses a connection that
+    starts with `options`, and ignoring them (`ignore_startup_parameters`) loses their settings."""
+    if pooler != "transaction":
+        return
+    try:
+        options = conninfo_to_dict(url).get("options")
+    except ProgrammingError as error:
+        raise ConfigError(f"DATABASE_URL is not a valid PostgreSQL URL: {error}") from None
+    if options:
+        raise ConfigError(
+            f"DATABASE_URL sets options ({options!r}), which DATABASE_POOLER=transaction cannot"
+            " pass: a transaction pooler refuses them. Set them on the role instead"
+            " (ALTER ROLE ... SET), or use DATABASE_POOLER=none for a direct connection"
+        )
 
 
 def read(names: Iterable[str], environ: Mapping[str, str] = os.environ) -> dict[str, Any]:

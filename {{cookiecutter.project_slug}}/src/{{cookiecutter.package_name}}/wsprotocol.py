@@ -45,9 +45,9 @@ def _text_frame(text: str) -> bytes:
 class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
     """uvicorn's logger, with its complaint about a client's invalid UTF-8 turned into one line."""
 
-    def __init__(self, logger: logging.Logger, peer: str) -> None:
+    def __init__(self, logger: logging.Logger, protocol: "WebSocketProtocol") -> None:
         super().__init__(logger)
-        self.peer = peer
+        self.protocol = protocol
 
     @property
     def level(self) -> int:
@@ -55,8 +55,9 @@ class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
 
     def exception(self, msg: object, *args: Any, **kwargs: Any) -> None:
         if str(msg).startswith("Invalid UTF-8"):
-            if logs.allowed(self.peer):
-                self.info("%s sent invalid UTF-8: closing with 1007", self.peer)
+            peer = self.protocol.peer()
+            if logs.allowed(peer):
+                self.info("%s sent invalid UTF-8: closing with 1007", peer)
             return
         super().exception(msg, *args, **kwargs)
 
@@ -74,9 +75,14 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if hasattr(transport, "max_size"):  # asyncio's selector transports; uvloop has none
             transport.max_size = READ_BYTES
         self._metrics.sockets.inc()
-        peer = self.client[0] if self.client else "unknown"
         # uvicorn declares a Logger: the adapter answers every call it makes of one, `level` too.
-        self.logger = _ClientFaultLog(self.logger, peer)  # type: ignore[assignment]
+        self.logger = _ClientFaultLog(self.logger, self)  # type: ignore[assignment]
+
+    def peer(self) -> str:
+        """The client's address as the app sees it: from the handshake on, the scope's, where
+        uvicorn's proxy middleware puts what a trusted balancer forwarded."""
+        client = self.scope["client"] if self.handshake_initiated else self.client
+        return client[0] if client else "unknown"
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)

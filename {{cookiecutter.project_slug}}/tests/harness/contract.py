@@ -6,6 +6,11 @@ checks that each reply is one the document lists for its request: a frame that b
 contract fails the test that sent or received it. Frames a test means to be malformed go out
 through `WsClient.send_raw`, unchecked.
 
+The document lets clients ignore fields they do not know, so its objects are open. The contract
+holds the server to more than the document promises clients: a server frame, and every object in
+it, may carry only the fields its schema names (`closed`), so a field the server starts sending
+must be documented first. Requests stay open, as the server ignores fields it does not know.
+
 The schemas are compiled to Python by fastjsonschema (draft 7, which AsyncAPI's schema format
 extends): a frame costs microseconds, where an interpreting validator costs a hundred or more.
 """
@@ -90,17 +95,18 @@ class Contract:
         """Compile the messages of `doc`'s operations, sorted by who sends them."""
         compiled_at: dict[str, Message] = {}
 
-        def compiled(reference: dict[str, str]) -> Message:
+        def compiled(reference: dict[str, str], *, from_server: bool) -> Message:
             pointer = _message_pointer(doc, reference)
             if pointer not in compiled_at:
                 payload = _inlined(doc, _resolve(doc, pointer)["payload"])
-                closed = payload.get("additionalProperties") is False
+                if from_server:
+                    payload = closed(payload)
                 compiled_at[pointer] = Message(
                     name=pointer.rsplit("/", 1)[-1],
                     frame_type=payload["properties"]["type"]["const"],
                     validate=fastjsonschema.compile(payload, formats=FORMATS),
                     required=frozenset(payload["required"]),
-                    allowed=frozenset(payload["properties"]) if closed else None,
+                    allowed=frozenset(payload["properties"]) if from_server else None,
                 )
             return compiled_at[pointer]
 
@@ -108,11 +114,17 @@ class Contract:
         server_frames: list[Message] = []
         replies: dict[str, ByType] = {}
         for operation in doc["operations"].values():
-            messages = [compiled(reference) for reference in operation["messages"]]
-            if operation["action"] == "send":
+            sent = operation["action"] == "send"
+            messages = [
+                compiled(reference, from_server=sent) for reference in operation["messages"]
+            ]
+            if sent:
                 server_frames += messages
                 continue
-            answers = [compiled(reference) for reference in operation["reply"]["messages"]]
+            answers = [
+                compiled(reference, from_server=True)
+                for reference in operation["reply"]["messages"]
+            ]
             requests += messages
             server_frames += answers
             for request in messages:
@@ -156,6 +168,23 @@ def _by_type(messages: list[Message]) -> ByType:
         if message not in by_type.get(message.frame_type, []):
             by_type.setdefault(message.frame_type, []).append(message)
     return by_type
+
+
+def closed(schema: Any) -> Any:
+    """`schema` (inlined) with every object schema that names its properties closed to them."""
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    narrowed = {
+        key: {name: closed(field) for name, field in value.items()}
+        if key == "properties"
+        else closed(value)
+        for key, value in schema.items()
+    }
+    if "properties" in schema:
+        narrowed.setdefault("additionalProperties", False)
+    return narrowed
 
 
 def _message_pointer(doc: dict[str, Any], reference: dict[str, str]) -> str:

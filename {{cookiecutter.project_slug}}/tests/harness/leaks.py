@@ -11,8 +11,8 @@ import asyncio
 import weakref
 
 from psycopg import AsyncConnection, sql
-from psycopg_pool import AsyncConnectionPool
 
+from {{ cookiecutter.package_name }}.pool import SchemaPool
 from {{ cookiecutter.package_name }}.protocol import CloseCode
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.sessions import Session, SessionRegistry
@@ -26,12 +26,12 @@ FROM pg_constraint AS fk
 JOIN pg_class AS referencing ON referencing.oid = fk.conrelid
 JOIN pg_attribute AS attribute
     ON attribute.attrelid = fk.conrelid AND attribute.attnum = fk.conkey[1]
-WHERE fk.contype = 'f' AND fk.confrelid = 'users'::regclass AND cardinality(fk.conkey) = 1
+WHERE fk.contype = 'f' AND fk.confrelid = %s::regclass AND cardinality(fk.conkey) = 1
 ORDER BY 1, 2
 """
 
 # The query per pool (so per schema): a worker's schema does not change during its run.
-_owned_rows_queries: weakref.WeakKeyDictionary[AsyncConnectionPool, sql.Composed] = (
+_owned_rows_queries: weakref.WeakKeyDictionary[SchemaPool, sql.Composed] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -89,19 +89,21 @@ async def _rows_of(resources: Resources, user_ids: list[str]) -> list[tuple[str,
     """("<table> row", user id) for every row the users own: one query."""
     async with resources.db.connection() as conn:
         if resources.db not in _owned_rows_queries:
-            _owned_rows_queries[resources.db] = await _owned_rows_query(conn)
+            _owned_rows_queries[resources.db] = await _owned_rows_query(conn, resources.db.schema)
         cursor = await conn.execute(_owned_rows_queries[resources.db], {"ids": user_ids})
         return await cursor.fetchall()
 
 
-async def _owned_rows_query(conn: AsyncConnection) -> sql.Composed:
-    """One query listing ("<table> row", user id) for every row the given users own."""
-    references = await (await conn.execute(REFERENCES_TO_USERS)).fetchall()
+async def _owned_rows_query(conn: AsyncConnection, schema: str) -> sql.Composed:
+    """One query listing ("<table> row", user id) for every row the given users own: those
+    of `schema`'s users table and of the tables referencing it."""
+    users = sql.Identifier(schema, "users").as_string(conn)
+    references = await (await conn.execute(REFERENCES_TO_USERS, [users])).fetchall()
     return sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT {} || ' row', {}::text FROM {} WHERE {} = ANY(%(ids)s::uuid[])").format(
             sql.Literal(table),
             sql.Identifier(column),
-            sql.Identifier(table),
+            sql.Identifier(schema, table),
             sql.Identifier(column),
         )
         for table, column in [("users", "id"), *references]

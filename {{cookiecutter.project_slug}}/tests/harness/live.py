@@ -14,7 +14,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
+from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
+from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.server import uvicorn_config
 from {{ cookiecutter.package_name }}.service import Service
 from {{ cookiecutter.package_name }}.settings import Settings
@@ -78,8 +80,11 @@ class LiveApp:
         return service
 
     @contextlib.asynccontextmanager
-    async def websocket_session(self, user: User) -> AsyncIterator[WsClient]:
-        """A fresh connection for `user`; on exit, closed and drained from the server."""
+    async def websocket_session(
+        self, user: User, headers: dict[str, str] | None = None, source: str | None = None
+    ) -> AsyncIterator[WsClient]:
+        """A fresh connection for `user`, with more `headers` and from the loopback address
+        `source` where given; on exit, closed and drained from the server."""
         # No deflate offer (the service's default is off; test_handshake_storm offers it), no
         # proxy lookup, which reads the whole environment on every connect, and no keepalive
         # task: the server pings, and the client answers without one. No limit on unread
@@ -94,6 +99,8 @@ class LiveApp:
             proxy=None,
             ping_interval=None,
             max_queue=None,
+            additional_headers=headers,
+            local_addr=None if source is None else (source, 0),
         ) as connection:
             client = WsClient(connection)
             welcome = await client.next_of_type("welcome")
@@ -123,6 +130,7 @@ class Handshake(TypedDict, total=False):
     subprotocols: list[Subprotocol]
     origin: Origin
     additional_headers: dict[str, str]
+    local_addr: tuple[str, int]
 
 
 def offer(token: str) -> list[Subprotocol]:
@@ -176,3 +184,15 @@ async def serve_in_process(app: Starlette, settings: Settings) -> AsyncIterator[
         finally:
             server.stop()
             await serving
+
+
+@contextlib.asynccontextmanager
+async def serve_instance(settings: Settings) -> AsyncIterator[LiveApp]:
+    """An instance of the service with Resources of its own, opened from `settings`, served as
+    `serve_in_process` does; its Resources are closed after."""
+    resources = await Resources.open(settings)
+    try:
+        async with serve_in_process(create_app(settings, resources), settings) as live:
+            yield live
+    finally:
+        await resources.close()

@@ -4,6 +4,13 @@ A worker's schema is `test_<run>_<worker>_<random>` and its Redis prefix `test:<
 While the worker lives, a dedicated connection holds a session-level advisory lock keyed by its
 schema; the schema's comment records who made it and which Redis prefix goes with it. A schema
 whose lock anybody can take belongs to a dead worker: the reaper drops it and unlinks its keys.
+
+The lock is held on a direct connection (Postgres.direct_url), never through a transaction
+pooler, which hands each transaction to any server connection and so keeps no session for a
+process. A heartbeat with a timeout would be the alternative, and it must choose between reaping
+a dead worker's schema late and reaping a live worker that was slow to beat on a loaded machine;
+a session dies with its process, at once and never before. A worker creates, migrates and drops
+its schema through the pooler; the reapers, which take those locks, work on direct connections.
 """
 
 import contextlib
@@ -24,6 +31,9 @@ from psycopg import sql
 from {{ cookiecutter.package_name }}.keys import RedisKeys
 from {{ cookiecutter.package_name }}.migrations import advisory_lock_key, migrate
 from {{ cookiecutter.package_name }}.redisclient import cluster_enabled
+from {{ cookiecutter.package_name }}.resources import connection_kwargs
+
+from .services import Services
 
 SCHEMA_PATTERN = re.compile(r"test_([0-9a-z]+)_([0-9a-z]+)_[0-9a-f]{6}")
 MARKER = "ws-service-test-harness"
@@ -31,6 +41,29 @@ UNLINK_BATCH = 500
 CRASHED_WORKER_LOCK_TIMEOUT = "10s"
 
 RedisClient: TypeAlias = redis.Redis | redis.RedisCluster
+
+
+@dataclass(frozen=True, slots=True)
+class Postgres:
+    """How the harness reaches Postgres: `url` for all its work, through `pooler` (a
+    DATABASE_POOLER value) if there is one; `direct_url`, the same database without a pooler,
+    for the sessions it holds."""
+
+    url: str
+    direct_url: str
+    pooler: str
+
+    @classmethod
+    def of(cls, services: Services) -> "Postgres":
+        return cls(services.database_url, services.direct_database_url, services.database_pooler)
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection:
+        """A connection through the pooler, if any."""
+        return psycopg.connect(self.url, **connection_kwargs(self.pooler), **kwargs)
+
+    def connect_direct(self, **kwargs: Any) -> psycopg.Connection:
+        """A connection of its own to Postgres, whose session lasts as long as it does."""
+        return psycopg.connect(self.direct_url, **kwargs)
 
 
 def _safe(part: str) -> str:
@@ -53,25 +86,28 @@ def alive_lock_key(schema: str) -> int:
 
 
 @contextlib.contextmanager
-def worker_schema(database_url: str, redis_url: str, schema: str, prefix: str) -> Iterator[str]:
+def worker_schema(postgres: Postgres, redis_url: str, schema: str, prefix: str) -> Iterator[str]:
     """Claim `schema` for this process, migrate it, and when the block ends drop it with the keys
     under `prefix`, which its comment names."""
-    with psycopg.connect(database_url, autocommit=True) as liveness:
+    with postgres.connect_direct(autocommit=True) as liveness:
         # Held on its own connection for the worker's lifetime: if the process dies, Postgres
         # drops the connection and the lock with it, and the reaper knows the schema is orphaned.
         liveness.execute("SELECT pg_advisory_lock(%s)", [alive_lock_key(schema)])
         try:
-            with liveness.transaction():
-                liveness.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-                liveness.execute(
+            with postgres.connect(autocommit=True) as conn, conn.transaction():
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+                conn.execute(
                     sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
                         sql.Identifier(schema), sql.Literal(_owner_comment(prefix))
                     )
                 )
-            migrate(liveness, schema)
+            with postgres.connect(autocommit=True) as conn:
+                migrate(conn, schema)
             yield schema
         finally:
-            drop_namespaces(liveness, redis_url, schema, prefix)
+            # A connection of its own: the pooler may have restarted since.
+            with postgres.connect(autocommit=True) as conn:
+                drop_namespaces(conn, redis_url, schema, prefix)
 
 
 def _owner_comment(prefix: str) -> str:
@@ -144,10 +180,10 @@ class Reaped:
     keys: int
 
 
-def reap_orphans(database_url: str, redis_url: str) -> Reaped:
+def reap_orphans(postgres: Postgres, redis_url: str) -> Reaped:
     """Drop the harness schemas no live worker holds, and unlink their Redis keys."""
     schemas, keys = [], 0
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with postgres.connect_direct(autocommit=True) as conn:
         for schema, comment in _harness_schemas(conn):
             key = alive_lock_key(schema)
             taken = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
@@ -161,12 +197,12 @@ def reap_orphans(database_url: str, redis_url: str) -> Reaped:
     return Reaped(schemas, keys)
 
 
-def reap_worker(database_url: str, redis_url: str, run_id: str, worker: str) -> Reaped:
+def reap_worker(postgres: Postgres, redis_url: str, run_id: str, worker: str) -> Reaped:
     """Drop what a crashed worker of this run left, once Postgres has noticed it is gone: its
     keys, then its schema, as drop_namespaces does. A worker may have made keys and no schema
     yet (tests that ask for the prefix alone), so its prefix is cleared either way."""
     prefix = redis_prefix(run_id, worker)
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with postgres.connect_direct(autocommit=True) as conn:
         conn.execute(sql.SQL("SET lock_timeout = {}").format(CRASHED_WORKER_LOCK_TIMEOUT))
         schemas = [
             schema

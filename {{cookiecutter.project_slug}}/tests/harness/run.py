@@ -18,10 +18,15 @@ from typing import Any
 import pytest
 
 from {{ cookiecutter.package_name }}.auth import SigningKey
+from {{ cookiecutter.package_name }}.settings import (
+    ConfigError,
+    check_pooled_url,
+    read,
+)
 
 from .embedded import EmbeddedUnavailable
-from .namespaces import reap_orphans, reap_worker
-from .services import ServiceUnreachable, resolve
+from .namespaces import Postgres, reap_orphans, reap_worker
+from .services import ServiceMisconfigured, ServiceUnreachable, resolve
 
 WORKER_INPUT_KEY = "harness_run"
 _context = pytest.StashKey["RunContext"]()
@@ -34,6 +39,8 @@ class RunContext:
 
     run_id: str
     database_url: str
+    direct_database_url: str
+    database_pooler: str
     redis_url: str
     origin: dict[str, str]
     signing_jwk: dict[str, Any]
@@ -41,6 +48,10 @@ class RunContext:
     @property
     def signing_key(self) -> SigningKey:
         return SigningKey.from_jwk(self.signing_jwk)
+
+    @property
+    def postgres(self) -> Postgres:
+        return Postgres(self.database_url, self.direct_database_url, self.database_pooler)
 
 
 def start(config: pytest.Config) -> None:
@@ -54,10 +65,11 @@ def start(config: pytest.Config) -> None:
     config.stash[_services] = services
     try:
         resolved = resolve(services)
-    except (ServiceUnreachable, EmbeddedUnavailable) as error:
+        _check_pooler(resolved.database_url, resolved.database_pooler)
+    except (ServiceUnreachable, ServiceMisconfigured, EmbeddedUnavailable) as error:
         services.close()
         pytest.exit(f"harness: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
-    reaped = reap_orphans(resolved.database_url, resolved.redis_url)
+    reaped = reap_orphans(Postgres.of(resolved), resolved.redis_url)
     if reaped.schemas:
         print(
             f"harness: reaped {len(reaped.schemas)} schema(s) and {reaped.keys} Redis key(s)"
@@ -67,10 +79,24 @@ def start(config: pytest.Config) -> None:
     config.stash[_context] = RunContext(
         run_id=shard_tag(config) + secrets.token_hex(4),
         database_url=resolved.database_url,
+        direct_database_url=resolved.direct_database_url,
+        database_pooler=resolved.database_pooler,
         redis_url=resolved.redis_url,
         origin=resolved.origin,
         signing_jwk=SigningKey.generate(issuer="tests").private_jwk(),
     )
+
+
+def _check_pooler(url: str, pooler: str) -> None:
+    """Refuse TEST_DATABASE_POOLER and TEST_DATABASE_URL where the service would refuse them as
+    DATABASE_POOLER and DATABASE_URL, before any worker starts."""
+    try:
+        parsed = read(("database_pooler",), {"DATABASE_POOLER": pooler})["database_pooler"]
+        check_pooled_url(url, parsed)
+    except ConfigError as error:
+        raise ServiceMisconfigured(
+            f"TEST_{error} (TEST_DATABASE_URL, TEST_DATABASE_POOLER)"
+        ) from None
 
 
 def shard_tag(config: pytest.Config) -> str:
@@ -105,7 +131,7 @@ def clean_up_crashed_worker(node: Any) -> None:
     """On the controller: drop the schema and keys of a worker that died mid-run."""
     context = node.config.stash[_context]
     worker = node.workerinput["workerid"]
-    reaped = reap_worker(context.database_url, context.redis_url, context.run_id, worker)
+    reaped = reap_worker(context.postgres, context.redis_url, context.run_id, worker)
     print(
         f"harness: worker {worker} crashed; dropped {', '.join(reaped.schemas) or 'no schema'}"
         f" and {reaped.keys} Redis key(s)",
@@ -119,6 +145,7 @@ def summary(config: pytest.Config) -> dict[str, Any]:
     return {
         "run_id": context.run_id,
         "origin": context.origin,
+        "database_pooler": context.database_pooler,
         "app_scope": config.getoption("app_scope"),
     }
 
