@@ -7,6 +7,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,22 +143,30 @@ def passed_count(output: str) -> int:
     return int(match[1])
 
 
-def leftovers(run_id: str) -> dict[str, list[str]]:
-    """Schemas and Redis keys a run with this id left behind."""
+def leftovers(run_id: str, redis_urls: Sequence[str] = (REDIS_URL,)) -> dict[str, list[str]]:
+    """Schemas and Redis keys a run with this id left behind; the keys of each server in
+    `redis_urls` (every node of a cluster), each asked on its own."""
     with psycopg.connect(DATABASE_URL) as conn:
         rows = conn.execute(
             "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", [f"test\\_{run_id}\\_%"]
         ).fetchall()
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        keys = list(client.scan_iter(match=f"test:{run_id}:*", count=1000))
-    finally:
-        client.close()
+    keys: list[str] = []
+    for url in redis_urls:
+        client = redis.Redis.from_url(url, decode_responses=True)
+        try:
+            keys += client.scan_iter(match=f"test:{run_id}:*", count=1000)
+        finally:
+            client.close()
     return {"schemas": [row[0] for row in rows], "keys": keys}
 
 
-def check_run(result: subprocess.CompletedProcess[str], report_path: Path) -> dict[str, Any]:
-    """Assert the run passed every test and left nothing behind; return its report."""
+def check_run(
+    result: subprocess.CompletedProcess[str],
+    report_path: Path,
+    redis_urls: Sequence[str] = (REDIS_URL,),
+) -> dict[str, Any]:
+    """Assert the run passed every test and left nothing behind (on each of `redis_urls`);
+    return its report."""
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     report = json.loads(report_path.read_text(encoding="utf-8"))
@@ -165,5 +174,5 @@ def check_run(result: subprocess.CompletedProcess[str], report_path: Path) -> di
     assert passed >= MIN_GENERATED_TESTS
     assert sum(worker["passed"] for worker in report["workers"].values()) == passed
     assert all(worker["failed"] == 0 for worker in report["workers"].values())
-    assert leftovers(report["run_id"]) == {"schemas": [], "keys": []}
+    assert leftovers(report["run_id"], redis_urls) == {"schemas": [], "keys": []}
     return report

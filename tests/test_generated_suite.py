@@ -224,6 +224,17 @@ def test_the_loadtest_holds_every_scenario_against_the_reference_and_leaves_noth
                 assert got == wanted != "0", (name, side, row[side])
     assert scenarios["held"]["service"]["held"] == 50
     assert scenarios["fanout"]["ratio"]["deliveries_per_s"] > 0
+    # The many-channel fan-out on one node and on the cluster the load test started, each with
+    # one stream and with the default 12 partitions.
+    topologies = results["topologies"]
+    assert list(topologies) == [
+        f"{topology}, {partitions}"
+        for topology in ("one node", "3-master cluster")
+        for partitions in ("1 partition", "12 partitions")
+    ]
+    for name, row in topologies.items():
+        got, wanted = row["delivered"].split("/")
+        assert got == wanted != "0", (name, row)
     assert (results_dir / "latest.png").read_bytes().startswith(b"\x89PNG")
     assert "rss_per_connection_kb" in output
     assert leftovers(results["run_id"]) == {"schemas": [], "keys": []}

@@ -1,12 +1,13 @@
 """The load: subscriber processes holding many connections each, and publishers.
 
-A subscriber process opens COUNT connections (subscribing each to CHANNEL on the service),
+A subscriber process opens COUNT connections (on the service, subscribing each to one of the
+comma-separated CHANNELS, in turn),
 prints `ready`, then counts the messages each connection receives until every one has EXPECT or
 the deadline passes, and prints one JSON line: deliveries, when the first and last arrived, and
 each delivery's latency from the publisher's clock (same machine). With EXPECT 0 it only holds
 its connections until its stdin closes.
 
-    python -m loadtest.clients URL COUNT EXPECT SECONDS [TOKEN CHANNEL]
+    python -m loadtest.clients URL COUNT EXPECT SECONDS [TOKEN CHANNELS]
 """
 
 import asyncio
@@ -141,14 +142,15 @@ class Subscriber(asyncio.Protocol):
 
 
 async def open_many(
-    url: str, count: int, expect: int, token: str | None, channel: str | None, received: Received
+    url: str, count: int, expect: int, token: str | None, channels: list[str], received: Received
 ) -> list[Subscriber]:
-    """`count` subscribers, connected and subscribed, at most HANDSHAKES_AT_ONCE at a time."""
+    """`count` subscribers, connected and subscribed (the n-th to the n-th of `channels`, round
+    and round; to none without), at most HANDSHAKES_AT_ONCE at a time."""
     uri = parse_uri(url)
     gate = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
     loop = asyncio.get_running_loop()
 
-    async def one() -> Subscriber:
+    async def one(channel: str | None) -> Subscriber:
         async with gate:
             _, subscriber = await loop.create_connection(
                 lambda: Subscriber(url, token, channel, expect, received), uri.host, uri.port
@@ -156,14 +158,16 @@ async def open_many(
             await subscriber.ready
             return subscriber
 
-    return await asyncio.gather(*(one() for _ in range(count)))
+    return await asyncio.gather(
+        *(one(channels[n % len(channels)] if channels else None) for n in range(count))
+    )
 
 
 async def subscriber(
-    url: str, count: int, expect: int, seconds: float, token: str | None, channel: str | None
+    url: str, count: int, expect: int, seconds: float, token: str | None, channels: list[str]
 ) -> Received:
     received = Received()
-    subscribers = await open_many(url, count, expect, token, channel, received)
+    subscribers = await open_many(url, count, expect, token, channels, received)
     print("ready", flush=True)
     try:
         if expect:
@@ -243,8 +247,10 @@ async def broadcast(url: str, channel: str, count: int, every_s: float = 0.0) ->
 
 def main() -> None:
     url, count, expect, seconds, *auth = sys.argv[1:]
-    token, channel = auth if auth else (None, None)
-    received = asyncio.run(subscriber(url, int(count), int(expect), float(seconds), token, channel))
+    token, channels = (auth[0], auth[1].split(",")) if auth else (None, [])
+    received = asyncio.run(
+        subscriber(url, int(count), int(expect), float(seconds), token, channels)
+    )
     print(json.dumps(vars(received)), flush=True)
 
 

@@ -60,22 +60,21 @@ async def deadline(seconds: float, overran: Callable[[], str]) -> AsyncIterator[
 
 
 @contextlib.contextmanager
-def namespace(run_id: str) -> Iterator[dict[str, str]]:
-    """A migrated schema and a Redis prefix, removed at the end; yields the service's
-    environment for them."""
+def namespace(run_id: str, redis_url: str | None = None) -> Iterator[dict[str, str]]:
+    """A migrated schema and a Redis prefix (on `redis_url` if given, else the run's Redis),
+    removed at the end; yields the service's environment for them."""
     with contextlib.ExitStack() as stack:
         services = resolve(stack)
+        redis_url = redis_url or services.redis_url
         prefix = redis_prefix(run_id, "load")
         schema = stack.enter_context(
-            worker_schema(
-                Postgres.of(services), services.redis_url, schema_name(run_id, "load"), prefix
-            )
+            worker_schema(Postgres.of(services), redis_url, schema_name(run_id, "load"), prefix)
         )
         yield {
             "DATABASE_URL": services.database_url,
             "DATABASE_POOLER": services.database_pooler,
             "DATABASE_SCHEMA": schema,
-            "REDIS_URL": services.redis_url,
+            "REDIS_URL": redis_url,
             "REDIS_PREFIX": prefix,
         }
 

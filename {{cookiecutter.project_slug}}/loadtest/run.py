@@ -11,7 +11,14 @@ service is held against. Loopback only; every scenario is bounded in count and t
     held        CONNECTIONS idle connections on one instance: resident memory per connection
     instances   fanout with the subscribers split over two service instances sharing Redis
 
-Writes loadtest/results/latest.json and latest.png, and prints a table.
+Then the service alone on two Redis topologies, each with STREAM_PARTITIONS 1 and 12: the run's
+Redis (one node) and a 3-master Redis Cluster the load test starts on loopback ports:
+
+    channels    PUBLISHERS publishers, each on a channel of its own, MESSAGES messages each as
+                fast as acked, to SUBSCRIBERS subscribers spread over those channels and over
+                two instances: the fan-out of many channels, which partitions spread
+
+Writes loadtest/results/latest.json and latest.png, and prints the tables.
 
     make loadtest        (or: python -m loadtest.run --subscribers 1000 --connections 10000)
 """
@@ -23,20 +30,26 @@ import dataclasses
 import json
 import secrets
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from . import clients
 from .clients import Received, percentiles
 from .processes import Server, deadline, namespace, reference, rss_bytes, service, users
+from harness.embedded import embedded_cluster
 
 RESULTS = Path(__file__).parent / "results"
 CHANNEL = "room:load"
 PROCESSES = 2
 HELD_PROCESSES = 4
 PUBLISHERS, PUBLISHER_SUBSCRIBERS, PUBLISHER_MESSAGES = 20, 10, 50
+CLUSTER_MASTERS = 3
+PARTITIONS = (1, 12)
 READY_TIMEOUT_S = 120.0
 WARM = 100
 # A subscriber process reports every latency it measured on one line.
@@ -60,22 +73,29 @@ class Side:
     servers: list[Server]
     tokens: list[str]
 
-    async def publish(self, count: int, every_s: float = 0.0, publisher: int = 0) -> list[float]:
+    async def publish(
+        self, count: int, every_s: float = 0.0, publisher: int = 0, channel: str = CHANNEL
+    ) -> list[float]:
         """Publish through the first server; the ack latencies (the reference sends none)."""
         url = self.servers[0].url
         if not self.tokens:
-            await clients.broadcast(url, CHANNEL, count, every_s)
+            await clients.broadcast(url, channel, count, every_s)
             return []
-        return await clients.publish(url, self.tokens[publisher], CHANNEL, count, every_s)
+        return await clients.publish(url, self.tokens[publisher], channel, count, every_s)
 
     @contextlib.asynccontextmanager
     async def subscribers(
-        self, count: int, expect: int, seconds: float, processes: int = PROCESSES
+        self,
+        count: int,
+        expect: int,
+        seconds: float,
+        processes: int = PROCESSES,
+        channels: Sequence[str] = (CHANNEL,),
     ) -> AsyncIterator[Collect]:
-        """`count` connections over `processes` processes and this side's servers, all ready;
-        yields what collects their results."""
+        """`count` connections over `processes` processes and this side's servers, all ready,
+        spread over `channels`; yields what collects their results."""
         shares = [count // processes + (i < count % processes) for i in range(processes)]
-        auth = [self.tokens[-1], CHANNEL] if self.tokens else []
+        auth = [self.tokens[-1], ",".join(channels)] if self.tokens else []
         children = []
         try:
             for i, share in enumerate(shares):
@@ -145,6 +165,25 @@ async def publishers(side: Side, seconds: float) -> dict[str, Any]:
     return {
         "deliveries_per_s": round(got.deliveries / max(got.last - started, 1e-9)),
         "delivered": f"{got.deliveries}/{PUBLISHER_SUBSCRIBERS * expect}",
+        **percentiles(got.latencies_ms),
+        **{f"ack_{k}": v for k, v in percentiles([ms for p in acks for ms in p]).items()},
+    }
+
+
+async def many_channels(
+    side: Side, subscribers: int, messages: int, seconds: float
+) -> dict[str, Any]:
+    """PUBLISHERS publishers, each on its own channel, to subscribers spread over the channels."""
+    channels = [f"{CHANNEL}-{n}" for n in range(PUBLISHERS)]
+    async with side.subscribers(subscribers, messages, seconds, channels=channels) as collect:
+        started = time.time()
+        acks = await asyncio.gather(
+            *(side.publish(messages, publisher=n, channel=channels[n]) for n in range(PUBLISHERS))
+        )
+        got = await collect()
+    return {
+        "deliveries_per_s": round(got.deliveries / max(got.last - started, 1e-9)),
+        "delivered": f"{got.deliveries}/{subscribers * messages}",
         **percentiles(got.latencies_ms),
         **{f"ack_{k}": v for k, v in percentiles([ms for p in acks for ms in p]).items()},
     }
@@ -224,15 +263,16 @@ async def bounded(scenario: str, side: Side, options: Options) -> dict[str, Any]
         return await SCENARIOS[scenario](side, options)
 
 
-async def measure(scenarios: list[str], options: Options) -> dict[str, Any]:
+async def measure(scenarios: list[str], options: Options, topologies: bool) -> dict[str, Any]:
     run_id = f"loadtest{secrets.token_hex(3)}"
+    results: dict[str, Any] = {
+        "run_id": run_id,
+        "options": dataclasses.asdict(options),
+        "scenarios": {},
+        "topologies": {},
+    }
     with namespace(run_id) as environment:
         environment, tokens = users({**environment, **UNLIMITED}, PUBLISHERS + 1)
-        results: dict[str, Any] = {
-            "run_id": run_id,
-            "options": dataclasses.asdict(options),
-            "scenarios": {},
-        }
         for scenario in scenarios:
             row: dict[str, Any] = {}
             async with sides(scenario, environment, tokens) as (mine, bare):
@@ -241,7 +281,65 @@ async def measure(scenarios: list[str], options: Options) -> dict[str, Any]:
                     row[side.name] = await bounded(scenario, side, options)
             row["ratio"] = ratios(row["service"], row["reference"])
             results["scenarios"][scenario] = row
-        return results
+    if topologies:
+        results["topologies"] = await on_topologies(run_id, options)
+    return results
+
+
+async def on_topologies(run_id: str, options: Options) -> dict[str, Any]:
+    """`channels` over one Redis node (the run's) and over a CLUSTER_MASTERS-master cluster
+    started here, with each count of PARTITIONS."""
+    rows: dict[str, Any] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="loadtest-cluster-") as workdir,
+        embedded_cluster(Path(workdir), CLUSTER_MASTERS) as cluster,
+    ):
+        # The run's Redis may be shared, so only the cluster's servers count their XADDs.
+        for topology, redis_url, masters in (
+            ("one node", None, []),
+            (f"{CLUSTER_MASTERS}-master cluster", cluster.urls[0], cluster.urls),
+        ):
+            with namespace(run_id, redis_url) as environment:
+                environment, tokens = users({**environment, **UNLIMITED}, PUBLISHERS + 1)
+                for partitions in PARTITIONS:
+                    name = f"{topology}, {partitions} partition{'s' if partitions > 1 else ''}"
+                    partitioned = {**environment, "STREAM_PARTITIONS": str(partitions)}
+                    before = stream_writes(masters)
+                    rows[name] = await channels_on(name, partitioned, tokens, options)
+                    after = stream_writes(masters)
+                    shares = [now - then for now, then in zip(after, before, strict=True)]
+                    rows[name]["xadds_per_master"] = "/".join(map(str, shares)) or "-"
+    return rows
+
+
+def stream_writes(urls: list[str]) -> list[int]:
+    """How many XADDs each of the servers at `urls` has run."""
+    counts = []
+    for url in urls:
+        client = redis.Redis.from_url(url)
+        try:
+            calls = client.info("commandstats").get("cmdstat_xadd", {}).get("calls", 0)
+        finally:
+            client.close()
+        counts.append(int(calls))
+    return counts
+
+
+async def channels_on(
+    name: str, environment: dict[str, str], tokens: list[str], options: Options
+) -> dict[str, Any]:
+    """`channels` on two fresh service instances in `environment`."""
+    print(f"channels: {name} ...", flush=True)
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(service(environment)) for _ in range(2)]
+        overran = f"channels on {name} took over {options.timeout_s:.0f} s"
+        async with deadline(options.timeout_s, lambda: overran):
+            return await many_channels(
+                Side("service", servers, tokens),
+                options.subscribers,
+                options.messages,
+                options.seconds * 6,
+            )
 
 
 def table(results: dict[str, Any]) -> str:
@@ -251,6 +349,12 @@ def table(results: dict[str, Any]) -> str:
             theirs = row["reference"].get(key, "")
             ratio = row["ratio"].get(key, "")
             lines.append(f"{scenario:<11} {key:<22} {value!s:>10} {theirs!s:>10} {ratio!s:>7}")
+    topologies = results["topologies"]
+    if topologies:
+        figures = list(next(iter(topologies.values())))
+        lines += ["", f"{'channels on':<30} " + " ".join(f"{key:>16}" for key in figures)]
+        for name, row in topologies.items():
+            lines.append(f"{name:<30} " + " ".join(f"{row.get(key, '')!s:>16}" for key in figures))
     return "\n".join(lines)
 
 
@@ -282,13 +386,19 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=50, help="per fan-out scenario")
     parser.add_argument("--connections", type=int, default=10_000, help="held idle")
     parser.add_argument("--seconds", type=float, default=10.0, help="of the fixed-rate scenario")
-    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--scenarios", nargs="*", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds each scenario may take on each side"
     )
+    parser.add_argument(
+        "--topologies",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run `channels` on one Redis node and on a Redis Cluster, partitioned or not",
+    )
     args = parser.parse_args()
     options = Options(args.subscribers, args.messages, args.connections, args.seconds, args.timeout)
-    results = asyncio.run(measure(args.scenarios, options))
+    results = asyncio.run(measure(args.scenarios, options, args.topologies))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     chart(results, RESULTS / "latest.png")

@@ -4,11 +4,16 @@ import asyncio
 import dataclasses
 import json
 import uuid
+from collections import Counter
 
-from redis.asyncio import Redis
+import pytest
+from redis.asyncio import RedisCluster
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.bus import GROUP_PREFIX, Bus
+from {{ cookiecutter.package_name }}.keys import RedisKeys
+from {{ cookiecutter.package_name }}.redisclient import RedisClient, open_redis
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import Settings
 
@@ -42,6 +47,63 @@ async def test_two_apps_on_shared_resources_both_deliver(
         assert len(second.service.registry) == 0
 
 
+def test_channels_spread_over_partitions_each_in_a_slot_of_its_own(
+    shared_resources: Resources,
+) -> None:
+    bus = shared_resources.bus
+    slots = [key_slot(stream.encode()) for stream in bus.streams]
+    assert len(bus.streams) > 1
+    assert sorted(set(slots)) == slots, "one slot per partition, spaced in partition order"
+    channels = [f"room:{n}" for n in range(1000)]
+    assert set(map(bus.stream_of, channels)) == set(bus.streams)
+    # A channel's partition depends on the channel alone: every instance agrees.
+    other = Bus(shared_resources.redis, shared_resources.keys, "elsewhere", len(bus.streams))
+    assert list(map(other.stream_of, channels)) == list(map(bus.stream_of, channels))
+
+
+def slot_ranges(masters: int) -> list[range]:
+    """The slots of each master as `redis-cli --cluster create` shares them out."""
+    share, first, ranges = REDIS_CLUSTER_HASH_SLOTS / masters, 0, []
+    for n in range(masters):
+        last = REDIS_CLUSTER_HASH_SLOTS - 1 if n == masters - 1 else round((n + 1) * share - 1)
+        ranges.append(range(first, last + 1))
+        first = last + 1
+    return ranges
+
+
+@pytest.mark.parametrize("masters", [1, 2, 3, 4, 6])
+def test_the_default_partitions_share_out_evenly_over_the_masters(
+    settings: Settings, masters: int
+) -> None:
+    partitions = settings.stream_partitions
+    keys = RedisKeys("any:")
+    slots = [key_slot(keys.stream(n, partitions).encode()) for n in range(partitions)]
+    ranges = slot_ranges(masters)
+    per_master = Counter(next(i for i, held in enumerate(ranges) if slot in held) for slot in slots)
+    assert sorted(per_master.values()) == [partitions // masters] * masters
+
+
+async def test_channels_of_every_partition_reach_every_instance_in_order(
+    shared_app: LiveApp, other_instance: LiveApp, test_user: User
+) -> None:
+    bus = shared_app.service.resources.bus
+    channels = {bus.stream_of(f"room:spread-{n}"): f"room:spread-{n}" for n in range(200)}
+    assert len(channels) == len(bus.streams), "a channel on every partition"
+    async with (
+        shared_app.websocket_session(user=test_user) as here,
+        other_instance.websocket_session(user=test_user) as there,
+    ):
+        for channel in channels.values():
+            await here.subscribe(channel)
+            await there.subscribe(channel)
+        for n in range(3):
+            for channel in channels.values():
+                await (here if n % 2 else there).publish(channel, n)
+        for client in (here, there):
+            for channel in channels.values():
+                assert [m["data"] for m in await client.messages(3, channel)] == [0, 1, 2]
+
+
 async def test_two_instances_deliver_to_each_other(
     shared_app: LiveApp, other_instance: LiveApp, test_user: User
 ) -> None:
@@ -60,37 +122,41 @@ async def test_two_instances_deliver_to_each_other(
         assert received == ["here to there", "there to here"]
 
 
-async def test_a_stopped_instance_removes_its_group(
+async def groups_of(resources: Resources, group: str) -> list[str]:
+    """The streams on which `group` exists."""
+    return [
+        stream
+        for stream in resources.bus.streams
+        if group in {found["name"] for found in await resources.redis.xinfo_groups(stream)}
+    ]
+
+
+async def test_a_stopped_instance_removes_its_groups(
     shared_resources: Resources, settings: Settings
 ) -> None:
-    stream = shared_resources.bus.stream
-
-    async def groups() -> set[str]:
-        return {group["name"] for group in await shared_resources.redis.xinfo_groups(stream)}
-
     stopping = await Resources.open(another_instance(settings))
-    assert stopping.bus.group in await groups()
+    assert await groups_of(shared_resources, stopping.bus.group) == stopping.bus.streams
     await stopping.close()
-    assert stopping.bus.group not in await groups()
+    assert await groups_of(shared_resources, stopping.bus.group) == []
 
 
 async def test_groups_of_dead_instances_are_removed(
     shared_resources: Resources, settings: Settings
 ) -> None:
-    stream = shared_resources.bus.stream
     dead_group = f"{GROUP_PREFIX}crashed-{uuid.uuid4().hex[:8]}"
-    await shared_resources.redis.xgroup_create(stream, dead_group, id="$", mkstream=True)
+    for stream in shared_resources.bus.streams:
+        await shared_resources.redis.xgroup_create(stream, dead_group, id="$", mkstream=True)
     starting = await Resources.open(another_instance(settings))
     await starting.close()
-    names = {group["name"] for group in await shared_resources.redis.xinfo_groups(stream)}
-    assert dead_group not in names
-    assert shared_resources.bus.group in names, "a live instance's group must survive"
+    assert await groups_of(shared_resources, dead_group) == []
+    live = shared_resources.bus
+    assert await groups_of(shared_resources, live.group) == live.streams, "a live group must stay"
 
 
 async def test_restarted_instance_first_delivers_what_it_never_acknowledged(
     shared_resources: Resources,
 ) -> None:
-    redis, stream = shared_resources.redis, shared_resources.bus.stream
+    redis, stream = shared_resources.redis, shared_resources.bus.stream_of("room:pending")
     instance = f"restarting-{uuid.uuid4().hex[:8]}"
     await redis.xgroup_create(stream, GROUP_PREFIX + instance, id="$", mkstream=True)
     frames = [json.dumps({"n": n}) for n in range(3)]
@@ -108,7 +174,7 @@ async def test_restarted_instance_first_delivers_what_it_never_acknowledged(
             if len(received) == len(frames):
                 all_received.set()
 
-    restarted = Bus(redis, shared_resources.keys, instance)
+    restarted = Bus(redis, shared_resources.keys, instance, len(shared_resources.bus.streams))
     with restarted.listening(listener):
         await restarted.start()
         try:
@@ -128,27 +194,49 @@ async def test_each_read_acknowledges_what_the_last_one_delivered(
     for text in ("earlier", "later"):
         await ws_session.publish("room:acked", text)
         await ws_session.next_message("room:acked")
-    latest = await redis.xrevrange(bus.stream, count=10)
+    stream = bus.stream_of("room:acked")
+    latest = await redis.xrevrange(stream, count=10)
     assert latest is not None
     earlier = [
         entry_id
         for entry_id, fields in latest
         if fields and json.loads(fields["frame"]).get("data") == "earlier"
     ]
-    pending = await redis.xpending_range(bus.stream, bus.group, min="-", max="+", count=100)
+    pending = await redis.xpending_range(stream, bus.group, min="-", max="+", count=100)
     assert len(earlier) == 1
     assert earlier[0] not in {entry["message_id"] for entry in pending}
 
 
-async def own_connections(redis: Redis, command: str | None = None) -> set[str]:
-    """The ids of the Redis connections this client's pool holds, or of those whose last
-    command was `command`."""
+async def own_connections(redis: RedisClient, command: str | None = None) -> set[tuple[str, str]]:
+    """(server, id) of the Redis connections this client's pools hold, on every master of a
+    cluster, or of those whose last command was `command`."""
     name = await redis.client_getname()
+    if isinstance(redis, RedisCluster):
+        servers = [(node.name, node) for node in redis.get_primaries()]
+        lists = [(server, await redis.client_list(target_nodes=node)) for server, node in servers]
+    else:
+        lists = [("", await redis.client_list())]
     return {
-        client["id"]
-        for client in await redis.client_list()
+        (server, client["id"])
+        for server, clients in lists
+        for client in clients
         if client["name"] == name and command in (None, client["cmd"])
     }
+
+
+async def drop_connections(settings: Settings, connections: set[tuple[str, str]]) -> None:
+    """Have Redis close these connections (from own_connections), as a restart would; through a
+    client of its own, so that no connection closes itself."""
+    admin = await open_redis(settings.redis_url, settings.redis_cluster)
+    try:
+        for server, connection in connections:
+            if isinstance(admin, RedisCluster):
+                node = admin.get_node(node_name=server)
+                await admin.client_kill_filter(_id=connection, target_nodes=node)
+            else:
+                await admin.client_kill_filter(_id=connection)
+    finally:
+        await admin.aclose()
 
 
 async def test_bus_reconnects_when_redis_drops_its_connection(
@@ -158,9 +246,7 @@ async def test_bus_reconnects_when_redis_drops_its_connection(
     redis = shared_resources.redis
     readers = await own_connections(redis, "xreadgroup")
     assert readers, "the bus reader should be blocked in XREADGROUP"
-    async with Redis.from_url(settings.redis_url) as admin:
-        for reader in readers:
-            await admin.client_kill_filter(_id=reader)
+    await drop_connections(settings, readers)
     await ws_session.publish("room:reconnect", "after the drop")
     assert (await ws_session.next_message())["data"] == "after the drop"
     assert not readers & await own_connections(redis)
@@ -173,9 +259,7 @@ async def test_requests_survive_the_pooled_connections_redis_dropped(
     a failover) runs again on a fresh one: no 1011, no lost message."""
     redis = shared_resources.redis
     await asyncio.gather(*(redis.ping() for _ in range(8)))
-    async with Redis.from_url(settings.redis_url) as admin:
-        for connection in await own_connections(redis):
-            await admin.client_kill_filter(_id=connection)
+    await drop_connections(settings, await own_connections(redis))
     await ws_session.subscribe("room:dropped")
     for text in ("first", "second", "third"):
         await ws_session.publish("room:dropped", text)

@@ -169,7 +169,8 @@ async def test_losing_the_redis_stream_mid_run_loses_no_message(
         for n in range(60):
             if n == 30:
                 # As FLUSHDB would: the stream and every consumer group on it are gone.
-                assert await shared_resources.redis.delete(shared_resources.bus.stream) == 1
+                stream = shared_resources.bus.stream_of(channel)
+                assert await shared_resources.redis.delete(stream) == 1
             await writer_ws.publish(channel, n)
         offsets = [message["offset"] for message in await live_ws.messages(60, channel)]
         assert offsets == list(range(1, 61))

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-import redis
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from websockets.asyncio.client import connect
@@ -29,9 +28,11 @@ from harness.live import LiveApp, offer
 from harness.namespaces import (
     MARKER,
     Postgres,
+    RedisClient,
     alive_lock_key,
     reap_orphans,
     reap_worker,
+    redis_client_of,
     redis_prefix,
     schema_name,
     unlink_prefix,
@@ -49,9 +50,9 @@ def schema_exists(postgres: Postgres, schema: str) -> bool:
 
 
 @pytest.fixture
-def redis_client(run_context: RunContext) -> Iterator[redis.Redis]:
-    """A plain client of the run's Redis."""
-    client = redis.Redis.from_url(run_context.redis_url)
+def redis_client(run_context: RunContext) -> Iterator[RedisClient]:
+    """A client of the run's Redis (the cluster client on a cluster)."""
+    client = redis_client_of(run_context.redis_url)
     yield client
     client.close()
 
@@ -80,8 +81,8 @@ async def test_published_messages_stay_under_the_worker_prefix(
     ws_session: WsClient, shared_resources: Resources, worker_redis_prefix: str
 ) -> None:
     await ws_session.publish("room:prefixed", {"n": 1})
-    assert shared_resources.bus.stream.startswith(worker_redis_prefix)
-    assert await shared_resources.redis.exists(shared_resources.bus.stream)
+    assert all(stream.startswith(worker_redis_prefix) for stream in shared_resources.bus.streams)
+    assert await shared_resources.redis.exists(shared_resources.bus.stream_of("room:prefixed"))
 
 
 def test_scan_pattern_escapes_glob_characters() -> None:
@@ -90,7 +91,7 @@ def test_scan_pattern_escapes_glob_characters() -> None:
 
 
 def test_cleanup_unlinks_only_its_own_prefix(
-    run_context: RunContext, worker_redis_prefix: str, redis_client: redis.Redis
+    run_context: RunContext, worker_redis_prefix: str, redis_client: RedisClient
 ) -> None:
     mine, neighbour = f"{worker_redis_prefix}clean:", f"{worker_redis_prefix}clean*:"
     try:
@@ -121,7 +122,7 @@ def test_live_worker_schema_is_marked_and_locked(
     assert taken == (False,), "the worker must hold its schema's liveness lock"
 
 
-def leave_dead_namespaces(postgres: Postgres, client: redis.Redis, schema: str, prefix: str) -> str:
+def leave_dead_namespaces(postgres: Postgres, client: RedisClient, schema: str, prefix: str) -> str:
     """Claim a schema as a worker does, with a key under its prefix, then "die": the connection
     closes and its lock goes. Return the key."""
     with postgres.connect() as conn, conn.transaction():
@@ -136,7 +137,7 @@ def leave_dead_namespaces(postgres: Postgres, client: redis.Redis, schema: str, 
 
 
 def keys_when_dropped(
-    monkeypatch: pytest.MonkeyPatch, client: redis.Redis, keys: dict[str, str]
+    monkeypatch: pytest.MonkeyPatch, client: RedisClient, keys: dict[str, str]
 ) -> dict[str, int]:
     """For each schema in `keys` (schema: one of its keys) that the harness drops from now on,
     whether that key still existed at that moment: it must not, or a process killed right after
@@ -157,7 +158,7 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
     run_context: RunContext,
     run_id: str,
     worker_id: str,
-    redis_client: redis.Redis,
+    redis_client: RedisClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     postgres, redis_url = run_context.postgres, run_context.redis_url
@@ -212,7 +213,7 @@ def spare_worker(
 def test_a_worker_unlinks_its_keys_before_it_drops_its_schema(
     run_context: RunContext,
     spare_worker: tuple[str, str, str],
-    redis_client: redis.Redis,
+    redis_client: RedisClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, schema, prefix = spare_worker
@@ -227,7 +228,7 @@ def test_a_crashed_workers_keys_go_before_its_schema(
     run_context: RunContext,
     run_id: str,
     spare_worker: tuple[str, str, str],
-    redis_client: redis.Redis,
+    redis_client: RedisClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     postgres, redis_url = run_context.postgres, run_context.redis_url

@@ -225,13 +225,14 @@ async def test_a_failover_under_publish_load_loses_no_acked_message(
             live.websocket_session(user=reader) as subscriber,
         ):
             start = (await subscriber.subscribe(channel))["position"]
+            stream = resources.bus.stream_of(channel)
             assert (await ready(direct))[0] == 200
             stop = asyncio.Event()
             publishing = [
                 asyncio.create_task(publish_until(live, user, channel, stop)) for user in publishers
             ]
             try:
-                await fail_over_under_load(topology, resources.bus.stream, direct, live.service)
+                await fail_over_under_load(topology, stream, direct, live.service)
             finally:
                 stop.set()
                 published = await asyncio.gather(*publishing)
@@ -250,8 +251,8 @@ async def test_a_failover_under_publish_load_loses_no_acked_message(
             assert replayed == seen, "a resuming subscriber gets every offset from history"
 
             async def bus_reads_the_new_primary() -> bool:
-                groups = await new_primary.xinfo_groups(resources.bus.stream)
-                newest, _ = await newest_entry(new_primary, resources.bus.stream)
+                groups = await new_primary.xinfo_groups(stream)
+                newest, _ = await newest_entry(new_primary, stream)
                 return any(
                     g["name"] == resources.bus.group and g["last-delivered-id"] == newest
                     for g in groups

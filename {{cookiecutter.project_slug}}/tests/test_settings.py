@@ -86,6 +86,10 @@ def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path) -
         ({"REQUEST_RATE": "fast"}, "REQUEST_RATE 'fast' is not a number of requests per second"),
         ({"REQUEST_RATE": "0"}, "REQUEST_RATE '0' must be positive"),
         ({"SERVE_DEMO": "maybe"}, "SERVE_DEMO 'maybe' is not a yes/no flag"),
+        ({"REDIS_CLUSTER": "sometimes"}, "REDIS_CLUSTER 'sometimes' is invalid: use auto"),
+        ({"STREAM_PARTITIONS": "0"}, "STREAM_PARTITIONS '0' must be positive"),
+        ({"STREAM_PARTITIONS": "1000"}, "STREAM_PARTITIONS '1000' is too large: at most 256"),
+        ({"REDIS_PREFIX": "app:{x}:"}, "REDIS_PREFIX 'app:{x}:' is invalid: it must not contain"),
         ({"FORWARDED_ALLOW_IPS": "10.0.0.1,lb"}, "FORWARDED_ALLOW_IPS 'lb' is not an IP address"),
         ({"FORWARDED_ALLOW_IPS": "10.0.0.5/8"}, "FORWARDED_ALLOW_IPS '10.0.0.5/8' is not an IP"),
         ({"FORWARDED_ALLOW_IPS": "*"}, "FORWARDED_ALLOW_IPS '*' would trust every peer"),
@@ -100,6 +104,10 @@ def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path) -
         (
             {"REDIS_SENTINELS": "s1:26379", "REDIS_URL": "unix:///run/redis.sock"},
             "REDIS_URL must be redis:// or rediss:// with REDIS_SENTINELS",
+        ),
+        (
+            {"REDIS_SENTINELS": "s1:26379", "REDIS_CLUSTER": "yes"},
+            "REDIS_CLUSTER=yes cannot go with REDIS_SENTINELS",
         ),
     ],
 )

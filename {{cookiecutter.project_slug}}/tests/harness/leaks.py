@@ -111,19 +111,9 @@ async def _owned_rows_query(conn: AsyncConnection, schema: str) -> sql.Composed:
 
 
 async def _redis_keys_of(resources: Resources, user_ids: list[str]) -> list[tuple[str, str]]:
-    """(user id, key) for every key under the prefix naming one of the users: one pipelined
-    SCAN round trip for all of them, more only while a scan has further to go."""
-    cursors = {user_id: 0 for user_id in user_ids}
+    """(user id, key) for every key under the prefix naming one of the users: one SCAN of the
+    prefix for all of them (of every master, on a cluster)."""
     found: list[tuple[str, str]] = []
-    while cursors:
-        async with resources.redis.pipeline(transaction=False) as pipe:
-            for user_id, cursor in cursors.items():
-                pipe.scan(cursor, match=resources.keys.match() + user_id + "*", count=1000)
-            replies = await pipe.execute()
-        for user_id, (cursor, keys) in zip(list(cursors), replies, strict=True):
-            found += [(user_id, key) for key in keys]
-            if cursor:
-                cursors[user_id] = cursor
-            else:
-                del cursors[user_id]
+    async for key in resources.redis.scan_iter(match=resources.keys.match(), count=1000):
+        found += [(user_id, key) for user_id in user_ids if user_id in key]
     return found

@@ -22,7 +22,7 @@ import secrets
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import psycopg
 import redis
@@ -30,6 +30,7 @@ from psycopg import sql
 
 from {{ cookiecutter.package_name }}.keys import RedisKeys
 from {{ cookiecutter.package_name }}.migrations import advisory_lock_key, migrate
+from {{ cookiecutter.package_name }}.redisclient import cluster_enabled
 from {{ cookiecutter.package_name }}.resources import connection_kwargs
 
 from .services import Services
@@ -38,6 +39,8 @@ SCHEMA_PATTERN = re.compile(r"test_([0-9a-z]+)_([0-9a-z]+)_[0-9a-f]{6}")
 MARKER = "ws-service-test-harness"
 UNLINK_BATCH = 500
 CRASHED_WORKER_LOCK_TIMEOUT = "10s"
+
+RedisClient: TypeAlias = redis.Redis | redis.RedisCluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +137,26 @@ def drop_schema(conn: psycopg.Connection, schema: str) -> None:
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+def redis_client_of(url: str, **options: Any) -> RedisClient:
+    """A client of the Redis at `url`, of the kind the service picks (redisclient.py): on a Redis
+    Cluster the cluster client, whose SCAN walks every master and whose UNLINK reaches each key's
+    node."""
+    node = redis.Redis.from_url(url, **options)
+    try:
+        clustered = cluster_enabled(node.info("cluster"))
+    except BaseException:
+        node.close()
+        raise
+    if not clustered:
+        return node
+    node.close()
+    return redis.RedisCluster.from_url(url, **options)
+
+
 def unlink_prefix(redis_url: str, prefix: str) -> int:
-    """Unlink every key under `prefix` (SCAN + batched UNLINK); return how many."""
-    client = redis.Redis.from_url(redis_url)
+    """Unlink every key under `prefix` (SCAN + batched UNLINK, on every master of a cluster);
+    return how many."""
+    client = redis_client_of(redis_url)
     removed = 0
     try:
         batch: list[bytes] = []

@@ -50,7 +50,7 @@ async def forget_user(resources: Resources, user_id: str) -> None:
 
 
 async def _forget_counters(resources: Resources, user_id: str) -> None:
-    pattern = resources.keys.match("ratelimit", user_id, "")
+    pattern = resources.keys.match(resources.keys.key("ratelimit", user_id, ""))
     stale = [key async for key in resources.redis.scan_iter(match=pattern, count=1000)]
     if stale:
         await resources.redis.unlink(*stale)
