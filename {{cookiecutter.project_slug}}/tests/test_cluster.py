@@ -18,7 +18,10 @@ from redis.crc import key_slot
 from websockets.exceptions import ConnectionClosed
 
 from {{ cookiecutter.package_name }}.keys import RedisKeys
-from {{ cookiecutter.package_name }}.redisclient import cluster_enabled, open_redis
+from {{ cookiecutter.package_name }}.redisclient import (
+    cluster_enabled,
+    open_redis,
+)
 from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.settings import ConfigError, Settings
 

@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import Awaitable
 
+from redis.asyncio import RedisCluster
 from redis.exceptions import ReadOnlyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -40,9 +41,15 @@ async def _postgres(resources: Resources) -> None:
 
 
 async def _redis(resources: Resources) -> None:
+    redis = resources.redis
+    if isinstance(redis, RedisCluster):
+        # The cluster client sends each key to its slot's primary, wherever that is after a
+        # failover: that every primary answers is what counts, and PING asks them all.
+        await redis.ping()
+        return
     # Not PING, which a replica answers too: a primary demoted by a failover, or a server made a
     # replica (REPLICAOF), refuses every write. ROLE costs about what PING does.
-    role, *_ = await resources.redis.role()
+    role, *_ = await redis.role()
     if role != "master":
         raise ReadOnlyError(f"Redis is a {role}")
 

@@ -8,7 +8,7 @@ never uses the cluster client.
 """
 
 import logging
-from typing import Any, TypeAlias
+from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
@@ -17,7 +17,7 @@ from .settings import ConfigError
 
 log = logging.getLogger(__name__)
 
-RedisClient: TypeAlias = Redis | RedisCluster
+RedisClient = Redis | RedisCluster
 
 
 def cluster_enabled(info: dict[str, Any]) -> bool:

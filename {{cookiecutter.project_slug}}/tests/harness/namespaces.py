@@ -22,7 +22,7 @@ import secrets
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any
 
 import psycopg
 import redis
@@ -40,7 +40,7 @@ MARKER = "ws-service-test-harness"
 UNLINK_BATCH = 500
 CRASHED_WORKER_LOCK_TIMEOUT = "10s"
 
-RedisClient: TypeAlias = redis.Redis | redis.RedisCluster
+RedisClient = redis.Redis | redis.RedisCluster
 
 
 @dataclass(frozen=True, slots=True)
