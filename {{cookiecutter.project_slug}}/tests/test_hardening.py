@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from {{ cookiecutter.package_name }} import ratelimit, store
+from {{ cookiecutter.package_name }} import logs, ratelimit, store
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.protocol import (
     CloseCode,
@@ -40,6 +40,45 @@ def assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], [
         r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR
     ]
+
+
+KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+# Upgrade requests websockets refuses before the app sees them (400), and one the app refuses.
+REFUSED_UPGRADES = {
+    "no key": (["Sec-WebSocket-Version: 13"], 400),
+    "version 12": ([KEY, "Sec-WebSocket-Version: 12"], 400),
+    "short key": (["Sec-WebSocket-Key: abc", "Sec-WebSocket-Version: 13"], 400),
+    "two keys": ([KEY, KEY, "Sec-WebSocket-Version: 13"], 400),
+    "no token": ([KEY, "Sec-WebSocket-Version: 13"], 403),
+}
+
+
+async def raw_upgrade(live: LiveApp, headers: list[str]) -> int:
+    """Send `GET /ws` as an upgrade with `headers`, over a plain socket; return the status."""
+    host, port = live.url.removeprefix("ws://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        lines = ["GET /ws HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade"]
+        writer.write("\r\n".join([*lines, *headers, "", ""]).encode())
+        async with asyncio.timeout(5):
+            status_line = await reader.readline()
+    finally:
+        writer.close()
+    return int(status_line.split()[1])
+
+
+async def test_refused_upgrades_log_a_few_info_lines_and_no_traceback(
+    shared_app: LiveApp, test_user: User, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    # Twice over: more refusals than one client's faults may take lines of the log.
+    for name, (headers, status) in [*REFUSED_UPGRADES.items()] * 2:
+        assert await raw_upgrade(shared_app, headers) == status, name
+    assert_no_traceback(caplog)
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) <= logs.CLIENT_FAULT_LINES, lines
+    async with shared_app.websocket_session(user=test_user) as ws:
+        assert (await ws.request("ping"))["type"] == "pong"
 
 
 async def test_a_token_with_a_list_for_issuer_is_refused_with_403_not_500(
