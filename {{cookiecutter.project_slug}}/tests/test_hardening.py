@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
@@ -89,6 +90,30 @@ async def test_a_token_with_a_list_for_issuer_is_refused_with_403_not_500(
     # Re-encode the payload with a list `iss`: no valid signature is needed to try this.
     token[1] = "eyJpc3MiOlsiYSJdLCJzdWIiOiJ1IiwiZXhwIjo5OTk5OTk5OTk5fQ"
     assert await refusal(shared_app, ".".join(token)) == (403, "malformed_token")
+    assert_no_traceback(caplog)
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        pytest.param({"exp": 10**400}, "malformed_token", id="exp 10**400"),
+        pytest.param({"exp": "9999999999"}, "malformed_token", id="exp a string"),
+        pytest.param({"nbf": "0"}, "malformed_token", id="nbf a string"),
+        pytest.param({"iat": "0"}, "malformed_token", id="iat a string"),
+        pytest.param({"iat": True}, "malformed_token", id="iat a boolean"),
+        pytest.param({"iat": 10**400}, "invalid_token", id="iat 10**400"),
+    ],
+)
+async def test_a_trusted_token_with_odd_typed_claims_is_refused_with_403_not_500(
+    shared_app: LiveApp,
+    signing_key: SigningKey,
+    test_user: User,
+    claims: dict[str, Any],
+    reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = signing_key.issue(test_user.id, **claims)
+    assert await refusal(shared_app, token) == (403, reason)
     assert_no_traceback(caplog)
 
 
