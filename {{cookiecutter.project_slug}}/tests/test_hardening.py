@@ -184,6 +184,26 @@ async def test_a_flooding_connection_is_told_then_closed_and_others_carry_on(
         assert closes(live.service.metrics).get(CloseCode.TOO_MANY_REQUESTS, 0) == before + 1
 
 
+async def test_a_client_pipelining_requests_without_reading_is_closed_with_4029(
+    shared_app: LiveApp, test_user: User
+) -> None:
+    """The default budget, refilled 100 times a second all through the flood: being refused
+    only between two refills must not be enough to be let off."""
+    settings, metrics = shared_app.service.settings, shared_app.service.metrics
+    before = closes(metrics).get(CloseCode.TOO_MANY_REQUESTS, 0)
+    # Room in the kernel for every reply, so the client is not a slow consumer (4008) first.
+    flooder = StalledClient(shared_app.url, test_user.token, receive_buffer=4 << 20)
+    await flooder.open()
+    session = next(iter(shared_app.service.registry.sessions_of(test_user.id)))
+    try:
+        flooder.pipeline({"type": "ping"}, 10 * settings.request_burst)
+        await eventually(lambda: closes(metrics).get(CloseCode.TOO_MANY_REQUESTS, 0) > before, 20)
+        assert await flooder.close_code() == CloseCode.TOO_MANY_REQUESTS
+    finally:
+        flooder.writer.close()
+        await shared_app.wait_drained(session.id)
+
+
 async def test_the_publish_limit_holds_in_every_window(
     shared_resources: Resources, test_user: User
 ) -> None:
