@@ -69,6 +69,10 @@ async def flood(url: str, token: str, seconds: float) -> None:
                 try:
                     while time.monotonic() < deadline:
                         await ws.send('{"type": "ping"}')
+                        # send returns without yielding while the kernel takes the bytes (some
+                        # megabytes on loopback): without this the reader never ran, and the
+                        # server's close (4029, with the budget) went unseen until the end.
+                        await asyncio.sleep(0)
                 finally:
                     reading.cancel()
 

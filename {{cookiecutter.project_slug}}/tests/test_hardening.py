@@ -7,12 +7,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from {{ cookiecutter.package_name }} import ratelimit, store
+from {{ cookiecutter.package_name }} import logs, ratelimit, store
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.pool import SchemaPool
 from {{ cookiecutter.package_name }}.protocol import (
@@ -42,6 +43,45 @@ def assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
     ]
 
 
+KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+# Upgrade requests websockets refuses before the app sees them (400), and one the app refuses.
+REFUSED_UPGRADES = {
+    "no key": (["Sec-WebSocket-Version: 13"], 400),
+    "version 12": ([KEY, "Sec-WebSocket-Version: 12"], 400),
+    "short key": (["Sec-WebSocket-Key: abc", "Sec-WebSocket-Version: 13"], 400),
+    "two keys": ([KEY, KEY, "Sec-WebSocket-Version: 13"], 400),
+    "no token": ([KEY, "Sec-WebSocket-Version: 13"], 403),
+}
+
+
+async def raw_upgrade(live: LiveApp, headers: list[str]) -> int:
+    """Send `GET /ws` as an upgrade with `headers`, over a plain socket; return the status."""
+    host, port = live.url.removeprefix("ws://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        lines = ["GET /ws HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade"]
+        writer.write("\r\n".join([*lines, *headers, "", ""]).encode())
+        async with asyncio.timeout(5):
+            status_line = await reader.readline()
+    finally:
+        writer.close()
+    return int(status_line.split()[1])
+
+
+async def test_refused_upgrades_log_a_few_info_lines_and_no_traceback(
+    shared_app: LiveApp, test_user: User, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    # Twice over: more refusals than one client's faults may take lines of the log.
+    for name, (headers, status) in [*REFUSED_UPGRADES.items()] * 2:
+        assert await raw_upgrade(shared_app, headers) == status, name
+    assert_no_traceback(caplog)
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) <= logs.CLIENT_FAULT_LINES, lines
+    async with shared_app.websocket_session(user=test_user) as ws:
+        assert (await ws.request("ping"))["type"] == "pong"
+
+
 async def test_a_token_with_a_list_for_issuer_is_refused_with_403_not_500(
     shared_app: LiveApp, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -50,6 +90,30 @@ async def test_a_token_with_a_list_for_issuer_is_refused_with_403_not_500(
     # Re-encode the payload with a list `iss`: no valid signature is needed to try this.
     token[1] = "eyJpc3MiOlsiYSJdLCJzdWIiOiJ1IiwiZXhwIjo5OTk5OTk5OTk5fQ"
     assert await refusal(shared_app, ".".join(token)) == (403, "malformed_token")
+    assert_no_traceback(caplog)
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        pytest.param({"exp": 10**400}, "malformed_token", id="exp 10**400"),
+        pytest.param({"exp": "9999999999"}, "malformed_token", id="exp a string"),
+        pytest.param({"nbf": "0"}, "malformed_token", id="nbf a string"),
+        pytest.param({"iat": "0"}, "malformed_token", id="iat a string"),
+        pytest.param({"iat": True}, "malformed_token", id="iat a boolean"),
+        pytest.param({"iat": 10**400}, "invalid_token", id="iat 10**400"),
+    ],
+)
+async def test_a_trusted_token_with_odd_typed_claims_is_refused_with_403_not_500(
+    shared_app: LiveApp,
+    signing_key: SigningKey,
+    test_user: User,
+    claims: dict[str, Any],
+    reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = signing_key.issue(test_user.id, **claims)
+    assert await refusal(shared_app, token) == (403, reason)
     assert_no_traceback(caplog)
 
 
@@ -118,6 +182,26 @@ async def test_a_flooding_connection_is_told_then_closed_and_others_carry_on(
                 assert await ws.closed_with() == CloseCode.TOO_MANY_REQUESTS
             assert (await healthy_ws.request("ping"))["type"] == "pong"
         assert closes(live.service.metrics).get(CloseCode.TOO_MANY_REQUESTS, 0) == before + 1
+
+
+async def test_a_client_pipelining_requests_without_reading_is_closed_with_4029(
+    shared_app: LiveApp, test_user: User
+) -> None:
+    """The default budget, refilled 100 times a second all through the flood: being refused
+    only between two refills must not be enough to be let off."""
+    settings, metrics = shared_app.service.settings, shared_app.service.metrics
+    before = closes(metrics).get(CloseCode.TOO_MANY_REQUESTS, 0)
+    # Room in the kernel for every reply, so the client is not a slow consumer (4008) first.
+    flooder = StalledClient(shared_app.url, test_user.token, receive_buffer=4 << 20)
+    await flooder.open()
+    session = next(iter(shared_app.service.registry.sessions_of(test_user.id)))
+    try:
+        flooder.pipeline({"type": "ping"}, 10 * settings.request_burst)
+        await eventually(lambda: closes(metrics).get(CloseCode.TOO_MANY_REQUESTS, 0) > before, 20)
+        assert await flooder.close_code() == CloseCode.TOO_MANY_REQUESTS
+    finally:
+        flooder.writer.close()
+        await shared_app.wait_drained(session.id)
 
 
 async def test_the_publish_limit_holds_in_every_window(

@@ -5,6 +5,7 @@ and `exp`, `sub` and `iss` are required. Every claim is checked for its type bef
 whatever a client puts in a token, the answer is an AuthError, never a crash.
 """
 
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from jwt.algorithms import OKPAlgorithm
 
 ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256"})
 REQUIRED_CLAIMS = ["exp", "sub", "iss"]
+TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
 class KeyringError(ValueError):
@@ -94,14 +96,30 @@ class Keyring:
             )
         except jwt.PyJWTError as error:
             raise AuthError("invalid_token", f"token refused: {error}") from None
-        subject, expires_at = claims["sub"], claims["exp"]
+        subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise AuthError("malformed_token", "`sub` must be a non-empty string")
+        for name in TIME_CLAIMS:
+            if name in claims and not _is_time(claims[name]):
+                raise AuthError("malformed_token", f"`{name}` must be a number of seconds")
+        expires_at = float(claims["exp"])
         if expires_at - time.time() > max_lifetime_s:
             raise AuthError(
                 "token_lifetime", f"the token is valid for longer than {max_lifetime_s:.0f}s"
             )
-        return Identity(user_id=subject, expires_at=float(expires_at))
+        return Identity(user_id=subject, expires_at=expires_at)
+
+
+def _is_time(value: object) -> bool:
+    """Whether a claim is a NumericDate (RFC 7519): a JSON number, and one a float can hold.
+    PyJWT checks these claims with `int()`, which lets through strings of digits, booleans and
+    integers too large for any arithmetic with a float (`10**400`)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

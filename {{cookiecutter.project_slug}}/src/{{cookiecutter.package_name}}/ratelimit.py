@@ -7,6 +7,8 @@ actions (a fixed window lets twice the limit through across its boundary), and o
 trip both checks and counts. The clock is Redis's own, the same for every instance.
 
 Per connection, a token bucket over every request: `burst` at once, refilled at `rate` a second.
+A refused request counts against the client, and refusals are forgiven at `rate` a second too:
+a client refused a whole burst's worth more than that ignores the errors it is sent (4029).
 """
 
 import hashlib
@@ -53,28 +55,36 @@ async def check(
 
 
 class RequestBudget:
-    """A connection's token bucket: `burst` requests at once, refilled at `rate` per second."""
+    """A connection's token bucket: `burst` requests at once, refilled at `rate` per second;
+    and a count of the refusals not yet forgiven, which also fall at `rate` per second."""
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = burst
         self._tokens = float(burst)
+        self._refusals = 0.0
         self._updated = time.monotonic()
-        self._refused = 0
 
     def spend(self) -> float | None:
         """Take one request's token; None when there was one, else the seconds until there is."""
         now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
+        elapsed, self._updated = now - self._updated, now
+        self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
+        # Why forgiven with time, at the refill's pace, rather than reset by the next request
+        # granted: a flooder is granted one every 1/rate seconds too, so a reset let it off for
+        # ever (100,000 pipelined pings: 98,000 refused, never closed). A client that waits out
+        # each retry hint is refused at most once per token, `rate` times a second, which this
+        # forgives as fast; one that backs off for longer is forgiven everything. A client
+        # refused faster, at `refused` a second, is closed within burst / (refused - rate)
+        # seconds: at most 2 * rate requests a second reach a connection that stays open.
+        self._refusals = max(0.0, self._refusals - elapsed * self.rate)
         if self._tokens >= 1:
             self._tokens -= 1
-            self._refused = 0
             return None
-        self._refused += 1
+        self._refusals += 1
         return (1 - self._tokens) / self.rate
 
     @property
     def exhausted(self) -> bool:
-        """Refused a whole burst in a row: the client ignores the errors it is sent."""
-        return self._refused > self.burst
+        """Refused a whole burst more than it was forgiven: the client ignores the errors."""
+        return self._refusals > self.burst

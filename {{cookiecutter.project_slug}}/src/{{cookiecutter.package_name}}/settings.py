@@ -312,8 +312,8 @@ class Settings:
     request_burst: int = _setting(
         "REQUEST_BURST",
         _integer,
-        "requests one connection may send at once; a client that sends another burst's worth"
-        " while refused is closed with 4029",
+        "requests one connection may send at once; refusals are forgiven at REQUEST_RATE a"
+        " second, and a client refused a burst's worth more than that is closed with 4029",
         1000,
     )
     publish_limit: int = _setting(

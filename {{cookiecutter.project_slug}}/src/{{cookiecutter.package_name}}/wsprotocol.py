@@ -6,8 +6,10 @@
   and each such socket would hold megabytes of kernel memory for as long as the peer likes.
 - A refused handshake (a denial response) completes the handshake; uvicorn would log an error
   and try to send a 500 after it.
-- Invalid UTF-8 from a client is its fault, not ours: one line at INFO (rate-limited per peer),
-  not an ERROR with a traceback that anyone could repeat to flood the log.
+- What a client gets wrong is its fault, not ours: one line at INFO (rate-limited per peer), not
+  an ERROR with a traceback, nor lines of uvicorn's and websockets' own for every try, that anyone
+  could repeat to flood the log. That holds for invalid UTF-8, for an upgrade request websockets
+  refuses before the app sees it (no valid key or version: 400), and for the app's refusals.
 - The sockets are counted from accept until the transport is really gone.
 - Each read from a socket takes at most READ_BYTES. asyncio reads up to 256 KiB at once, and
   uvicorn parses all of it before anything else runs: a client pipelining tiny frames would
@@ -42,8 +44,16 @@ def _text_frame(text: str) -> bytes:
     return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
 
 
+# What uvicorn and websockets log, unthrottled, for every refused handshake: the app logs its
+# refusals (connection.py), and handle_connect those of websockets, once and rate-limited.
+_REFUSAL_LINES = frozenset(
+    {'%s - "WebSocket %s" %d', '%s - "WebSocket %s" 403', "connection rejected (%d %s)"}
+)
+
+
 class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
-    """uvicorn's logger, with its complaint about a client's invalid UTF-8 turned into one line."""
+    """uvicorn's logger (websockets' too), with its complaint about a client's invalid UTF-8
+    turned into one line, and its lines about a refused handshake left to the app's."""
 
     def __init__(self, logger: logging.Logger, protocol: "WebSocketProtocol") -> None:
         super().__init__(logger)
@@ -61,6 +71,10 @@ class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
             return
         super().exception(msg, *args, **kwargs)
 
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if msg not in _REFUSAL_LINES:
+            super().info(msg, *args, **kwargs)
+
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """One WebSocket connection's I/O; see the module docstring for what differs from uvicorn."""
@@ -77,15 +91,30 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self._metrics.sockets.inc()
         # uvicorn declares a Logger: the adapter answers every call it makes of one, `level` too.
         self.logger = _ClientFaultLog(self.logger, self)  # type: ignore[assignment]
+        self.conn.logger = self.logger
 
     def peer(self) -> str:
-        """The client's address as the app sees it: from the handshake on, the scope's, where
-        uvicorn's proxy middleware puts what a trusted balancer forwarded."""
-        client = self.scope["client"] if self.handshake_initiated else self.client
+        """The client's address as the app sees it: the scope's once there is one, where
+        uvicorn's proxy middleware puts what a trusted balancer forwarded; else the socket's (an
+        upgrade refused before it had a scope)."""
+        scope = getattr(self, "scope", None)
+        client = scope["client"] if scope is not None else self.client
         return client[0] if client else "unknown"
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
+        if self.response.status_code != 101:
+            # websockets refused the upgrade itself (a missing or malformed key, an unknown
+            # version): uvicorn has sent that response and closed, with no scope and no app.
+            peer = self.peer()
+            if logs.allowed(peer):
+                self.logger.info(
+                    "%s sent a malformed upgrade, refused with %d: %s",
+                    peer,
+                    self.response.status_code,
+                    self.conn.handshake_exc,
+                )
+            return
         # The app's task starts on the next loop iteration, so it sees the extension.
         self.scope["extensions"][DIRECT_WRITE] = {"write_now": self.write_now}
 

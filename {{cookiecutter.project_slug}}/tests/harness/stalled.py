@@ -21,15 +21,16 @@ class StalledClient:
     unread data backs up into the server, and pings go unanswered.
     """
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, receive_buffer: int = 4096) -> None:
         self.protocol = ClientProtocol(parse_uri(f"{url}/ws"), subprotocols=offer(token))
         self.url = url
+        self.receive_buffer = receive_buffer
 
     async def open(self) -> None:
         host, port = self.url.removeprefix("ws://").split(":")
         sock = socket.socket()
-        # A tiny receive buffer, so the server's writes back up after little data.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # A tiny receive buffer by default, so the server's writes back up after little data.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
         sock.connect((host, int(port)))
         sock.setblocking(False)
         self.reader, self.writer = await asyncio.open_connection(sock=sock)
@@ -46,6 +47,14 @@ class StalledClient:
         """Send `payload` in a text frame as it is, valid UTF-8 or not."""
         self.protocol.send_text(payload)
         await self._flush()
+
+    def pipeline(self, frame: dict[str, object], count: int) -> None:
+        """Send `count` copies of a request at once, waiting for nothing: the socket takes them
+        as fast as the server reads them."""
+        contract().check_request(frame)
+        for _ in range(count):
+            self.protocol.send_text(json.dumps(frame).encode())
+        self.writer.write(b"".join(self.protocol.data_to_send()))
 
     async def next_frame(self) -> dict[str, object]:
         while True:
