@@ -5,6 +5,7 @@ from pathlib import Path
 
 import httpx
 from redis.asyncio import Redis
+from starlette.responses import JSONResponse
 
 from {{ cookiecutter.package_name }} import health
 from {{ cookiecutter.package_name }}.readiness import Readiness
@@ -33,16 +34,22 @@ async def test_readiness_reports_both_backends(shared_app: LiveApp) -> None:
     assert response.json()["checks"] == {"postgres": "ok", "redis": "ok"}
 
 
+async def probed_twice(
+    settings: Settings, shared_resources: Resources, redis: Redis
+) -> tuple[JSONResponse, JSONResponse]:
+    """Two readiness probes of a service whose Redis is `redis`, which is closed after."""
+    service = Service(settings, dataclasses.replace(shared_resources, redis=redis))
+    try:
+        return await health.readiness(service), await health.readiness(service)
+    finally:
+        await redis.aclose()
+
+
 async def test_readiness_is_503_naming_an_unreachable_redis(
     settings: Settings, shared_resources: Resources
 ) -> None:
     unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
-    service = Service(settings, dataclasses.replace(shared_resources, redis=unreachable))
-    try:
-        first = await health.readiness(service)
-        second = await health.readiness(service)
-    finally:
-        await unreachable.aclose()
+    first, second = await probed_twice(settings, shared_resources, unreachable)
     assert first.status_code == 200, "one failed probe is not yet an outage"
     assert second.status_code == 503
     assert b'"postgres":"ok"' in second.body
@@ -57,13 +64,8 @@ async def test_readiness_is_503_on_a_replica(
         embedded_redis(tmp_path / "replica", "--replicaof", f"127.0.0.1 {port_of(primary)}") as url,
     ):
         replica = Redis.from_url(url, decode_responses=True)
-        service = Service(settings, dataclasses.replace(shared_resources, redis=replica))
-        try:
-            assert await replica.ping(), "a replica answers PING"
-            first = await health.readiness(service)
-            second = await health.readiness(service)
-        finally:
-            await replica.aclose()
+        assert await replica.ping(), "a replica answers PING"
+        first, second = await probed_twice(settings, shared_resources, replica)
     assert first.status_code == 200, "one failed probe is not yet an outage"
     assert second.status_code == 503
     assert b'"redis":"read-only: a replica"' in second.body
