@@ -142,16 +142,27 @@ class Side:
                 await child.wait()
 
 
+def delivery_figures(
+    got: Received, started: float, expected: int, acks: list[list[float]] | None = None
+) -> dict[str, Any]:
+    """A delivery scenario's figures: rate since `started`, how many of `expected` arrived, the
+    latency percentiles, and those of the publishers' acks where there are any."""
+    figures = {
+        "deliveries_per_s": round(got.deliveries / max(got.last - started, 1e-9)),
+        "delivered": f"{got.deliveries}/{expected}",
+        **percentiles(got.latencies_ms),
+    }
+    if acks is not None:
+        figures |= {f"ack_{k}": v for k, v in percentiles([ms for p in acks for ms in p]).items()}
+    return figures
+
+
 async def fanout(side: Side, subscribers: int, messages: int, seconds: float) -> dict[str, Any]:
     async with side.subscribers(subscribers, messages, seconds) as collect:
         started = time.time()
         await side.publish(messages)
         got = await collect()
-    return {
-        "deliveries_per_s": round(got.deliveries / max(got.last - started, 1e-9)),
-        "delivered": f"{got.deliveries}/{subscribers * messages}",
-        **percentiles(got.latencies_ms),
-    }
+    return delivery_figures(got, started, subscribers * messages)
 
 
 async def publishers(side: Side, seconds: float) -> dict[str, Any]:
@@ -162,12 +173,7 @@ async def publishers(side: Side, seconds: float) -> dict[str, Any]:
             *(side.publish(PUBLISHER_MESSAGES, publisher=n) for n in range(PUBLISHERS))
         )
         got = await collect()
-    return {
-        "deliveries_per_s": round(got.deliveries / max(got.last - started, 1e-9)),
-        "delivered": f"{got.deliveries}/{PUBLISHER_SUBSCRIBERS * expect}",
-        **percentiles(got.latencies_ms),
-        **{f"ack_{k}": v for k, v in percentiles([ms for p in acks for ms in p]).items()},
-    }
+    return delivery_figures(got, started, PUBLISHER_SUBSCRIBERS * expect, acks)
 
 
 async def many_channels(
@@ -181,12 +187,7 @@ async def many_channels(
             *(side.publish(messages, publisher=n, channel=channels[n]) for n in range(PUBLISHERS))
         )
         got = await collect()
-    return {
-        "deliveries_per_s": round(got.deliveries / max(got.last - started, 1e-9)),
-        "delivered": f"{got.deliveries}/{subscribers * messages}",
-        **percentiles(got.latencies_ms),
-        **{f"ack_{k}": v for k, v in percentiles([ms for p in acks for ms in p]).items()},
-    }
+    return delivery_figures(got, started, subscribers * messages, acks)
 
 
 async def fixed_rate(side: Side, subscribers: int, seconds: float) -> dict[str, Any]:
