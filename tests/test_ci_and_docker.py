@@ -60,6 +60,11 @@ def service_host_and_port(url: str) -> tuple[str | None, int | None]:
     return parts.hostname, parts.port
 
 
+def pinned(image: str) -> str:
+    """An image as the CI files name it: its tag, then the digest the template records for it."""
+    return f"{image}@{TEMPLATE_CONTEXT['_images'][image]}"
+
+
 def supported_from(floor: str) -> list[str]:
     """Every Python the template supports, oldest first, from `floor` up: what CI tests on."""
     ordered = sorted(PYTHON_VERSIONS, key=version_key)
@@ -164,7 +169,7 @@ def test_renovate_updates_a_gitlab_bake_and_its_lock(gitlab: Path, github: Path)
 
 def test_gitlab_pipeline_runs_lint_and_parallel_shards_against_its_services(gitlab: Path) -> None:
     pipeline = load_yaml(gitlab / ".gitlab-ci.yml")
-    lint, test = pipeline["lint"], pipeline["test"]
+    lint, test = pipeline["lint"], pipeline[".test"]
     assert lint["script"] == ["make lint PYTHON=python"]
     [matrix] = test["parallel"]["matrix"]
     assert len(matrix["GROUP"]) >= 2
@@ -174,9 +179,10 @@ def test_gitlab_pipeline_runs_lint_and_parallel_shards_against_its_services(gitl
         "PYTHON": "python",
         "PYTEST_ARGS": GITLAB_SHARD_ARGS,
     }
-    # A service is reached under its image's name.
-    hosts = {image.split(":")[0]: image for image in test["services"]}
+    # A service is reached under its alias, which the URLs below name.
+    hosts = {service["alias"]: service["name"] for service in test["services"]}
     assert sorted(hosts) == ["postgres", "redis"]
+    assert all(image.startswith(f"{host}:") for host, image in hosts.items())
     variables = test["variables"]
     assert variables["POSTGRES_HOST_AUTH_METHOD"] == "trust"
     assert service_host_and_port(variables["TEST_DATABASE_URL"]) == ("postgres", 5432)
@@ -185,7 +191,7 @@ def test_gitlab_pipeline_runs_lint_and_parallel_shards_against_its_services(gitl
 
 def test_gitlab_coverage_job_runs_make_cov_whole_and_reports_its_total(gitlab: Path) -> None:
     pipeline = load_yaml(gitlab / ".gitlab-ci.yml")
-    coverage, test = pipeline["coverage"], pipeline["test"]
+    coverage, test = pipeline["coverage"], pipeline[".test"]
     assert "parallel" not in coverage
     assert coverage["script"] == ["make cov PYTHON=python"]
     assert (coverage["services"], coverage["variables"]) == (test["services"], test["variables"])
@@ -211,16 +217,48 @@ def test_gitlab_tests_on_every_python_from_the_answer_up_with_a_lock_keyed_uv_ca
 ) -> None:
     pipeline = load_yaml(bake(ci="gitlab", python_version=version) / ".gitlab-ci.yml")
     default = pipeline["default"]
-    assert default["image"] == f"python:{version}"
+    assert default["image"] == pinned(f"python:{version}")
     # The suite on every supported Python from the answer up, each job on its own image.
-    test = pipeline["test"]
-    assert test["parallel"]["matrix"][0]["PYTHON"] == supported_from(version)
-    assert test["image"] == "python:$PYTHON"
+    jobs = {name: job for name, job in pipeline.items() if name.startswith("test-")}
+    assert list(jobs) == [f"test-{python}" for python in supported_from(version)]
+    for python, job in zip(supported_from(version), jobs.values(), strict=True):
+        assert job == {"extends": ".test", "image": pinned(f"python:{python}")}
     assert default["cache"]["key"] == {"files": ["uv.lock"]}
     # uv's cache must be inside the project directory for GitLab to keep it.
     cache_dir = pipeline["variables"]["UV_CACHE_DIR"]
     assert cache_dir.startswith("$CI_PROJECT_DIR/")
     assert default["cache"]["paths"] == [cache_dir.removeprefix("$CI_PROJECT_DIR/")]
+
+
+# name:tag@sha256:<64 hex digits>: a tag for people and Renovate, the digest for the pull.
+PINNED_IMAGE = re.compile(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}")
+
+
+def pipeline_images(pipeline: dict[str, Any]) -> list[str]:
+    """Every image a GitLab pipeline pulls: its jobs' (and the default) images and services."""
+    images = []
+    for job in pipeline.values():
+        if isinstance(job, dict):
+            images += [job["image"]] if "image" in job else []
+            images += [service["name"] for service in job.get("services", [])]
+    return images
+
+
+def test_every_image_of_the_gitlab_pipeline_is_pinned_by_a_recorded_digest(gitlab: Path) -> None:
+    images = pipeline_images(load_yaml(gitlab / ".gitlab-ci.yml"))
+    assert len(images) >= 4
+    assert [image for image in images if not PINNED_IMAGE.fullmatch(image)] == []
+    assert {image.split("@")[0] for image in images} <= set(TEMPLATE_CONTEXT["_images"])
+
+
+def test_the_digest_check_catches_an_image_named_by_tag_only(gitlab: Path) -> None:
+    text = (gitlab / ".gitlab-ci.yml").read_text(encoding="utf-8")
+    by_tag = yaml.safe_load(text.replace(pinned("redis:7"), "redis:7"))
+    # Named in the test jobs and, through the anchor, in the coverage job.
+    assert [image for image in pipeline_images(by_tag) if not PINNED_IMAGE.fullmatch(image)] == [
+        "redis:7",
+        "redis:7",
+    ]
 
 
 def test_make_test_hands_pytest_args_to_pytest(github: Path) -> None:
@@ -454,7 +492,7 @@ def test_ci_dependabot_and_compose_files_match_their_official_schemas(
 SCHEMA_BREAKS = {
     ".github/workflows/ci.yml": ("runs-on:", "runs_on:"),
     ".github/dependabot.yml": ("version: 2", "version: 3"),
-    ".gitlab-ci.yml": ('SPLITS: "2"', "SPLITS: {splits: 2}"),
+    ".gitlab-ci.yml": ("coverage_format: cobertura", "coverage_format: xml"),
     "renovate.json": ('"enabled": true', '"enabled": "yes"'),
     "docker-compose.yml": ("condition: service_healthy", "condition: service_ready"),
 }
