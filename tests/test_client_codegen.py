@@ -1,7 +1,9 @@
 """A baked service's AsyncAPI document as a client team uses it: `make client-ts` generates
 TypeScript models, the generated README's client compiles against them with `tsc --strict` and
 talks to a live service, and Python models that datamodel-code-generator makes from the payload
-schemas validate the frames that session received.
+schemas validate the frames that session received. Both tell the five acks apart by `ack`: a
+TypeScript switch over the `Ack` union compiles only when it handles every kind, and the Pydantic
+`Ack` picks each real ack's own model.
 
 The bake's client-ts tools come from .cache/client-ts/, which `make install` fills from the bake's
 own lock (npm ci, once); one bake, copied so that make may write in it, serves every test here."""
@@ -41,6 +43,36 @@ TS_CONFIG = {
 }
 TIMEOUT_S = 120
 GENERATED_MODULE = "codegen_frames"
+ACK_MODELS = {
+    "subscribed": "SubscribeAck",
+    "recovered": "RecoveredAck",
+    "recovery_failed": "RecoveryFailedAck",
+    "unsubscribed": "UnsubscribeAck",
+    "published": "PublishAck",
+}
+"""Each value of an ack's `ack`, and the model of its acks."""
+EXHAUSTIVE_SWITCH = """import type { ServerFrame } from "./models.js";
+
+export function described(frame: ServerFrame): string {
+  if (frame.type !== "ack") return frame.type;
+  switch (frame.ack) {
+%s
+    default: {
+      const unhandled: never = frame;
+      return unhandled;
+    }
+  }
+}
+"""
+"""A switch over the acks, each case using a field only its own ack has, that compiles only when
+`frame.ack` narrows the frame and the cases cover every kind."""
+CASES = {
+    "subscribed": "frame.position.epoch",
+    "recovered": "String(frame.replayed)",
+    "recovery_failed": "frame.reason",
+    "unsubscribed": "frame.ack",
+    "published": "String(frame.offset)",
+}
 
 pytestmark = [
     pytest.mark.skipif(
@@ -91,23 +123,29 @@ def service(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield running
 
 
-@pytest.fixture(scope="module")
-def session(
-    project: Path, models: Path, service: Service, tmp_path_factory: pytest.TempPathFactory
-) -> list[dict[str, Any]]:
-    """Every frame the README's client received from the live service, in order, compiled with
-    the models under tsc --strict."""
-    client = tmp_path_factory.mktemp("client")
-    (client / "client.ts").write_text(readme_client(project), "utf-8")
-    shutil.copy(models, client / "models.ts")
-    (client / "tsconfig.json").write_text(json.dumps(TS_CONFIG), "utf-8")
-    (client / "package.json").write_text('{"type": "module"}', "utf-8")
-    (client / "node_modules").symlink_to(CLIENT_TOOLS / "node_modules")
+def compiled(directory: Path, source: str, models: Path) -> subprocess.CompletedProcess[str]:
+    """`source` as client.ts beside the models, compiled by tsc --strict into directory/out."""
+    directory.mkdir(exist_ok=True)
+    (directory / "client.ts").write_text(source, "utf-8")
+    shutil.copy(models, directory / "models.ts")
+    (directory / "tsconfig.json").write_text(json.dumps(TS_CONFIG), "utf-8")
+    (directory / "package.json").write_text('{"type": "module"}', "utf-8")
+    (directory / "node_modules").symlink_to(CLIENT_TOOLS / "node_modules")
     tsc = CLIENT_TOOLS / "node_modules" / ".bin" / "tsc"
-    compiled = subprocess.run(
-        [str(tsc), "-p", str(client)], capture_output=True, text=True, timeout=TIMEOUT_S
+    return subprocess.run(
+        [str(tsc), "-p", str(directory)], capture_output=True, text=True, timeout=TIMEOUT_S
     )
-    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+
+
+@pytest.fixture(scope="module")
+def client_run(
+    project: Path, models: Path, service: Service, tmp_path_factory: pytest.TempPathFactory
+) -> subprocess.CompletedProcess[str]:
+    """The README's client, compiled with the models under tsc --strict, run against the live
+    service: every frame it received on stdout, what it made of them on stderr."""
+    client = tmp_path_factory.mktemp("client")
+    compiling = compiled(client, readme_client(project), models)
+    assert compiling.returncode == 0, compiling.stdout + compiling.stderr
     assert NODE is not None
     url = service.url.replace("http://", "ws://", 1) + "/ws"
     token = service.token_for_new_user("typescript")
@@ -119,7 +157,13 @@ def session(
         env=clean_environment(),
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    return [json.loads(line) for line in ran.stdout.splitlines()]
+    return ran
+
+
+@pytest.fixture(scope="module")
+def session(client_run: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    """Every frame the README's client received from the live service, in order."""
+    return [json.loads(line) for line in client_run.stdout.splitlines()]
 
 
 def readme_client(project: Path) -> str:
@@ -136,7 +180,7 @@ def test_make_client_ts_names_the_models_after_the_frames_with_the_wire_s_field_
     messages = document["components"]["messages"].values()
     titles = {message["payload"]["title"] for message in messages}
     assert titles <= set(exported)
-    assert {"ClientFrame", "ServerFrame", "SubscribeReply", "PublishReply"} <= set(exported)
+    assert {"ClientFrame", "ServerFrame", "SubscribeReply", "PublishReply", "Ack"} <= set(exported)
     assert not [name for name in exported if name.startswith("AnonymousSchema")]
     assert "Socket" not in exported
     for renamed in ("reservedType", "sentAt", "additionalProperties"):
@@ -146,25 +190,59 @@ def test_make_client_ts_names_the_models_after_the_frames_with_the_wire_s_field_
     assert "sent_at: string;" in message
     failed = source.split("export interface RecoveryFailedAck {", 1)[1].split("}", 1)[0]
     assert "recovered: false;" in failed
+    assert "ack: 'recovery_failed';" in failed
+
+
+def test_the_ack_union_is_discriminated_by_ack_so_a_switch_must_handle_every_kind(
+    models: Path, tmp_path: Path
+):
+    source = models.read_text("utf-8")
+    union = re.search(r"^export type Ack = (.+);$", source, re.MULTILINE)
+    assert union is not None
+    assert sorted(union[1].split(" | ")) == sorted(ACK_MODELS.values())
+    for kind, model in ACK_MODELS.items():
+        interface = source.split(f"export interface {model} {{", 1)[1].split("}", 1)[0]
+        assert f"ack: '{kind}';" in interface
+    cases = {kind: f'    case "{kind}":\n      return {value};' for kind, value in CASES.items()}
+    every = compiled(tmp_path / "every", EXHAUSTIVE_SWITCH % "\n".join(cases.values()), models)
+    assert every.returncode == 0, every.stdout + every.stderr
+    del cases["unsubscribed"]
+    missing = compiled(tmp_path / "missing", EXHAUSTIVE_SWITCH % "\n".join(cases.values()), models)
+    assert missing.returncode != 0
+    assert "TS2322" in missing.stdout and "UnsubscribeAck" in missing.stdout, missing.stdout
 
 
 def test_the_readme_client_publishes_and_resumes_with_since_against_a_live_service(
     session: list[dict[str, Any]],
 ):
-    kinds = [frame["type"] for frame in session]
+    kinds = [frame.get("ack", frame["type"]) for frame in session]
     assert not [frame for frame in session if frame["type"] == "error"], session
-    assert kinds[:2] == ["welcome", "ack"]
+    assert kinds[:2] == ["welcome", "subscribed"]
     subscribed = session[1]
     assert subscribed["id"] == 1 and set(subscribed["position"]) == {"offset", "epoch"}
+    assert sorted(kinds[2:4]) == ["message", "published"]
     published = next(frame for frame in session[2:4] if frame["type"] == "ack")
     live = next(frame for frame in session[2:4] if frame["type"] == "message")
     assert published["id"] == 2 and published["offset"] == live["offset"] == 1
     assert live["channel"] == CHANNEL and live["data"] == {"text": "hi"}
-    assert kinds[4:] == ["welcome", "message", "ack"]
-    replayed, resumed = session[5], session[6]
+    assert kinds[4:] == ["welcome", "message", "recovered", "unsubscribed"]
+    replayed, resumed, unsubscribed = session[5], session[6], session[7]
     assert replayed == live
     assert resumed["recovered"] is True and resumed["replayed"] == 1
     assert resumed["position"] == {"offset": 1, "epoch": live["epoch"]}
+    assert unsubscribed["id"] == 2
+
+
+def test_the_readme_client_s_switch_on_ack_describes_each_ack_it_received(
+    client_run: subprocess.CompletedProcess[str], session: list[dict[str, Any]]
+):
+    assert client_run.stderr.splitlines() == [
+        "subscribed, live from offset 0",
+        "published at offset 1",
+        f'missed {{"text":"hi"}}, sent at {session[5]["sent_at"]}',
+        "replayed 1, live from offset 1",
+        "unsubscribed",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -174,11 +252,16 @@ def python_models(
     """Pydantic models of every payload and schema of the document, by datamodel-code-generator,
     named by their titles, imported."""
     directory = tmp_path_factory.mktemp("python-models")
+    messages = document["components"]["messages"]
+    payloads = {name: message["payload"] for name, message in messages.items()}
     schemas = document["components"]["schemas"] | {
-        message["payload"]["title"]: message["payload"]
-        for message in document["components"]["messages"].values()
+        payload["title"]: payload for payload in payloads.values()
     }
     text = json.dumps({"$defs": schemas}).replace('"#/components/schemas/', '"#/$defs/')
+    for name, payload in payloads.items():
+        text = text.replace(
+            f'"#/components/messages/{name}/payload"', f'"#/$defs/{payload["title"]}"'
+        )
     (directory / "schema.json").write_text(text, "utf-8")
     generated = subprocess.run(
         [
@@ -208,9 +291,10 @@ def python_models(
 def test_python_models_of_the_payloads_validate_the_frames_of_a_real_session(
     session: list[dict[str, Any]], python_models: ModuleType
 ):
-    names = ["Welcome", "SubscribeAck", "?", "?", "Welcome", "Message", "RecoveredAck"]
-    for index in (2, 3):
-        names[index] = "PublishAck" if session[index]["type"] == "ack" else "Message"
+    names = [
+        ACK_MODELS[frame["ack"]] if frame["type"] == "ack" else frame["type"].capitalize()
+        for frame in session
+    ]
     for name, frame in zip(names, session, strict=True):
         model = getattr(python_models, name)
         model.model_validate(frame)
@@ -227,3 +311,21 @@ def test_python_models_of_the_payloads_validate_the_frames_of_a_real_session(
     for name, frame in refused:
         with pytest.raises(pydantic.ValidationError):
             getattr(python_models, name).model_validate(frame)
+
+
+def test_the_python_ack_union_picks_each_real_ack_s_own_model(
+    session: list[dict[str, Any]], python_models: ModuleType, document: dict[str, Any]
+):
+    acks = [frame for frame in session if frame["type"] == "ack"]
+    assert {frame["ack"] for frame in acks} == set(ACK_MODELS) - {"recovery_failed"}
+    # No live session of the client fails to recover: the document's example stands in.
+    messages = document["components"]["messages"]
+    failed = messages["recoveryFailedAck"]["examples"][0]["payload"]
+    for frame in [*acks, failed]:
+        picked = python_models.Ack.model_validate(frame).root
+        assert type(picked) is getattr(python_models, ACK_MODELS[frame["ack"]])
+        assert picked.model_dump(mode="json") == frame
+    later = python_models.Ack.model_validate({**acks[0], "added_later": True}).root
+    assert type(later) is python_models.SubscribeAck
+    with pytest.raises(pydantic.ValidationError, match="teleported"):
+        python_models.Ack.model_validate({**acks[0], "ack": "teleported"})

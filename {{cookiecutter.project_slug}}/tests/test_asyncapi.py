@@ -16,6 +16,7 @@ from {{ cookiecutter.package_name }}.asyncapi import close_codes, document
 from {{ cookiecutter.package_name }}.protocol import (
     REPLY_TYPES,
     SURROGATE_ESCAPE,
+    Acknowledged,
     CloseCode,
     ErrorCode,
     ProtocolError,
@@ -115,7 +116,7 @@ def test_the_published_objects_are_open_as_clients_are_told_to_ignore_new_fields
     assert not closed
 
 
-def test_the_replies_to_each_request_can_be_told_apart_by_their_fields() -> None:
+def test_the_replies_to_each_request_are_told_apart_by_a_field_each_pins() -> None:
     for operation in DOCUMENT["operations"].values():
         if operation["action"] != "receive":
             continue
@@ -126,6 +127,20 @@ def test_the_replies_to_each_request_can_be_told_apart_by_their_fields() -> None
         for first, (name, payload) in enumerate(zip(names, payloads, strict=True)):
             for other, other_payload in zip(names[first + 1 :], payloads[first + 1 :], strict=True):
                 assert _told_apart(payload, other_payload), f"{name} and {other}"
+
+
+def test_the_acks_are_told_apart_by_ack_the_discriminator_of_their_union() -> None:
+    acks = {
+        name: message["payload"]
+        for name, message in MESSAGES.items()
+        if message["payload"]["properties"]["type"]["const"] == "ack"
+    }
+    union = DOCUMENT["components"]["schemas"]["Ack"]
+    assert union["discriminator"] == "ack"
+    assert union["oneOf"] == [{"$ref": f"#/components/messages/{name}/payload"} for name in acks]
+    assert all("ack" in payload["required"] for payload in acks.values())
+    values = [payload["properties"]["ack"]["const"] for payload in acks.values()]
+    assert sorted(values) == sorted(Acknowledged)
 
 
 @pytest.mark.parametrize("name", list(MESSAGES))
@@ -158,17 +173,28 @@ def test_the_request_schemas_refuse_what_parse_request_refuses() -> None:
     "frame",
     [
         {"type": "pong", "id": 1, "undocumented": True},
-        {"type": "ack", "id": 1, "position": {**POSITION, "undocumented": True}},
-        {"type": "ack", "id": 1, "position": {"offset": -1, "epoch": "0"}},
+        {"type": "ack", "ack": "subscribed", "id": 1, "position": {**POSITION, "undocumented": 1}},
+        {"type": "ack", "ack": "subscribed", "id": 1, "position": {"offset": -1, "epoch": "0"}},
+        {"type": "ack", "id": 1, "position": POSITION},
+        {"type": "ack", "ack": "published", "id": 1, "position": POSITION},
+        {"type": "ack", "ack": "teleported", "id": 1},
         {
             "type": "ack",
+            "ack": "recovered",
             "id": 1,
             "position": POSITION,
             "recovered": True,
             "replayed": 1,
             "reason": "epoch_changed",
         },
-        {"type": "ack", "id": 1, "position": POSITION, "recovered": False, "replayed": 0},
+        {
+            "type": "ack",
+            "ack": "recovery_failed",
+            "id": 1,
+            "position": POSITION,
+            "recovered": False,
+            "replayed": 0,
+        },
         {"type": "error", "id": 1, "code": "no_such_code", "message": "?"},
         {"type": "error", "code": "forbidden", "message": "the id is missing"},
         {"type": "welcome", "session": "s"},
@@ -186,7 +212,7 @@ def test_the_contract_refuses_server_frames_the_document_does_not_allow(frame: A
 
 
 def test_a_reply_must_be_one_the_document_lists_for_its_request() -> None:
-    unsubscribed = {"type": "ack", "id": 1}
+    unsubscribed = {"type": "ack", "ack": "unsubscribed", "id": 1}
     assert contract().check_reply("unsubscribe", unsubscribed) == "unsubscribeAck"
     with pytest.raises(ContractBroken, match="reply to publish"):
         contract().check_reply("publish", unsubscribed)
@@ -231,16 +257,15 @@ def _inlined(schema: Any) -> Any:
 
 
 def _told_apart(payload: dict[str, Any], other: dict[str, Any]) -> bool:
-    """Whether no frame fits both payloads: a field both pin to different constants, or one
-    that either requires and the other does not have."""
-    for mine, theirs in ((payload, other), (other, payload)):
-        for field, schema in mine["properties"].items():
-            elsewhere = theirs["properties"].get(field)
-            if field in mine["required"] and elsewhere is None:
-                return True
-            both_pinned = elsewhere is not None and "const" in schema and "const" in elsewhere
-            if both_pinned and schema["const"] != elsewhere["const"]:
-                return True
+    """Whether no frame fits both payloads: a field both require and pin to different
+    constants. A field one requires and the other lacks does not do: the objects are open, so
+    the other's frames may carry it."""
+    for field, schema in payload["properties"].items():
+        elsewhere = other["properties"].get(field)
+        both_require = field in payload["required"] and field in other["required"]
+        pinned = elsewhere is not None and "const" in schema and "const" in elsewhere
+        if both_require and pinned and schema["const"] != elsewhere["const"]:
+            return True
     return False
 
 

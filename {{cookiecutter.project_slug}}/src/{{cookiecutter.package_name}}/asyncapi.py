@@ -16,6 +16,16 @@ Each message and its payload have a `title`, the name code generators give its m
 message's name capitalised (`Subscribe`, `Welcome`, `PublishAck`, `RecoveredAck`), except the
 error reply's, `ErrorReply`, since a model named `Error` would shadow JavaScript's own. Every
 `const` has its `type` beside it, which generators need to type the field.
+
+The five acks share `"type": "ack"`; their `ack`, a `const` in each, says what was acknowledged.
+The schema `Ack` is their union with `ack` as its `discriminator` (in AsyncAPI, the property's
+name): `make client-ts` writes it as the TypeScript union `SubscribeAck | ... | PublishAck`, which
+a switch on `ack` narrows, and datamodel-code-generator makes it a Pydantic union that picks the
+model by `ack`.
+`Ack` has only `oneOf` and the discriminator: declaring `ack` there too, as the specification
+asks of a parent schema, makes both tools add an enum and a subclass per ack. Its values are the
+wire's (`subscribed`), not the schema names the specification names as values; both tools go by
+each member's `const`.
 """
 
 from collections.abc import Mapping
@@ -31,6 +41,7 @@ from .protocol import (
     MAX_EPOCH_LENGTH,
     PROTOCOL,
     UNBORN_EPOCH,
+    Acknowledged,
     CloseCode,
     ErrorCode,
     RecoveryFailure,
@@ -103,9 +114,9 @@ def document(host: str = "127.0.0.1:8000", protocol: str = "ws") -> dict[str, An
                 "JSON text frames over one WebSocket. Every request may carry an `id` (a string "
                 "or an integer), echoed in its reply; requests are answered in the order they "
                 "were sent, and a client may pipeline them. A reply is one of those its "
-                "request's operation lists: `type` tells them apart, and for the acks of a "
-                "subscribe, `recovered` (absent without `since`). Clients should ignore fields "
-                "they do not know: a later release of the protocol may add some."
+                "request's operation lists: `type` tells them apart, and for acks, `ack`, which "
+                "names what was acknowledged (the schema `Ack` is their union). Clients should "
+                "ignore fields they do not know: a later release of the protocol may add some."
             ),
         },
         "defaultContentType": "application/json",
@@ -123,7 +134,7 @@ def document(host: str = "127.0.0.1:8000", protocol: str = "ws") -> dict[str, An
         "channels": {CHANNEL: _channel(list(messages))},
         "operations": _operations(),
         "components": {
-            "schemas": _schemas(),
+            "schemas": _schemas() | {"Ack": _ack_union(messages)},
             "messages": messages,
             "correlationIds": {
                 "requestId": {
@@ -278,6 +289,21 @@ def _schemas() -> dict[str, Schema]:
     }
 
 
+def _ack_union(messages: dict[str, Any]) -> Schema:
+    """Every ack's payload, told apart by `ack`."""
+    acks = [
+        name
+        for name, message in messages.items()
+        if message["payload"]["properties"]["type"]["const"] == "ack"
+    ]
+    return {
+        "title": "Ack",
+        "description": "A request carried out: `ack` names what was acknowledged.",
+        "oneOf": [{"$ref": f"#/components/messages/{name}/payload"} for name in acks],
+        "discriminator": "ack",
+    }
+
+
 def _enum(description: str, codes: type[StrEnum], meanings: Mapping[Any, str]) -> Schema:
     """Every member of `codes`; one without a meaning stops the build with a KeyError."""
     lines = "\n".join(f"- `{code}`: {meanings[code]}" for code in codes)
@@ -330,14 +356,21 @@ def _messages() -> dict[str, Any]:
             {"session": {"type": "string", "minLength": 1}, "user": _ref("UserId")},
             [{"type": "welcome", "session": "5b0c3f8e9d2a4e71b6c0f4a2d8e1c935", "user": user}],
         ),
-        "subscribeAck": _reply(
-            "ack",
+        "subscribeAck": _ack(
+            Acknowledged.SUBSCRIBED,
             "Subscribed, live from `position`.",
             {"position": position},
-            [{"type": "ack", "id": 1, "position": {"offset": 41, "epoch": epoch}}],
+            [
+                {
+                    "type": "ack",
+                    "ack": "subscribed",
+                    "id": 1,
+                    "position": {"offset": 41, "epoch": epoch},
+                }
+            ],
         ),
-        "recoveredAck": _reply(
-            "ack",
+        "recoveredAck": _ack(
+            Acknowledged.RECOVERED,
             "Subscribed with `since`: the `replayed` missed messages came before this ack, and "
             "the client is live from `position`.",
             {
@@ -348,6 +381,7 @@ def _messages() -> dict[str, Any]:
             [
                 {
                     "type": "ack",
+                    "ack": "recovered",
                     "id": 1,
                     "position": {"offset": 41, "epoch": epoch},
                     "recovered": True,
@@ -355,8 +389,8 @@ def _messages() -> dict[str, Any]:
                 }
             ],
         ),
-        "recoveryFailedAck": _reply(
-            "ack",
+        "recoveryFailedAck": _ack(
+            Acknowledged.RECOVERY_FAILED,
             "Subscribed with `since`, but the missed messages could not all be replayed: the "
             "client is live from `position` and must reload its state from the source of truth.",
             {
@@ -368,6 +402,7 @@ def _messages() -> dict[str, Any]:
             [
                 {
                     "type": "ack",
+                    "ack": "recovery_failed",
                     "id": 1,
                     "position": {"offset": 41, "epoch": "04d1b7e9c3a25f80"},
                     "recovered": False,
@@ -376,12 +411,17 @@ def _messages() -> dict[str, Any]:
                 }
             ],
         ),
-        "unsubscribeAck": _reply("ack", "Unsubscribed.", {}, [{"type": "ack", "id": 2}]),
-        "publishAck": _reply(
-            "ack",
+        "unsubscribeAck": _ack(
+            Acknowledged.UNSUBSCRIBED,
+            "Unsubscribed.",
+            {},
+            [{"type": "ack", "ack": "unsubscribed", "id": 2}],
+        ),
+        "publishAck": _ack(
+            Acknowledged.PUBLISHED,
             "Stored (durable) at `offset`, and sent out to the channel's subscribers.",
             {"offset": {"type": "integer", "minimum": 1}, "epoch": _ref("Epoch")},
-            [{"type": "ack", "id": 3, "offset": 42, "epoch": epoch}],
+            [{"type": "ack", "ack": "published", "id": 3, "offset": 42, "epoch": epoch}],
         ),
         "pong": _reply("pong", "Answers a ping.", {}, [{"type": "pong", "id": 4}]),
         "error": _reply(
@@ -450,6 +490,16 @@ def _reply(
 ) -> dict[str, Any]:
     message = _frame(kind, summary, {"id": _ref("RequestId"), **fields}, examples)
     return {**message, "correlationId": {"$ref": "#/components/correlationIds/requestId"}}
+
+
+def _ack(
+    acknowledged: Acknowledged,
+    summary: str,
+    fields: dict[str, Schema],
+    examples: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The reply to a request carried out: `ack` says which of the five kinds it is."""
+    return _reply("ack", summary, {"ack": _const(acknowledged.value), **fields}, examples)
 
 
 def _frame(

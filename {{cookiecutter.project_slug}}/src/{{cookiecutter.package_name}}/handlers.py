@@ -16,6 +16,7 @@ from . import logs, ratelimit, store
 from .channels import may_use
 from .metrics import Backend, unavailable_backend
 from .protocol import (
+    Acknowledged,
     ErrorCode,
     Frame,
     Ping,
@@ -92,19 +93,25 @@ async def subscribe(service: Service, session: Session, request: Subscribe) -> F
             ErrorCode.TOO_MANY_CHANNELS, f"at most {limit} channels per connection", request.id
         )
     subscription = await service.feeds.subscribe(session, request.channel, request.since)
-    ack = ack_frame(request.id, position=position_field(subscription.position))
-    if request.since is not None:
-        service.metrics.replayed.observe(subscription.replayed)
-        ack["recovered"] = subscription.failure is None
-        ack["replayed"] = subscription.replayed
-        if subscription.failure is not None:
-            ack["reason"] = subscription.failure
-    return ack
+    position = position_field(subscription.position)
+    if request.since is None:
+        return ack_frame(request.id, Acknowledged.SUBSCRIBED, position=position)
+    service.metrics.replayed.observe(subscription.replayed)
+    replay = {"position": position, "replayed": subscription.replayed}
+    if subscription.failure is None:
+        return ack_frame(request.id, Acknowledged.RECOVERED, recovered=True, **replay)
+    return ack_frame(
+        request.id,
+        Acknowledged.RECOVERY_FAILED,
+        recovered=False,
+        reason=subscription.failure,
+        **replay,
+    )
 
 
 def unsubscribe(service: Service, session: Session, request: Unsubscribe) -> Frame:
     service.feeds.unsubscribe(session, request.channel)
-    return ack_frame(request.id)
+    return ack_frame(request.id, Acknowledged.UNSUBSCRIBED)
 
 {% if cookiecutter.tracing == "otel" %}
 @traced_publish
@@ -151,7 +158,7 @@ async def publish(service: Service, session: Session, request: Publish) -> Frame
         service.metrics.backend_error("redis", "stream")
         log.warning("message %d of %s not streamed: %s", message.offset, message.channel, error)
     service.metrics.publish_seconds.observe(time.perf_counter() - started)
-    return ack_frame(request.id, offset=message.offset, epoch=message.epoch)
+    return ack_frame(request.id, Acknowledged.PUBLISHED, offset=message.offset, epoch=message.epoch)
 
 
 def _authorize(session: Session, channel: str, request_id: RequestId) -> None:

@@ -9,16 +9,20 @@ Client -> server (every request may carry an `id`, echoed in the reply):
     {"type": "ping", "id": 4}
 Server -> client:
     {"type": "welcome", "session": "...", "user": "..."}          first frame after accept
-    {"type": "ack", "id": 1, "position": {"offset": 44, "epoch": "9f2c..."}}     subscribed
-    {"type": "ack", "id": 1, "position": {...}, "recovered": true, "replayed": 3}  after a replay
-    {"type": "ack", "id": 1, "position": {...}, "recovered": false, "replayed": 0,
-     "reason": "epoch_changed"}                                    the client must reload
-    {"type": "ack", "id": 2}                                        unsubscribed
-    {"type": "ack", "id": 3, "offset": 45, "epoch": "9f2c..."}     publish stored and sent out
+    {"type": "ack", "ack": "subscribed", "id": 1, "position": {"offset": 44, "epoch": "9f2c..."}}
+    {"type": "ack", "ack": "recovered", "id": 1, "position": {...}, "recovered": true,
+     "replayed": 3}                                                 after a replay
+    {"type": "ack", "ack": "recovery_failed", "id": 1, "position": {...}, "recovered": false,
+     "replayed": 0, "reason": "epoch_changed"}                      the client must reload
+    {"type": "ack", "ack": "unsubscribed", "id": 2}
+    {"type": "ack", "ack": "published", "id": 3, "offset": 45, "epoch": "9f2c..."}
+                                                                   stored and sent out
     {"type": "pong", "id": 4}
     {"type": "message", "channel": "...", "offset": 45, "epoch": "9f2c...", "sender": "...",
      "data": ..., "sent_at": "..."}
     {"type": "error", "id": 3, "code": "forbidden", "message": "..."}   the connection stays open
+Every ack's `ack` names what it acknowledges, one value per kind (Acknowledged): `type` alone
+does not tell them apart.
 """
 
 import json
@@ -76,6 +80,18 @@ class ErrorCode(StrEnum):
     TOO_MANY_CHANNELS = "too_many_channels"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
+
+
+class Acknowledged(StrEnum):
+    """What an ack acknowledges: its `ack` field, the one that tells the five kinds apart."""
+
+    SUBSCRIBED = "subscribed"
+    RECOVERED = "recovered"
+    """Subscribed with `since`, after replaying every message missed."""
+    RECOVERY_FAILED = "recovery_failed"
+    """Subscribed with `since`, but the missed messages could not all be replayed."""
+    UNSUBSCRIBED = "unsubscribed"
+    PUBLISHED = "published"
 
 
 class RecoveryFailure(StrEnum):
@@ -258,8 +274,8 @@ def error_frame(error: ProtocolError) -> Frame:
     return {"type": "error", "id": error.request_id, "code": error.code, "message": str(error)}
 
 
-def ack_frame(request_id: RequestId, **extra: Any) -> Frame:
-    return {"type": "ack", "id": request_id, **extra}
+def ack_frame(request_id: RequestId, acknowledged: Acknowledged, **fields: Any) -> Frame:
+    return {"type": "ack", "ack": acknowledged, "id": request_id, **fields}
 
 
 def position_field(position: Position) -> dict[str, Any]:

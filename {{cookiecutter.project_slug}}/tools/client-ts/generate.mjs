@@ -2,7 +2,8 @@
 // Usage: node generate.mjs DOCUMENT OUTPUT.ts. Writes one module: an interface per message payload
 // and schema, named by its `title`, with the wire's field names; then the unions the document's
 // operations imply (`ClientFrame`, `ServerFrame`, and `<Request>Reply` for each request's
-// replies; not `Request`, which would shadow the fetch API's).
+// replies; not `Request`, which would shadow the fetch API's), and each schema that is a `oneOf`
+// with a discriminator (`Ack`) as the union of its members, which their literals narrow.
 //
 // Modelina's defaults do not fit a wire protocol, and some of its behaviour is a bug; each setting
 // below says which:
@@ -20,6 +21,9 @@
 // - For every operation with several messages, Modelina adds a union named after the channel,
 //   each overwriting the one before (a Modelina bug: the last operation's replies survive, as
 //   `Socket`): dropped, and the unions written from the operations instead.
+// - Modelina reads the payloads of the operations' messages, and no schema of the components that
+//   none of them uses, so `Ack` would be missing: written from its `oneOf` like those unions
+//   (Modelina, given it as a JSON Schema, renders the same `SubscribeAck | ... | PublishAck`).
 import { readFile, writeFile } from "node:fs/promises";
 import {
   TypeScriptGenerator,
@@ -60,8 +64,9 @@ const models = (await generator.generate(document)).filter(
 );
 
 const messages = document.components.messages;
+// A message's reference names the message; a schema's may name a message's payload.
 const titled = (reference) => {
-  const name = reference.$ref.split("/").pop();
+  const name = reference.$ref.replace(/\/payload$/, "").split("/").pop();
   const title = messages[name].payload.title;
   if (!title) throw new Error(`the payload of message ${name} has no title to name its model`);
   return title;
@@ -85,6 +90,15 @@ for (const operation of Object.values(document.operations)) {
     replies.push(union(`${request}Reply`, answers, `The frames that may answer ${request}.`));
   }
 }
+const discriminated = Object.values(document.components.schemas)
+  .filter((schema) => schema.oneOf && schema.discriminator)
+  .map((schema) =>
+    union(
+      schema.title,
+      schema.oneOf.map(titled),
+      `${schema.description} Told apart by \`${schema.discriminator}\`.`,
+    ),
+  );
 const missing = [...requests, ...serverFrames].filter(
   (title) => !models.some((model) => model.modelName === title),
 );
@@ -99,6 +113,7 @@ const source = [
   union("ClientFrame", requests, "Every request a client may send."),
   union("ServerFrame", serverFrames, "Every frame the server may send."),
   ...replies,
+  ...discriminated,
 ].join("\n\n");
 await writeFile(outputPath, `${source}\n`, "utf-8");
 console.log(`wrote ${models.length} models to ${outputPath}`);
