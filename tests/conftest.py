@@ -143,6 +143,15 @@ def pgbouncer() -> Iterator[PgBouncer]:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """The URLs of the nodes of a throwaway 3-master Redis Cluster (no replicas), for the
+    session; any one of them is a TEST_REDIS_URL for all of it."""
+    embedded = harness_module("embedded")
+    with embedded.embedded_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster.urls
+
+
+@pytest.fixture(scope="session")
 def mypy_cache(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """mypy's cache, shared by its runs on bakes across the workers: the first checks the
     third-party packages (7 s on a quiet machine), the others only what differs (about a
