@@ -18,7 +18,7 @@ from cookiecutter.generate import generate_context
 from cookiecutter.main import cookiecutter
 from cookiecutter.prompt import prompt_for_config
 
-from tests.pgbouncer import PgBouncer, find_pgbouncer, pgbouncer_in_front
+from tests.pgbouncer import PgBouncer, pgbouncer_for_the_run
 from tests.template_harness import harness_module
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
@@ -135,10 +135,7 @@ def run_wide_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name:
 @pytest.fixture(scope="session")
 def pgbouncer() -> Iterator[PgBouncer]:
     """PgBouncer in transaction mode in front of the run's Postgres, for the session."""
-    program = find_pgbouncer()
-    if program is None:
-        pytest.skip("no PgBouncer here: apt-get install pgbouncer (.ci/run does)")
-    with pgbouncer_in_front(program, os.environ["TEST_DATABASE_URL"]) as bouncer:
+    with pgbouncer_for_the_run() as bouncer:
         yield bouncer
 
 

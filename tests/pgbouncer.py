@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.template_harness import harness_module
@@ -104,6 +105,17 @@ class PgBouncer:
 
 def find_pgbouncer() -> str | None:
     return shutil.which("pgbouncer", path=SEARCH_PATH)
+
+
+@contextlib.contextmanager
+def pgbouncer_for_the_run() -> Iterator[PgBouncer]:
+    """A PgBouncer of its own in front of the run's Postgres (TEST_DATABASE_URL); the test
+    skips where none is installed."""
+    program = find_pgbouncer()
+    if program is None:
+        pytest.skip("no PgBouncer here: apt-get install pgbouncer (.ci/run does)")
+    with pgbouncer_in_front(program, os.environ["TEST_DATABASE_URL"]) as bouncer:
+        yield bouncer
 
 
 @contextlib.contextmanager

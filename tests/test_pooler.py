@@ -1,9 +1,9 @@
 """The generated suite through PgBouncer in transaction mode, as a team whose CI has one runs it."""
 
 import contextlib
-import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.generated_runs import check_run, finish, run_suite, start_suite
-from tests.pgbouncer import PgBouncer, find_pgbouncer, pgbouncer_in_front
+from tests.pgbouncer import PgBouncer, pgbouncer_for_the_run
 
 pytestmark = pytest.mark.xdist_group("generated-suite")
 
@@ -180,17 +180,28 @@ def test_a_pooled_run_without_a_direct_url_stops_naming_both(
 def test_pgbouncer_reconnect_under_publish_load_loses_no_acked_message(
     bake: Callable[..., Path], pgbouncer: PgBouncer, tmp_path: Path
 ):
-    project = tmp_path / "project"
-    shutil.copytree(bake(), project)
-    reconnecting = project / "tests" / "test_zz_reconnect.py"
-    reconnecting.write_text(RECONNECTING_TEST, encoding="utf-8")
+    reconnecting = bake_with_test(bake(), tmp_path, RECONNECTING_TEST)
     result = run_suite(
-        project,
+        reconnecting.parent.parent,
         *("-p", "no:xdist", str(reconnecting)),
         report=tmp_path / "report.json",
         PGBOUNCER_ADMIN_URL=pgbouncer.admin_url,
         **pgbouncer.harness_environment(),
     )
+    assert_one_passed(result)
+
+
+def bake_with_test(baked: Path, tmp_path: Path, test: str) -> Path:
+    """A copy of the bake `baked` in `tmp_path`, with `test` as one more test file, last in file
+    order; that file."""
+    project = tmp_path / "project"
+    shutil.copytree(baked, project)
+    path = project / "tests" / "test_zz_pgbouncer.py"
+    path.write_text(test, encoding="utf-8")
+    return path
+
+
+def assert_one_passed(result: subprocess.CompletedProcess[str]) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "1 passed" in result.stdout.splitlines()[-1], output[-2000:]
@@ -203,25 +214,19 @@ class SuiteEnded(Exception):
 @pytest.fixture
 def own_pgbouncer() -> Iterator[PgBouncer]:
     """A PgBouncer of the test's own, which it stops and starts: never the session's."""
-    program = find_pgbouncer()
-    if program is None:
-        pytest.skip("no PgBouncer here: apt-get install pgbouncer (.ci/run does)")
-    with pgbouncer_in_front(program, os.environ["TEST_DATABASE_URL"]) as bouncer:
+    with pgbouncer_for_the_run() as bouncer:
         yield bouncer
 
 
 def test_pgbouncer_restarts_under_publish_load_lose_no_acked_message(
     bake: Callable[..., Path], own_pgbouncer: PgBouncer, tmp_path: Path
 ):
-    project = tmp_path / "project"
-    shutil.copytree(bake(), project)
-    restarted = project / "tests" / "test_zz_restart.py"
-    restarted.write_text(RESTARTED_TEST, encoding="utf-8")
+    restarted = bake_with_test(bake(), tmp_path, RESTARTED_TEST)
     faults = tmp_path / "faults"
     faults.mkdir()
     events = faults / "events"
     suite = start_suite(
-        project,
+        restarted.parent.parent,
         *("-p", "no:xdist", str(restarted)),
         report=tmp_path / "report.json",
         PGBOUNCER_FAULTS=str(faults),
@@ -256,6 +261,4 @@ def test_pgbouncer_restarts_under_publish_load_lose_no_acked_message(
     finally:
         (faults / "over").touch()
         result = finish(suite)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    assert "1 passed" in result.stdout.splitlines()[-1], output[-2000:]
+    assert_one_passed(result)
