@@ -18,7 +18,7 @@ from cookiecutter.generate import generate_context
 from cookiecutter.main import cookiecutter
 from cookiecutter.prompt import prompt_for_config
 
-from tests.pgbouncer import PgBouncer, find_pgbouncer, pgbouncer_in_front
+from tests.pgbouncer import PgBouncer, pgbouncer_for_the_run
 from tests.template_harness import harness_module
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
@@ -135,11 +135,17 @@ def run_wide_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name:
 @pytest.fixture(scope="session")
 def pgbouncer() -> Iterator[PgBouncer]:
     """PgBouncer in transaction mode in front of the run's Postgres, for the session."""
-    program = find_pgbouncer()
-    if program is None:
-        pytest.skip("no PgBouncer here: apt-get install pgbouncer (.ci/run does)")
-    with pgbouncer_in_front(program, os.environ["TEST_DATABASE_URL"]) as bouncer:
+    with pgbouncer_for_the_run() as bouncer:
         yield bouncer
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """The URLs of the nodes of a throwaway 3-master Redis Cluster (no replicas), for the
+    session; any one of them is a TEST_REDIS_URL for all of it."""
+    embedded = harness_module("embedded")
+    with embedded.embedded_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster.urls
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,15 @@
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.template_harness import harness_module
@@ -21,14 +22,18 @@ STOP_TIMEOUT_S = 10.0
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
 
 
-@dataclass(frozen=True, slots=True)
 class PgBouncer:
-    """A running PgBouncer: `url` reaches the database `direct_url` names, through it."""
+    """A running PgBouncer: `url` reaches the database `direct_url` names, through it. A test of
+    outages may stop it, as its operator or a crash would, and start it again on its port."""
 
-    url: str
-    direct_url: str
-    admin_url: str
-    log: Path
+    def __init__(self, command: list[str], home: Path, url: str, direct_url: str, admin_url: str):
+        self.url = url
+        self.direct_url = direct_url
+        self.admin_url = admin_url
+        self.log = home / "pgbouncer.log"
+        self._command = command
+        self._home = home
+        self._process: subprocess.Popen[bytes] | None = None
 
     def harness_environment(self) -> dict[str, str]:
         """The variables that send a generated suite's harness through this PgBouncer."""
@@ -48,9 +53,69 @@ class PgBouncer:
         [row] = [row for row in rows if row["database"] == database]
         return {name: int(value) for name, value in row.items() if name.startswith("total_")}
 
+    def start(self) -> None:
+        """Start it on its port; return once it answers."""
+        self._process = subprocess.Popen(
+            self._command, cwd=self._home, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        self._wait_until_it_answers(self._process)
+
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> None:
+        """Stop it with `how`, if it runs: SIGTERM and SIGINT are PgBouncer's immediate and
+        safe shutdowns, SIGKILL a crash; return once it has exited."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.send_signal(how)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    @contextlib.contextmanager
+    def outage(self, how: signal.Signals) -> Iterator[None]:
+        """Stopped with `how` for the block, then started again on the same port."""
+        self.stop(how)
+        try:
+            yield
+        finally:
+            self.start()
+
+    def _wait_until_it_answers(self, process: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited with {process.returncode}: {self._tail()}")
+            try:
+                with psycopg.connect(self.url, connect_timeout=2) as conn:
+                    conn.execute("SELECT 1")
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"pgbouncer did not answer: {self._tail()}") from None
+            time.sleep(0.1)
+
+    def _tail(self) -> str:
+        try:
+            return self.log.read_text(encoding="utf-8")[-2000:]
+        except OSError:
+            return "(no log)"
+
 
 def find_pgbouncer() -> str | None:
     return shutil.which("pgbouncer", path=SEARCH_PATH)
+
+
+@contextlib.contextmanager
+def pgbouncer_for_the_run() -> Iterator[PgBouncer]:
+    """A PgBouncer of its own in front of the run's Postgres (TEST_DATABASE_URL); the test
+    skips where none is installed."""
+    program = find_pgbouncer()
+    if program is None:
+        pytest.skip("no PgBouncer here: apt-get install pgbouncer (.ci/run does)")
+    with pgbouncer_in_front(program, os.environ["TEST_DATABASE_URL"]) as bouncer:
+        yield bouncer
 
 
 @contextlib.contextmanager
@@ -58,7 +123,7 @@ def pgbouncer_in_front(program: str, direct_url: str) -> Iterator[PgBouncer]:
     """PgBouncer (pool_mode = transaction, trust auth) in front of `direct_url`'s server,
     with its config, pid file and log in a directory of its own; stopped and removed after."""
     target = conninfo_to_dict(direct_url)
-    user, database = str(target.get("user", "postgres")), str(target.get("dbname", "postgres"))
+    user = str(target.get("user", "postgres"))
     embedded = harness_module("embedded")
     # PgBouncer refuses to run as root, as Postgres does: it runs as embedded Postgres would.
     runner = embedded._server_user()
@@ -70,27 +135,20 @@ def pgbouncer_in_front(program: str, direct_url: str) -> Iterator[PgBouncer]:
         (home / "users.txt").write_text(f'"{user}" ""\n', encoding="utf-8")
         (home / "pgbouncer.ini").write_text(_config(home, port, user, target), encoding="utf-8")
         command = [program, *(["-u", runner.pw_name] if runner else []), "pgbouncer.ini"]
-        process = subprocess.Popen(
-            command, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        bouncer = PgBouncer(
+            command,
+            home,
+            url=make_conninfo(direct_url, host="127.0.0.1", port=str(port)),
+            direct_url=direct_url,
+            admin_url=make_conninfo(
+                "", host="127.0.0.1", port=str(port), user=user, dbname="pgbouncer"
+            ),
         )
         try:
-            bouncer = PgBouncer(
-                url=make_conninfo(direct_url, host="127.0.0.1", port=str(port)),
-                direct_url=direct_url,
-                admin_url=make_conninfo(
-                    "", host="127.0.0.1", port=str(port), user=user, dbname="pgbouncer"
-                ),
-                log=home / "pgbouncer.log",
-            )
-            _wait_until_it_answers(process, bouncer, database)
+            bouncer.start()
             yield bouncer
         finally:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            bouncer.stop()
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -115,25 +173,3 @@ max_client_conn = 500
 pidfile = {home}/pgbouncer.pid
 logfile = {home}/pgbouncer.log
 """
-
-
-def _wait_until_it_answers(process: subprocess.Popen[bytes], bouncer: PgBouncer, db: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"pgbouncer exited with {process.returncode}: {_tail(bouncer)}")
-        try:
-            with psycopg.connect(bouncer.url, connect_timeout=2) as conn:
-                conn.execute("SELECT 1")
-            return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"pgbouncer did not answer on {db}: {_tail(bouncer)}") from None
-        time.sleep(0.1)
-
-
-def _tail(bouncer: PgBouncer) -> str:
-    try:
-        return bouncer.log.read_text(encoding="utf-8")[-2000:]
-    except OSError:
-        return "(no log)"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.generated_runs import (
+    REDIS_URL,
     SUITE_TIMEOUT_S,
     check_run,
     clean_environment,
@@ -101,6 +102,29 @@ def test_crashed_worker_is_cleaned_up_by_the_controller(project: Path, tmp_path:
     assert leftovers(report_of(report)["run_id"]) == {"schemas": [], "keys": []}
 
 
+def kill_a_run(project: Path, tmp_path: Path, **env: str) -> str:
+    """Run a suite (`env` on top of this process's environment) that SIGKILLs itself, controller
+    and workers, once both workers may have made their namespaces; the dead run's id."""
+    killer = project / "tests" / "test_zz_kill_run.py"
+    killer.write_text(RUN_KILLING_TEST, encoding="utf-8")
+    run_id_file = tmp_path / "run-id"
+    killed = subprocess.run(
+        # The killer and one file more, in file order: the killer comes last, so no other test is
+        # cut off halfway, and both workers may have made their namespaces by then.
+        suite_command("-n", "2", "-p", "no:randomly", "tests/test_health.py", str(killer)),
+        cwd=project,
+        env=clean_environment(RUN_ID_FILE=str(run_id_file), **env),
+        capture_output=True,
+        text=True,
+        timeout=SUITE_TIMEOUT_S,
+        start_new_session=True,
+        check=False,
+    )
+    assert killed.returncode < 0, killed.stdout[-2000:]
+    killer.unlink()
+    return run_id_file.read_text()
+
+
 @pytest.mark.parametrize("topology", ["direct", "pgbouncer"])
 def test_killed_run_is_reaped_by_the_next_run(
     project: Path, tmp_path: Path, topology: str, request: pytest.FixtureRequest
@@ -110,32 +134,30 @@ def test_killed_run_is_reaped_by_the_next_run(
     through: dict[str, str] = {}
     if topology == "pgbouncer":
         through = request.getfixturevalue("pgbouncer").harness_environment()
-    killer = project / "tests" / "test_zz_kill_run.py"
-    killer.write_text(RUN_KILLING_TEST, encoding="utf-8")
-    run_id_file = tmp_path / "run-id"
-    killed = subprocess.run(
-        # The killer and one file more, in file order: the killer comes last, so no other test is
-        # cut off halfway, and both workers may have made their namespaces by then.
-        suite_command("-n", "2", "-p", "no:randomly", "tests/test_health.py", str(killer)),
-        cwd=project,
-        env=clean_environment(RUN_ID_FILE=str(run_id_file), **through),
-        capture_output=True,
-        text=True,
-        timeout=SUITE_TIMEOUT_S,
-        start_new_session=True,
-        check=False,
-    )
-    assert killed.returncode < 0, killed.stdout[-2000:]
-    dead_run = run_id_file.read_text()
+    dead_run = kill_a_run(project, tmp_path, **through)
     left = leftovers(dead_run)
     assert left["schemas"] and left["keys"], "the killed run should have left its namespaces"
 
-    killer.unlink()
     report = tmp_path / "report.json"
     next_run = run_suite(project, "-n", "2", *A_FEW_FILES, report=report, **through)
     check_run(next_run, report)
     # The outcome, not who printed it: a run started beside this one may have reaped first.
     assert leftovers(dead_run) == {"schemas": [], "keys": []}
+
+
+def test_a_run_killed_on_a_redis_cluster_is_reaped_by_a_run_on_one_node(
+    project: Path, tmp_path: Path, redis_cluster: list[str]
+):
+    dead_run = kill_a_run(project, tmp_path, TEST_REDIS_URL=redis_cluster[0])
+    left = leftovers(dead_run, redis_cluster)
+    assert left["schemas"] and left["keys"], "the killed run should have left its namespaces"
+
+    # The next run is on the run's single Redis node: its reaper finds the dead workers' schemas
+    # in the Postgres both runs share, and must unlink their keys on the cluster they used.
+    next_run = run_suite(project, "-p", "no:xdist", "tests/test_health.py", report=tmp_path / "r")
+    assert next_run.returncode == 0, (next_run.stdout + next_run.stderr)[-3000:]
+    everywhere = [*redis_cluster, REDIS_URL]
+    assert leftovers(dead_run, everywhere) == {"schemas": [], "keys": []}
 
 
 def test_leak_guard_fails_the_test_that_leaks_and_no_other(project: Path, tmp_path: Path):

@@ -1,7 +1,7 @@
 """The generated suite on a Redis Cluster: three masters, no replicas, started on loopback ports
 by the test, with TEST_REDIS_URL naming one node."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -9,18 +9,9 @@ import pytest
 import redis
 
 from tests.generated_runs import check_run, run_suite
-from tests.template_harness import harness_module
 
-embedded = harness_module("embedded")
 CHAOS_TEST = "test_resuming_subscribers_see_every_offset_once_in_order_despite_disconnects"
 pytestmark = pytest.mark.xdist_group("generated-suite")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    """The URLs of the cluster's three nodes."""
-    with embedded.embedded_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
-        yield cluster.urls
 
 
 def stream_writes(url: str) -> int:
@@ -33,13 +24,16 @@ def stream_writes(url: str) -> int:
 
 
 def test_the_generated_suite_passes_on_a_redis_cluster_and_leaves_no_node_a_key(
-    bake: Callable[..., Path], cluster: list[str], tmp_path: Path
+    bake: Callable[..., Path], redis_cluster: list[str], tmp_path: Path
 ):
     junit, report_path = tmp_path / "junit.xml", tmp_path / "report.json"
     result = run_suite(
-        bake(), "-n", "2", f"--junitxml={junit}", report=report_path, TEST_REDIS_URL=cluster[0]
+        bake(),
+        *("-n", "2", f"--junitxml={junit}"),
+        report=report_path,
+        TEST_REDIS_URL=redis_cluster[0],
     )
-    report = check_run(result, report_path, redis_urls=cluster)
+    report = check_run(result, report_path, redis_urls=redis_cluster)
     assert report["origin"]["redis"] == "from TEST_REDIS_URL"
     workers = report["workers"]
     assert sorted(workers) == ["gw0", "gw1"]
@@ -50,4 +44,4 @@ def test_the_generated_suite_passes_on_a_redis_cluster_and_leaves_no_node_a_key(
     # No child element: neither skipped nor failed.
     assert cases[CHAOS_TEST] == [], "the chaos delivery test must run, and pass, on the cluster"
     # The streams' partitions spread over the masters: each one carried some of the fan-out.
-    assert all(stream_writes(url) > 0 for url in cluster)
+    assert all(stream_writes(url) > 0 for url in redis_cluster)

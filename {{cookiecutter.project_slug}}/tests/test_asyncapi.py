@@ -66,7 +66,7 @@ EDGE_REQUESTS = [
 
 
 async def test_the_app_serves_the_document_naming_itself_as_the_server(shared_app: LiveApp) -> None:
-    base_url = shared_app.url.replace("ws://", "http://", 1)
+    base_url = shared_app.http_url
     async with httpx.AsyncClient(base_url=base_url) as client:
         response = await client.get("/asyncapi.json")
     assert response.status_code == 200

@@ -1,5 +1,6 @@
 """Liveness and readiness probes, over real HTTP."""
 
+import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -13,22 +14,18 @@ from {{ cookiecutter.package_name }}.resources import Resources
 from {{ cookiecutter.package_name }}.service import Service
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from harness.embedded import embedded_redis, port_of
+from harness.embedded import embedded_redis, port_of, redis_server
 from harness.live import LiveApp
 
 
-def http_url(live: LiveApp) -> str:
-    return live.url.replace("ws://", "http://", 1)
-
-
 async def test_liveness_answers_ok(shared_app: LiveApp) -> None:
-    async with httpx.AsyncClient(base_url=http_url(shared_app)) as client:
+    async with httpx.AsyncClient(base_url=shared_app.http_url) as client:
         response = await client.get("/healthz")
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
 
 async def test_readiness_reports_both_backends(shared_app: LiveApp) -> None:
-    async with httpx.AsyncClient(base_url=http_url(shared_app)) as client:
+    async with httpx.AsyncClient(base_url=shared_app.http_url) as client:
         response = await client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["checks"] == {"postgres": "ok", "redis": "ok"}
@@ -69,6 +66,21 @@ async def test_readiness_is_503_on_a_replica(
     assert first.status_code == 200, "one failed probe is not yet an outage"
     assert second.status_code == 503
     assert b'"redis":"read-only: a replica"' in second.body
+
+
+async def test_readiness_is_503_within_its_probe_timeout_on_a_redis_that_answers_nothing(
+    settings: Settings, shared_resources: Resources, tmp_path: Path
+) -> None:
+    with redis_server(tmp_path / "redis") as server:
+        mute = Redis.from_url(server.url, decode_responses=True)
+        assert await mute.ping()
+        with server.paused():
+            # Each probe gives up after PROBE_TIMEOUT_S; with no bound, ROLE would wait for ever.
+            async with asyncio.timeout(3 * health.PROBE_TIMEOUT_S):
+                first, second = await probed_twice(settings, shared_resources, mute)
+    assert first.status_code == 200, "one failed probe is not yet an outage"
+    assert second.status_code == 503
+    assert b'"redis":"unreachable: TimeoutError"' in second.body
 
 
 def test_readiness_changes_only_after_a_streak_of_probes_disagreeing() -> None:

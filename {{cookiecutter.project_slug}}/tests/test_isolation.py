@@ -2,11 +2,13 @@
 workers' namespaces are reaped."""
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import secrets
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -23,6 +25,7 @@ from {{ cookiecutter.package_name }}.resources import (
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from harness import namespaces
+from harness.embedded import embedded_redis
 from harness.leaks import LeakGuard
 from harness.live import LiveApp, offer
 from harness.namespaces import (
@@ -30,6 +33,7 @@ from harness.namespaces import (
     Postgres,
     RedisClient,
     alive_lock_key,
+    owner_comment,
     reap_orphans,
     reap_worker,
     redis_client_of,
@@ -122,17 +126,21 @@ def test_live_worker_schema_is_marked_and_locked(
     assert taken == (False,), "the worker must hold its schema's liveness lock"
 
 
-def leave_dead_namespaces(postgres: Postgres, client: RedisClient, schema: str, prefix: str) -> str:
-    """Claim a schema as a worker does, with a key under its prefix, then "die": the connection
-    closes and its lock goes. Return the key."""
+def leave_dead_namespaces(
+    postgres: Postgres, redis_url: str, client: RedisClient | None, schema: str, prefix: str
+) -> str:
+    """Claim a schema as a worker on the Redis at `redis_url` does, with a key under its prefix
+    (through `client`, if given), then "die": the connection closes and its lock goes. Return
+    the key, made first: a reaper that finds the schema finds the key too."""
+    if client is not None:
+        client.set(f"{prefix}leftover", "1")
     with postgres.connect() as conn, conn.transaction():
         # One transaction, like the harness: a run killed here leaves no unmarked schema.
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        owner = json.dumps({"made_by": MARKER, "redis_prefix": prefix})
+        owner = owner_comment(redis_url, prefix)
         conn.execute(
             sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(schema), sql.Literal(owner))
         )
-    client.set(f"{prefix}leftover", "1")
     return f"{prefix}leftover"
 
 
@@ -177,7 +185,7 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
     try:
         with postgres.connect(autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(foreign)))
-        leftover = leave_dead_namespaces(postgres, redis_client, dead, dead_prefix)
+        leftover = leave_dead_namespaces(postgres, redis_url, redis_client, dead, dead_prefix)
         holder.start()
         assert claimed.wait(10)
         keys_then = keys_when_dropped(monkeypatch, redis_client, {dead: leftover})
@@ -195,6 +203,55 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
             for schema in (dead, foreign):
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(schema)))
     assert not schema_exists(postgres, live)
+
+
+def test_the_reaper_cleans_each_dead_worker_on_the_redis_that_worker_used(
+    run_context: RunContext, run_id: str, worker_id: str, tmp_path: Path
+) -> None:
+    postgres = run_context.postgres
+    workers = {name: f"{worker_id}{name}" for name in ("elsewhere", "gone", "locked")}
+    schemas = {name: schema_name(run_id, worker) for name, worker in workers.items()}
+    prefixes = {name: redis_prefix(run_id, worker) for name, worker in workers.items()}
+    try:
+        with (
+            embedded_redis(tmp_path / "elsewhere") as elsewhere,
+            embedded_redis(tmp_path / "locked") as locked,
+        ):
+            with contextlib.closing(redis_client_of(locked)) as admin:
+                admin.config_set("requirepass", "secret")
+            other = redis_client_of(elsewhere)
+            try:
+                leftover = leave_dead_namespaces(
+                    postgres, elsewhere, other, schemas["elsewhere"], prefixes["elsewhere"]
+                )
+                # A Redis gone since, with what it held: nobody listens on port 1.
+                gone = "redis://127.0.0.1:1/0"
+                leave_dead_namespaces(postgres, gone, None, schemas["gone"], prefixes["gone"])
+                # The comment keeps no password, and the reaping run knows none for it.
+                with_password = locked.replace("redis://", "redis://:secret@", 1)
+                leave_dead_namespaces(
+                    postgres, with_password, None, schemas["locked"], prefixes["locked"]
+                )
+                reap_orphans(postgres, run_context.redis_url)
+                # Outcomes, not who reaped: another run's reaper may have been first.
+                assert other.exists(leftover) == 0, "unlinked where its worker had it"
+                # Asked while its Redis runs: once it has gone, any reaper may drop the schema.
+                assert schema_exists(postgres, schemas["locked"]), "left for a run that may"
+                with postgres.connect() as conn:
+                    comment = conn.execute(
+                        "SELECT obj_description(%s::regnamespace, 'pg_namespace')",
+                        [schemas["locked"]],
+                    ).fetchone()
+                assert comment is not None and "secret" not in comment[0]
+                assert json.loads(comment[0])["redis"] == locked
+            finally:
+                other.close()
+        assert not schema_exists(postgres, schemas["elsewhere"])
+        assert not schema_exists(postgres, schemas["gone"])
+    finally:
+        with postgres.connect(autocommit=True) as conn:
+            for schema in schemas.values():
+                namespaces.drop_schema(conn, schema)
 
 
 @pytest.fixture
@@ -233,7 +290,7 @@ def test_a_crashed_workers_keys_go_before_its_schema(
 ) -> None:
     postgres, redis_url = run_context.postgres, run_context.redis_url
     worker, schema, prefix = spare_worker
-    leftover = leave_dead_namespaces(postgres, redis_client, schema, prefix)
+    leftover = leave_dead_namespaces(postgres, redis_url, redis_client, schema, prefix)
     keys_then = keys_when_dropped(monkeypatch, redis_client, {schema: leftover})
     reaped = reap_worker(postgres, redis_url, run_id, worker)
     assert (reaped.schemas, reaped.keys) == ([schema], 1)

@@ -95,9 +95,7 @@ async def test_refused_handshakes_are_counted_by_reason(
             "Sec-WebSocket-Version": "13",
             "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
         }
-        response = await client.get(
-            shared_app.url.replace("ws://", "http://", 1) + "/ws", headers=headers
-        )
+        response = await client.get(shared_app.http_url + "/ws", headers=headers)
     assert (response.status_code, response.text) == (403, "no_token")
     after = await scrape(shared_app)
     assert grew(before, after, sample("ws_handshakes_refused_total", reason="no_token")) == 1

@@ -22,6 +22,7 @@ import pwd
 import re
 import shlex
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -168,6 +169,25 @@ class RedisServer:
         try:
             process.wait(timeout=REDIS_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stopped (SIGSTOP) for the block, as a hung server would be: the kernel still accepts
+        connections to it, and nothing answers on them; then it goes on (SIGCONT)."""
+        assert self._process is not None, "it is not running"
+        self._process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self._process.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """Kill it as a crash would (SIGKILL): no word to its clients, replicas or Sentinels,
+        and what its replicas had not received yet is lost."""
+        process, self._process = self._process, None
+        if process is not None:
             process.kill()
             process.wait()
 

@@ -75,6 +75,11 @@ class LiveApp:
     url: str
 
     @property
+    def http_url(self) -> str:
+        """The same server's address for HTTP (probes, metrics, documents)."""
+        return self.url.replace("ws://", "http://", 1)
+
+    @property
     def service(self) -> Service:
         service: Service = self.app.state.service
         return service

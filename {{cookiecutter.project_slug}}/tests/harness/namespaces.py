@@ -2,8 +2,12 @@
 
 A worker's schema is `test_<run>_<worker>_<random>` and its Redis prefix `test:<run>:<worker>:`.
 While the worker lives, a dedicated connection holds a session-level advisory lock keyed by its
-schema; the schema's comment records who made it and which Redis prefix goes with it. A schema
-whose lock anybody can take belongs to a dead worker: the reaper drops it and unlinks its keys.
+schema; the schema's comment records who made it, which Redis prefix goes with it, and on which
+Redis (its URL, less any password). A schema whose lock anybody can take belongs to a dead
+worker: the reaper drops it and unlinks its keys on the Redis that worker used, which need not be
+the reaping run's: runs that share a Postgres may each have a Redis of their own (a cluster, a
+throwaway server), and keys unlinked on the wrong one would stay on the right one for ever, with
+no schema left to name them.
 
 The lock is held on a direct connection (Postgres.direct_url), never through a transaction
 pooler, which hands each transaction to any server connection and so keeps no session for a
@@ -20,13 +24,17 @@ import os
 import re
 import secrets
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import redis
 from psycopg import sql
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from {{ cookiecutter.package_name }}.keys import RedisKeys
 from {{ cookiecutter.package_name }}.migrations import advisory_lock_key, migrate
@@ -39,6 +47,9 @@ SCHEMA_PATTERN = re.compile(r"test_([0-9a-z]+)_([0-9a-z]+)_[0-9a-f]{6}")
 MARKER = "ws-service-test-harness"
 UNLINK_BATCH = 500
 CRASHED_WORKER_LOCK_TIMEOUT = "10s"
+# How long the reaper waits for a dead worker's Redis, which may be long gone, before it counts
+# it as gone: once, without retries.
+REAPER_CONNECT_TIMEOUT_S = 2.0
 
 RedisClient = redis.Redis | redis.RedisCluster
 
@@ -98,7 +109,7 @@ def worker_schema(postgres: Postgres, redis_url: str, schema: str, prefix: str) 
                 conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
                 conn.execute(
                     sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
-                        sql.Identifier(schema), sql.Literal(_owner_comment(prefix))
+                        sql.Identifier(schema), sql.Literal(owner_comment(redis_url, prefix))
                     )
                 )
             with postgres.connect(autocommit=True) as conn:
@@ -110,7 +121,7 @@ def worker_schema(postgres: Postgres, redis_url: str, schema: str, prefix: str) 
                 drop_namespaces(conn, redis_url, schema, prefix)
 
 
-def _owner_comment(prefix: str) -> str:
+def owner_comment(redis_url: str, prefix: str) -> str:
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return json.dumps(
         {
@@ -119,8 +130,29 @@ def _owner_comment(prefix: str) -> str:
             "pid": os.getpid(),
             "started": started,
             "redis_prefix": prefix,
+            "redis": without_password(redis_url),
         }
     )
+
+
+def without_password(url: str) -> str:
+    """`url` less its password: a schema's comment is there for anyone who reads the catalog."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    address = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username}@{address}" if parts.username else address
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redis_of(owner: dict[str, str], redis_url: str) -> str:
+    """The URL of the Redis a schema's worker used, from its owner comment: the reaping run's own
+    `redis_url` (with its password) where it names the same server or says nothing (a comment
+    from before the harness recorded it)."""
+    recorded = owner.get("redis")
+    if recorded is None or recorded == without_password(redis_url):
+        return redis_url
+    return recorded
 
 
 def drop_namespaces(conn: psycopg.Connection, redis_url: str, schema: str, prefix: str) -> int:
@@ -153,10 +185,10 @@ def redis_client_of(url: str, **options: Any) -> RedisClient:
     return redis.RedisCluster.from_url(url, **options)
 
 
-def unlink_prefix(redis_url: str, prefix: str) -> int:
+def unlink_prefix(redis_url: str, prefix: str, **options: Any) -> int:
     """Unlink every key under `prefix` (SCAN + batched UNLINK, on every master of a cluster);
-    return how many."""
-    client = redis_client_of(redis_url)
+    return how many. `options` go to the client."""
+    client = redis_client_of(redis_url, **options)
     removed = 0
     try:
         batch: list[bytes] = []
@@ -181,20 +213,39 @@ class Reaped:
 
 
 def reap_orphans(postgres: Postgres, redis_url: str) -> Reaped:
-    """Drop the harness schemas no live worker holds, and unlink their Redis keys."""
+    """Drop the harness schemas no live worker holds, and unlink their Redis keys on the Redis
+    each worker used (`redis_url` is the reaping run's)."""
     schemas, keys = [], 0
     with postgres.connect_direct(autocommit=True) as conn:
-        for schema, comment in _harness_schemas(conn):
+        for schema, owner in _harness_schemas(conn):
             key = alive_lock_key(schema)
             taken = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
             if not (taken and taken[0]):
                 continue
             try:
-                keys += drop_namespaces(conn, redis_url, schema, comment["redis_prefix"])
+                reaped = _reap(conn, redis_of(owner, redis_url), schema, owner["redis_prefix"])
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", [key])
-            schemas.append(schema)
+            if reaped is not None:
+                schemas.append(schema)
+                keys += reaped
     return Reaped(schemas, keys)
+
+
+def _reap(conn: psycopg.Connection, redis_url: str, schema: str, prefix: str) -> int | None:
+    """Drop a dead worker's namespaces as drop_namespaces does; the keys it unlinked, or None
+    where its Redis refused the reaper (the schema stays, for a run that may)."""
+    once = {"socket_connect_timeout": REAPER_CONNECT_TIMEOUT_S, "retry": Retry(NoBackoff(), 0)}
+    try:
+        keys = unlink_prefix(redis_url, prefix, **once)
+    except redis.AuthenticationError as error:
+        _say(f"left {schema}: its Redis at {without_password(redis_url)} refused: {error}")
+        return None
+    except (redis.ConnectionError, redis.TimeoutError):
+        # Nobody answers where its Redis was: a throwaway server, whose keys went with it.
+        keys = 0
+    drop_schema(conn, schema)
+    return keys
 
 
 def reap_worker(postgres: Postgres, redis_url: str, run_id: str, worker: str) -> Reaped:
@@ -216,6 +267,10 @@ def reap_worker(postgres: Postgres, redis_url: str, run_id: str, worker: str) ->
             drop_schema(conn, schema)
             conn.execute("SELECT pg_advisory_unlock(%s)", [alive_lock_key(schema)])
     return Reaped(schemas, keys)
+
+
+def _say(what: str) -> None:
+    print(f"harness: {what}", file=sys.stderr, flush=True)
 
 
 def _harness_schemas(conn: psycopg.Connection) -> list[tuple[str, dict[str, str]]]:

@@ -13,7 +13,7 @@ Sample = tuple[str, frozenset[tuple[str, str]]]
 
 async def scrape(live: LiveApp) -> dict[Sample, float]:
     """GET /metrics and parse it with prometheus_client's own parser."""
-    async with httpx.AsyncClient(base_url=live.url.replace("ws://", "http://", 1)) as client:
+    async with httpx.AsyncClient(base_url=live.http_url) as client:
         response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"] == CONTENT_TYPE
