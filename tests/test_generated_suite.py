@@ -207,6 +207,18 @@ def test_the_flood_loadtest_reports_every_phase_and_leaves_nothing(project: Path
     assert leftovers(results["run_id"]) == {"schemas": [], "keys": []}
 
 
+def test_the_memory_loadtest_counts_what_an_idle_connection_holds(project: Path, tmp_path: Path):
+    copy, output = run_loadtest(project, tmp_path, "loadtest.memory", "--connections", "40")
+    results = json.loads((copy / "loadtest" / "results" / "memory.json").read_text("utf-8"))
+    assert results["connections"] == 40
+    # The server's own task; the sender and the 4008 closer only start when needed.
+    assert round(results["tasks"]) == 1, results["objects_by_type"]
+    assert results["bytes"] > 0 and results["objects"] > 0
+    assert any(name.endswith("connection.py") for name in results["bytes_by_file"])
+    assert "per idle connection" in output
+    assert leftovers(results["run_id"]) == {"schemas": [], "keys": []}
+
+
 def test_the_loadtest_holds_every_scenario_against_the_reference_and_leaves_nothing(
     project: Path, tmp_path: Path
 ):
