@@ -8,9 +8,10 @@ these keep a plain list, and only once something waits.
 """
 
 import asyncio
-from typing import Generic, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+Event = dict[str, Any]
+"""An ASGI event, what uvicorn's protocol queues for the app."""
 
 
 class Flag:
@@ -54,23 +55,23 @@ class Flag:
         return True
 
 
-class Inbox(Generic[T]):
-    """asyncio.Queue's put_nowait, get and empty, unbounded."""
+class Inbox:
+    """asyncio.Queue's put_nowait, get and empty, unbounded, of ASGI events."""
 
     __slots__ = ("_arrived", "_items")
 
     def __init__(self) -> None:
-        self._items: list[T] = []
+        self._items: list[Event] = []
         self._arrived = Flag()
 
-    def put_nowait(self, item: T) -> None:
+    def put_nowait(self, item: Event) -> None:
         self._items.append(item)
         self._arrived.set()
 
     def empty(self) -> bool:
         return not self._items
 
-    async def get(self) -> T:
+    async def get(self) -> Event:
         """The oldest item, once there is one."""
         while not self._items:
             self._arrived.clear()
