@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import logging
 import time
+from typing import Any
 
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
@@ -57,6 +58,11 @@ class Connection:
         self._closer: asyncio.Task[None] | None = None
         # The session's log context, for the tasks `_wake` starts from whoever woke it.
         self._context: contextvars.Context | None = None
+        self._ending = False
+        # The server's task, which runs the receive loop; cut off once the server has closed.
+        self._reader: asyncio.Task[Any] | None = None
+        self._cut_off = False
+        self._cut_off_later: asyncio.TimerHandle | None = None
 
     async def serve(self) -> None:
         """Handshake, then serve until the client or the server closes."""
@@ -94,16 +100,26 @@ class Connection:
         expiry = asyncio.get_running_loop().call_later(
             max(0.0, identity.expires_at - time.time()), session.close, CloseCode.TOKEN_EXPIRED
         )
+        self._reader = asyncio.current_task()
         try:
-            # A close the server sends (its own or a 4008) also ends this loop: uvicorn hands the
-            # app a disconnect as it writes the close frame.
-            if not await self._receive_loop(session) and self._sender is not None:
-                # Handling failed and queued a close: let the sender deliver it.
-                await asyncio.wait({self._sender}, timeout=CLOSE_TIMEOUT_S)
-            if self._closer is not None:
-                await asyncio.wait({self._closer})  # bounded by _close
+            try:
+                # A close the server writes also ends this loop (uvicorn hands the app a
+                # disconnect as it writes the close frame); one it cannot write, `_cut_off`.
+                if not await self._receive_loop(session) and self._sender is not None:
+                    # Handling failed and queued a close: let the sender deliver it.
+                    await asyncio.wait({self._sender}, timeout=CLOSE_TIMEOUT_S)
+                if self._closer is not None:
+                    await asyncio.wait({self._closer})  # bounded by _close
+            except asyncio.CancelledError:
+                # Only the cut-off ends here; any other cancellation goes on.
+                if not self._cut_off or self._reader is None or self._reader.uncancel():
+                    raise
         finally:
+            # A fan-out may still reach the session while its tasks end: it starts no new one.
+            self._ending = True
             expiry.cancel()
+            if self._cut_off_later is not None:
+                self._cut_off_later.cancel()
             tasks = {task for task in (self._sender, self._closer) if task is not None}
             for task in tasks:
                 task.cancel()
@@ -161,6 +177,8 @@ class Connection:
 
     def _wake(self, session: Session) -> None:
         """The session queued something or overflowed: start the task that sees to it, once."""
+        if self._ending:
+            return
         if session.overflowed:
             if self._closer is None:
                 closing = self._close_slow()
@@ -173,12 +191,22 @@ class Connection:
         if self._sender is not None:
             self._sender.cancel()  # it may be stuck writing to a client that stopped reading
         await self._close(CloseCode.SLOW_CONSUMER)
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        """End the receive loop, which a close the client is too stuck to take does not end."""
+        if not self._ending and self._reader is not None:
+            self._cut_off = True
+            self._reader.cancel()
 
     async def _send_loop(self, session: Session) -> None:
         while True:
             item = await session.next_outgoing()
             if isinstance(item, CloseCode):
                 await self._close(item)
+                # Unwritten, the close leaves the receive loop waiting for the abort: not long.
+                loop = asyncio.get_running_loop()
+                self._cut_off_later = loop.call_later(CLOSE_TIMEOUT_S, self._stop_reading)
                 return
             self.metrics.queue_depth.observe(len(session.outgoing) - 1)
             await self.websocket.send_text(item)
