@@ -207,22 +207,39 @@ def test_the_flood_loadtest_reports_every_phase_and_leaves_nothing(project: Path
     assert leftovers(results["run_id"]) == {"schemas": [], "keys": []}
 
 
+def test_the_memory_loadtest_counts_what_an_idle_connection_holds(project: Path, tmp_path: Path):
+    copy, output = run_loadtest(project, tmp_path, "loadtest.memory", "--connections", "40")
+    results = json.loads((copy / "loadtest" / "results" / "memory.json").read_text("utf-8"))
+    assert results["connections"] == 40
+    # The server's own task; the sender and the 4008 closer only start when needed.
+    assert round(results["tasks"]) == 1, results["objects_by_type"]
+    assert results["bytes"] > 0 and results["objects"] > 0
+    assert any(name.endswith("connection.py") for name in results["bytes_by_file"])
+    assert "per idle connection" in output
+    assert leftovers(results["run_id"]) == {"schemas": [], "keys": []}
+
+
 def test_the_loadtest_holds_every_scenario_against_the_reference_and_leaves_nothing(
     project: Path, tmp_path: Path
 ):
     small = ["--subscribers", "20", "--messages", "5", "--connections", "50", "--seconds", "1"]
-    small += ["--timeout", "60"]
-    copy, output = run_loadtest(project, tmp_path, "loadtest.run", *small)
+    small += ["--capacity", "60", "--timeout", "60"]
+    # Every scenario, `capacity` too, which a plain `make loadtest` leaves out.
+    every = ["fanout", "publishers", "latency", "held", "instances", "capacity"]
+    copy, output = run_loadtest(project, tmp_path, "loadtest.run", *small, "--scenarios", *every)
     results_dir = copy / "loadtest" / "results"
     results = json.loads((results_dir / "latest.json").read_text("utf-8"))
     scenarios = results["scenarios"]
-    assert set(scenarios) == {"fanout", "publishers", "latency", "held", "instances"}
+    assert list(scenarios) == every
     for name, row in scenarios.items():
         for side in ("service", "reference"):
             if "delivered" in row[side]:
                 got, wanted = row[side]["delivered"].split("/")
                 assert got == wanted != "0", (name, side, row[side])
-    assert scenarios["held"]["service"]["held"] == 50
+    for name, count in (("held", 50), ("capacity", 60)):
+        for side in ("service", "reference"):
+            assert scenarios[name][side]["held"] == count, (name, side, scenarios[name][side])
+            assert scenarios[name][side]["failures"] == 0
     assert scenarios["fanout"]["ratio"]["deliveries_per_s"] > 0
     # The many-channel fan-out on one node and on the cluster the load test started, each with
     # one stream and with the default 12 partitions.

@@ -2,7 +2,8 @@
 
 A subscriber process opens COUNT connections (on the service, subscribing each to one of the
 comma-separated CHANNELS, in turn),
-prints `ready`, then counts the messages each connection receives until every one has EXPECT or
+prints `ready` (with as many connections as could be opened: each one that could not counts as
+a failure), then counts the messages each connection receives until every one has EXPECT or
 the deadline passes, and prints one JSON line: deliveries, when the first and last arrived, and
 each delivery's latency from the publisher's clock (same machine). With EXPECT 0 it only holds
 its connections until its stdin closes.
@@ -11,6 +12,7 @@ its connections until its stdin closes.
 """
 
 import asyncio
+import ipaddress
 import json
 import statistics
 import sys
@@ -30,6 +32,10 @@ from websockets.uri import parse_uri
 from .processes import deadline, offer
 
 HANDSHAKES_AT_ONCE = 50
+SOURCE_ADDRESSES = 8
+"""Loopback connections come from this many source addresses (127.0.0.2, 127.0.0.3, ...): the
+kernel has about 28,000 ephemeral ports for each source address to one server port
+(net.ipv4.ip_local_port_range), and the `capacity` scenario holds more connections than that."""
 REPLY_TIMEOUT_S = 60.0
 """How long a publisher waits for its acks beyond the time its pacing takes."""
 PAD = "x" * 100
@@ -141,26 +147,49 @@ class Subscriber(asyncio.Protocol):
                 self.transport.write(data)
 
 
+def source_address(host: str, n: int) -> tuple[str, int] | None:
+    """Where the n-th connection to `host` comes from: spread over SOURCE_ADDRESSES loopback
+    addresses for a loopback server, the kernel's choice otherwise."""
+    try:
+        loopback = ipaddress.ip_address(host) in ipaddress.ip_network("127.0.0.0/8")
+    except ValueError:  # a name
+        loopback = False
+    return (f"127.0.0.{2 + n % SOURCE_ADDRESSES}", 0) if loopback else None
+
+
 async def open_many(
     url: str, count: int, expect: int, token: str | None, channels: list[str], received: Received
 ) -> list[Subscriber]:
     """`count` subscribers, connected and subscribed (the n-th to the n-th of `channels`, round
-    and round; to none without), at most HANDSHAKES_AT_ONCE at a time."""
+    and round; to none without), at most HANDSHAKES_AT_ONCE at a time. Those that could not be
+    opened are counted in `received.failures`, and the first one's error printed."""
     uri = parse_uri(url)
     gate = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
     loop = asyncio.get_running_loop()
 
-    async def one(channel: str | None) -> Subscriber:
+    async def one(n: int) -> Subscriber:
+        channel = channels[n % len(channels)] if channels else None
         async with gate:
             _, subscriber = await loop.create_connection(
-                lambda: Subscriber(url, token, channel, expect, received), uri.host, uri.port
+                lambda: Subscriber(url, token, channel, expect, received),
+                uri.host,
+                uri.port,
+                local_addr=source_address(uri.host, n),
             )
-            await subscriber.ready
+            try:
+                await subscriber.ready
+            except BaseException:
+                subscriber.close()
+                raise
             return subscriber
 
-    return await asyncio.gather(
-        *(one(channels[n % len(channels)] if channels else None) for n in range(count))
-    )
+    opened = await asyncio.gather(*(one(n) for n in range(count)), return_exceptions=True)
+    subscribers = [each for each in opened if isinstance(each, Subscriber)]
+    received.failures = count - len(subscribers)
+    if failed := next((each for each in opened if isinstance(each, BaseException)), None):
+        failures = f"{received.failures} of {count} connections failed, the first with {failed!r}"
+        print(failures, file=sys.stderr, flush=True)
+    return subscribers
 
 
 async def subscriber(
@@ -171,8 +200,9 @@ async def subscriber(
     print("ready", flush=True)
     try:
         if expect:
-            _, late = await asyncio.wait([s.done for s in subscribers], timeout=seconds)
-            received.failures = len(late)
+            if subscribers:
+                _, late = await asyncio.wait([s.done for s in subscribers], timeout=seconds)
+                received.failures += len(late)
         else:
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     finally:

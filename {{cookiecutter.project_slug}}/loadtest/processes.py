@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,6 +32,21 @@ START_TIMEOUT_S = 30.0
 # Past the service's own SHUTDOWN_TIMEOUT_S (10 s): a server still running then is a bug to see.
 STOP_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 30
+
+
+def raise_file_limit(needed: int) -> None:
+    """Raise this process's open-file limit to its hard limit, which the servers and clients it
+    starts inherit; fail, saying how to raise the hard limit, if that is below `needed`."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise RuntimeError(
+            f"{needed} open files are needed and the hard limit is {hard}: raise it for the"
+            f" shell that runs the load test (as root: `ulimit -Hn {needed}`, or"
+            f" `prlimit --pid $$ --nofile={needed}:{needed}`; in a container:"
+            f" `docker run --ulimit nofile={needed}:{needed}`; for a login: `nofile` in"
+            " /etc/security/limits.conf)"
+        )
 
 
 @dataclass(frozen=True, slots=True)

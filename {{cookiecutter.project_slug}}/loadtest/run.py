@@ -8,8 +8,11 @@ service is held against. Loopback only; every scenario is bounded in count and t
     fanout      1 publisher -> SUBSCRIBERS subscribers, MESSAGES messages, as fast as acked
     publishers  20 publishers -> 10 subscribers, 50 messages each
     latency     1 publisher -> SUBSCRIBERS subscribers at 2 Hz for SECONDS: p50, p99, max
-    held        CONNECTIONS idle connections on one instance: resident memory per connection
+    held        CONNECTIONS idle connections on one instance: resident memory per connection,
+                how many were held (failures: those that could not be opened), how long they
+                took to open
     instances   fanout with the subscribers split over two service instances sharing Redis
+    capacity    held with CAPACITY connections (50,000): not run unless named in --scenarios
 
 Then the service alone on two Redis topologies, each with STREAM_PARTITIONS 1 and 12: the run's
 Redis (one node) and a 3-master Redis Cluster the load test starts on loopback ports:
@@ -18,9 +21,12 @@ Redis (one node) and a 3-master Redis Cluster the load test starts on loopback p
                 fast as acked, to SUBSCRIBERS subscribers spread over those channels and over
                 two instances: the fan-out of many channels, which partitions spread
 
-Writes loadtest/results/latest.json and latest.png, and prints the tables.
+Writes loadtest/results/latest.json and latest.png, and prints the tables. The load test raises
+its open-file limit to the hard limit, for itself and every process it starts, and says how to
+raise the hard limit where that is too low for the connections asked for.
 
     make loadtest        (or: python -m loadtest.run --subscribers 1000 --connections 10000)
+    make loadtest LOADTEST_ARGS="--scenarios capacity --no-topologies"
 """
 
 import argparse
@@ -40,7 +46,16 @@ import redis
 
 from . import clients
 from .clients import Received, percentiles
-from .processes import Server, deadline, namespace, reference, rss_bytes, service, users
+from .processes import (
+    Server,
+    deadline,
+    namespace,
+    raise_file_limit,
+    reference,
+    rss_bytes,
+    service,
+    users,
+)
 from harness.embedded import embedded_cluster
 
 RESULTS = Path(__file__).parent / "results"
@@ -52,6 +67,8 @@ CLUSTER_MASTERS = 3
 PARTITIONS = (1, 12)
 READY_TIMEOUT_S = 120.0
 WARM = 100
+# The server's own files beyond its connections: pools, pipes, logs, the listening socket.
+FILE_HEADROOM = 1_000
 # A subscriber process reports every latency it measured on one line.
 RESULT_LINE_BYTES = 64 * 1024 * 1024
 # Out of the load test's way: the limits, and the keepalive pings, meant for real clients.
@@ -202,17 +219,25 @@ async def fixed_rate(side: Side, subscribers: int, seconds: float) -> dict[str, 
 
 
 async def held(side: Side, connections: int) -> dict[str, Any]:
-    """Resident memory per idle connection: measured between WARM connections and WARM more
-    than `connections`, so what the first connections set up once is not counted."""
+    """`connections` idle connections on one server: how many it held, and its resident memory
+    per connection, measured between WARM connections and WARM more than `connections`, so what
+    the first connections set up once is not counted."""
     pid = side.servers[0].pid
     async with side.subscribers(WARM, 0, 0, processes=1) as warm:
         before = rss_bytes(pid)
+        started = time.perf_counter()
         async with side.subscribers(connections, 0, 0, processes=HELD_PROCESSES) as collect:
+            opened_s = time.perf_counter() - started
             during = rss_bytes(pid)
-            await collect()
+            failures = (await collect()).failures
         await warm()
-    per_connection = (during - before) / connections / 1024
-    return {"held": connections, "rss_per_connection_kb": round(per_connection, 1)}
+    held = connections - failures
+    return {
+        "held": held,
+        "failures": failures,
+        "rss_per_connection_kb": round((during - before) / max(held, 1) / 1024, 1),
+        "open_s": round(opened_s, 1),
+    }
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -220,6 +245,7 @@ class Options:
     subscribers: int
     messages: int
     connections: int
+    capacity: int
     seconds: float
     timeout_s: float
 
@@ -230,7 +256,10 @@ SCENARIOS: dict[str, Callable[[Side, Options], Awaitable[dict[str, Any]]]] = {
     "latency": lambda side, o: fixed_rate(side, o.subscribers, o.seconds),
     "held": lambda side, o: held(side, o.connections),
     "instances": lambda side, o: fanout(side, o.subscribers, o.messages, o.seconds * 6),
+    "capacity": lambda side, o: held(side, o.capacity),
 }
+# `capacity` takes minutes and gigabytes: only when asked for.
+DEFAULT_SCENARIOS = [name for name in SCENARIOS if name != "capacity"]
 # Ratios only where the two sides did the same work: higher is better for these, lower for
 # latencies and memory.
 HIGHER_IS_BETTER = ("deliveries_per_s", "held")
@@ -386,8 +415,11 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=50, help="per fan-out scenario")
     parser.add_argument("--connections", type=int, default=10_000, help="held idle")
+    parser.add_argument(
+        "--capacity", type=int, default=50_000, help="held idle by the capacity scenario"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="of the fixed-rate scenario")
-    parser.add_argument("--scenarios", nargs="*", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--scenarios", nargs="*", choices=SCENARIOS, default=DEFAULT_SCENARIOS)
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds each scenario may take on each side"
     )
@@ -398,7 +430,16 @@ def main() -> None:
         help="also run `channels` on one Redis node and on a Redis Cluster, partitioned or not",
     )
     args = parser.parse_args()
-    options = Options(args.subscribers, args.messages, args.connections, args.seconds, args.timeout)
+    options = Options(
+        args.subscribers,
+        args.messages,
+        args.connections,
+        args.capacity,
+        args.seconds,
+        args.timeout,
+    )
+    most_held = args.capacity if "capacity" in args.scenarios else args.connections
+    raise_file_limit(WARM + max(most_held, args.subscribers) + FILE_HEADROOM)
     results = asyncio.run(measure(args.scenarios, options, args.topologies))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

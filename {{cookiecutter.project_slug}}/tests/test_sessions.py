@@ -188,10 +188,23 @@ async def test_the_sender_waits_for_a_frame_and_wakes_for_it() -> None:
     assert await asyncio.wait_for(waiting, 1.0) == "late"
 
 
-async def test_an_overflow_signals_the_connection() -> None:
-    session = subscribed_session(1, "news")
-    signal = session.overflow_signal()
+def test_a_session_wakes_its_connection_to_send_and_to_close_it() -> None:
+    woken: list[bool] = []
+    session = Session("u1", "127.0.0.1", 1, 1.0, wake=lambda s: woken.append(s.overflowed))
+    session.positions["news"] = 0
     session.deliver("news", 1, "kept")
-    assert not signal.done()
+    assert woken == [False]
     session.deliver("news", 2, "one too many")
-    assert signal.done() and session.overflowed and session.dropped == 1
+    assert woken == [False, True] and session.overflowed and session.dropped == 1
+
+
+async def test_nothing_waits_for_room_in_an_overflowed_session() -> None:
+    session = subscribed_session(2)
+    await session.send_paced("reply")
+    waiting = asyncio.create_task(session.send_paced("waits for room"))
+    done, _ = await asyncio.wait({waiting}, timeout=0.01)
+    assert not done
+    session.send("live")
+    session.send("one too many")
+    with pytest.raises(SlowConsumer):
+        await asyncio.wait_for(waiting, 1.0)

@@ -17,6 +17,10 @@
 - The app gets a synchronous text write, the ASGI extension DIRECT_WRITE in its scope: a frame
   written while the socket takes it skips the ASGI send chain and the task switch to the
   connection's sender, which is most of what a delivery costs when fanning out.
+- An idle connection keeps what it needs and no more: its receive queue and writable flag are
+  the small ones of primitives.py, and the parsed upgrade request's headers and the response
+  built for it are let go once the handshake is answered (make loadtest's `held` counts what is
+  left).
 """
 
 import functools
@@ -29,6 +33,7 @@ from websockets.protocol import State
 
 from . import logs
 from .metrics import Metrics
+from .primitives import Flag, Inbox
 
 READ_BYTES = 4096
 FRAMES_CACHED = 16
@@ -83,6 +88,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.close_timeout = close_timeout_s
         self._metrics = metrics
+        # uvicorn reads both through the methods these have: see the module docstring.
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
+        self.writable.set()
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -103,6 +112,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
+        # The scope has copies of its headers. uvicorn keeps the request, and so does the parser
+        # of websockets (a local of its generator), and neither reads it again.
+        del self.request
+        event.headers.clear()
         if self.response.status_code != 101:
             # websockets refused the upgrade itself (a missing or malformed key, an unknown
             # version): uvicorn has sent that response and closed, with no scope and no app.
@@ -150,6 +163,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # send), the abort still comes.
         if stuck is not None:
             stuck.cancel()
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            del self.response  # sent; uvicorn reads it only to answer the handshake
         if message["type"] == "websocket.close" and self.close_timer is not None:
             self.close_timer.cancel()
             self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
