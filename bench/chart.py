@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # files only: no display needed, the same output on every
 COLORS = {
     "floor": "#9e9e9e",
     "floor_xdist": "#cfcfcf",
+    "limit": "#f0ad4e",
     "naive": "#d9534f",
     "shared": "#337ab7",
     "shared_xdist": "#5cb85c",
