@@ -195,6 +195,10 @@ def table(results: dict[str, Any]) -> list[str]:
             "CPU per WebSocket test above the floor's, by library (py-spy), ms: "
             + ", ".join(f"{name} {ms}" for name, ms in sampled["above_floor_ms_per_test"].items())
         )
+        lines.append(
+            "... and above the limit's: "
+            + ", ".join(f"{name} {ms}" for name, ms in sampled["above_limit_ms_per_test"].items())
+        )
     for goal in GOALS:
         outcome = results["goals"].get(goal.key)
         if outcome is not None:

@@ -52,7 +52,7 @@ def parse_args(argv: Sequence[str] | None, known: dict[str, Configuration]) -> a
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="then run floor and shared once more under py-spy: CPU per test by library",
+        help="then run floor, limit and shared once more under py-spy: CPU per test by library",
     )
     args = parser.parse_args(argv)
     names = args.configs.split(",")
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sampled = (
             profiling.profile(
                 project,
-                {name: config_command(known[name]) for name in ("floor", "shared")},
+                {name: config_command(known[name]) for name in profiling.PROFILED},
                 environment(workdir / "pycache"),
                 args.tests,
             )
