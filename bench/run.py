@@ -116,8 +116,8 @@ def measure(
     project: Path, configs: list[Configuration], tests: int, rounds: int, pycache: Path
 ) -> list[Run]:
     """Every configuration once per round, in an order rotated each round against drift."""
-    print("warm-up: collecting both suites once, compiling their bytecode", flush=True)
-    warm_up = suite_command("--collect-only", suite.WS_DIR, suite.FLOOR_DIR)
+    print("warm-up: collecting the suites once, compiling their bytecode", flush=True)
+    warm_up = suite_command("--collect-only", suite.WS_DIR, suite.FLOOR_DIR, suite.LIMIT_DIR)
     collected = _pytest(project, warm_up, environment(pycache), timeout=120)
     if collected.returncode != 0:
         raise BenchFailed(f"the suites do not collect:\n{_tail(collected)}")
