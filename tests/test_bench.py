@@ -38,6 +38,7 @@ def test_a_tiny_bench_writes_its_results_and_chart(tmp_path: Path):
         )
     else:
         assert results["per_test_vs_limit"] is None
+    assert results["per_test_vs_limit_cpu"] is None or results["per_test_vs_limit_cpu"] > 0
     assert {run["config"] for run in results["runs"]} == set(results["configs"])
     assert all(run["report"]["tests"] == 3 and run["cpu_s"] > 0 for run in results["runs"])
     # Where the CPU went: the controller only under xdist, the workers always, and the servers
@@ -104,6 +105,8 @@ def test_figures_are_medians_over_rounds_and_their_ratios():
     assert results["per_test_overhead_ms"] == 3.0
     # (shared - floor) / (limit - floor): 3 s above the floor against the limit's 1.5 s.
     assert (results["per_test_limit_ms"], results["per_test_vs_limit"]) == (1.5, 2.0)
+    # The runs here used as much CPU as wall time: the same ratio from the workers' CPU.
+    assert results["per_test_vs_limit_cpu"] == 2.0
     assert results["goals"]["per_test_vs_limit"] == {"goal": "<= 2.0", "met": True}
     # xdist's own cost, and the harness's per test above it on two workers.
     assert (results["xdist_overhead_s"], results["per_test_overhead_xdist_ms"]) == (0.5, 0.5)
@@ -127,6 +130,7 @@ def test_a_subset_of_configurations_leaves_the_others_null():
     assert (results["floor_s"], results["naive_s"]) == (None, None)
     assert results["per_test_overhead_ms"] is None
     assert (results["per_test_limit_ms"], results["per_test_vs_limit"]) == (None, None)
+    assert results["per_test_vs_limit_cpu"] is None
     assert (results["xdist_overhead_s"], results["per_test_overhead_xdist_ms"]) == (None, None)
     assert (results["speedup_sharing"], results["speedup_total"]) == (None, None)
     assert results["speedup_parallel"] == 1.6
