@@ -12,7 +12,8 @@ MONITOR on throwaway servers:
   user's counters (SCAN, UNLINK), the leak check's SCAN of the prefix.
 - WebSocket: an upgrade offering the token, an EdDSA token check, the welcome, subscribe and its
   ack, publish, its ack and the message read back from the stream, the close handshake; and the
-  test ends once the server's handler is done with the connection.
+  test ends once the server's handler is done with the connection. The frames are the
+  service's, field for field (its acks name what they acknowledge, as main's do since 10e3fb8).
 - A token signed for the user.
 
 `limit_run` does all of that, in the same order, on the same stack: uvicorn and Starlette on the
@@ -122,7 +123,8 @@ class Limit:
         if request["type"] == "subscribe":
             position = await store.channel_position(self.db, request["channel"])
             ack = {"offset": position.offset, "epoch": position.epoch}
-            return [encode({"type": "ack", "id": request["id"], "position": ack})]
+            subscribed = {"type": "ack", "ack": "subscribed", "id": request["id"]}
+            return [encode({**subscribed, "position": ack})]
         settings = self.settings
         limits = (settings.publish_limit, settings.publish_window_s)
         assert await ratelimit.check(self.redis, self.keys, user_id, "publish", *limits) is None
@@ -139,7 +141,8 @@ class Limit:
             pipe.xreadgroup(GROUP, "reader", reading, count=100, block=1000)
             *_, batches = await pipe.execute()
         self.unacknowledged = {name: [entry_id for entry_id, _ in got] for name, got in batches}
-        ack = {"type": "ack", "id": request["id"], "offset": message.offset, "epoch": message.epoch}
+        ack = {"type": "ack", "ack": "published", "id": request["id"], "offset": message.offset}
+        ack["epoch"] = message.epoch
         return [encode(ack), *(fields["frame"] for _, got in batches for _, fields in got)]
 
     async def run(self, n: int) -> None:
