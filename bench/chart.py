@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # files only: no display needed, the same output on every
 COLORS = {
     "floor": "#9e9e9e",
     "floor_xdist": "#cfcfcf",
+    "limit": "#f0ad4e",
     "naive": "#d9534f",
     "shared": "#337ab7",
     "shared_xdist": "#5cb85c",
@@ -31,7 +32,8 @@ def draw(results: dict[str, Any], path: Path) -> None:
         [configs[name]["median_s"] - configs[name]["min_s"] for name in names],
         [configs[name]["max_s"] - configs[name]["median_s"] for name in names],
     ]
-    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=110)
+    # Wide enough for every configuration's label side by side.
+    figure, axes = plt.subplots(figsize=(max(8, 1.6 * len(names)), 4.5), dpi=110)
     bars = axes.bar(
         [configs[name]["label"] for name in names],
         medians,

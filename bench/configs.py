@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from bench.suite import FLOOR_DIR, WS_DIR
+from bench.suite import FLOOR_DIR, LIMIT_DIR, WS_DIR
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,8 @@ def configurations(cores: int) -> dict[str, Configuration]:
         Configuration("floor", "floor: empty tests", FLOOR_DIR, one_process),
         # xdist's own cost: the same empty tests, spread over two workers.
         Configuration("floor_xdist", "floor: -n 2", FLOOR_DIR, ("-n", "2")),
+        # The canonical test's I/O alone, raw: what `shared` would cost with no overhead at all.
+        Configuration("limit", "limit: raw I/O", LIMIT_DIR, one_process),
         Configuration(
             "naive", "naive: app per test", WS_DIR, (*one_process, "--app-scope=function")
         ),

@@ -9,11 +9,13 @@ from typing import Any
 from bench.configs import Configuration
 
 # The configurations every results file names, even when a run left some out (value null).
-CORE_CONFIGS = ("floor", "floor_xdist", "naive", "shared", "shared_xdist")
+CORE_CONFIGS = ("floor", "floor_xdist", "limit", "naive", "shared", "shared_xdist")
 # Where a run's CPU time goes, as bench/run.py reads it.
 PROCESSES = ("controller", "workers", "postgres", "redis")
 # The harness as shipped: the configurations whose speed-up over naive is the point.
 SHARING = ("shared", "shared_xdist", "shared_xdist_4", "shared_xdist_auto")
+# What per_test_vs_limit sets side by side: the harness, the same I/O raw, and the floor under both.
+CONTRASTED = ("shared", "limit", "floor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,8 @@ class Goal:
 GOALS = (
     Goal("worker_startup_ms", "worker startup, ms", operator.lt, "<", 250),
     Goal("per_test_overhead_ms", "per-test overhead above the floor, ms", operator.lt, "<", 2.5),
+    # Issue 25's step goal; its long goal is 1.3.
+    Goal("per_test_vs_limit", "per-test cost against the limit's", operator.le, "<=", 2.0),
     Goal("speedup_sharing", "speed-up from sharing (naive / shared)", operator.ge, ">=", 5),
     Goal("speedup_total", "speed-up in total (naive / shared -n 2)", operator.ge, ">=", 6),
     # Set for the N=2000 scaling run; at small N the fixed cost of xdist weighs more.
@@ -69,6 +73,11 @@ def summarize(
         by_config.setdefault(run.config, []).append(run)
     seconds = {name: _median([run.seconds for run in done]) for name, done in by_config.items()}
     floor, naive, shared = seconds.get("floor"), seconds.get("naive"), seconds.get("shared")
+    limit = seconds.get("limit")
+    workers_cpu = {
+        name: _median_known([run.cpu_by_process["workers"] for run in done])
+        for name, done in by_config.items()
+    }
     xdist, floor_xdist = seconds.get("shared_xdist"), seconds.get("floor_xdist")
     # Per-worker startup as xdist workers see it (two starting at once); else one process.
     startup_runs = by_config.get("shared_xdist") or by_config.get("shared") or []
@@ -86,6 +95,13 @@ def summarize(
             for phase in ("schema_and_migrations", "resources", "server")
         },
         "per_test_overhead_ms": _per_test_ms(shared, floor, tests),
+        # The canonical test's own I/O, raw, above the floor; and how many times that the
+        # harness and the service spend on each test.
+        "per_test_limit_ms": _per_test_ms(limit, floor, tests),
+        "per_test_vs_limit": _ratio_above(shared, limit, floor),
+        # The same from the test processes' CPU time, which a machine loaded by other jobs
+        # inflates less than it does wall time.
+        "per_test_vs_limit_cpu": _ratio_above(*(workers_cpu.get(name) for name in CONTRASTED)),
         # Where parallel time goes: xdist's own cost on empty tests, and the harness's per test
         # above that floor when the same tests run on two workers.
         "xdist_overhead_s": _rounded(
@@ -162,6 +178,13 @@ def table(results: dict[str, Any]) -> list[str]:
         lines.append(
             f"xdist's own overhead at -n 2 (floor -n 2 - floor), s: {results['xdist_overhead_s']}"
         )
+    if results["per_test_vs_limit"] is not None:
+        lines.append(
+            f"per test above the floor, ms: shared {results['per_test_overhead_ms']},"
+            f" limit (the same I/O, raw) {results['per_test_limit_ms']}:"
+            f" {results['per_test_vs_limit']}x the limit"
+            f" ({results['per_test_vs_limit_cpu']}x by the test process's CPU time)"
+        )
     if results["per_test_overhead_xdist_ms"] is not None:
         lines.append(
             "per-test overhead above the floor at -n 2, ms: "
@@ -178,6 +201,10 @@ def table(results: dict[str, Any]) -> list[str]:
         lines.append(
             "CPU per WebSocket test above the floor's, by library (py-spy), ms: "
             + ", ".join(f"{name} {ms}" for name, ms in sampled["above_floor_ms_per_test"].items())
+        )
+        lines.append(
+            "... and above the limit's: "
+            + ", ".join(f"{name} {ms}" for name, ms in sampled["above_limit_ms_per_test"].items())
         )
     for goal in GOALS:
         outcome = results["goals"].get(goal.key)
@@ -206,5 +233,13 @@ def _per_test_ms(suite: float | None, floor: float | None, tests: int) -> float 
     return None if suite is None or floor is None else round((suite - floor) / tests * 1000, 2)
 
 
+def _ratio_above(suite: float | None, reference: float | None, floor: float | None) -> float | None:
+    """(suite - floor) / (reference - floor)."""
+    if suite is None or reference is None or floor is None:
+        return None
+    return _ratio(suite - floor, reference - floor)
+
+
 def _ratio(slower: float | None, faster: float | None) -> float | None:
-    return None if slower is None or faster is None else round(slower / faster, 2)
+    # A difference can be nought or less at a tiny N, where start-up outweighs the tests.
+    return None if slower is None or faster is None or faster <= 0 else round(slower / faster, 2)

@@ -52,7 +52,7 @@ def parse_args(argv: Sequence[str] | None, known: dict[str, Configuration]) -> a
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="then run floor and shared once more under py-spy: CPU per test by library",
+        help="then run floor, limit and shared once more under py-spy: CPU per test by library",
     )
     args = parser.parse_args(argv)
     names = args.configs.split(",")
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sampled = (
             profiling.profile(
                 project,
-                {name: config_command(known[name]) for name in ("floor", "shared")},
+                {name: config_command(known[name]) for name in profiling.PROFILED},
                 environment(workdir / "pycache"),
                 args.tests,
             )
@@ -116,8 +116,8 @@ def measure(
     project: Path, configs: list[Configuration], tests: int, rounds: int, pycache: Path
 ) -> list[Run]:
     """Every configuration once per round, in an order rotated each round against drift."""
-    print("warm-up: collecting both suites once, compiling their bytecode", flush=True)
-    warm_up = suite_command("--collect-only", suite.WS_DIR, suite.FLOOR_DIR)
+    print("warm-up: collecting the suites once, compiling their bytecode", flush=True)
+    warm_up = suite_command("--collect-only", suite.WS_DIR, suite.FLOOR_DIR, suite.LIMIT_DIR)
     collected = _pytest(project, warm_up, environment(pycache), timeout=120)
     if collected.returncode != 0:
         raise BenchFailed(f"the suites do not collect:\n{_tail(collected)}")

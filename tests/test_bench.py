@@ -30,6 +30,15 @@ def test_a_tiny_bench_writes_its_results_and_chart(tmp_path: Path):
     assert results["speedup_total"] == pytest.approx(
         results["naive_s"] / results["shared_xdist_s"], abs=0.006
     )
+    # The limit ran (above: limit_s), and the per-test cost is set against it.
+    limit_cost = results["limit_s"] - results["floor_s"]
+    if limit_cost > 0:
+        assert results["per_test_vs_limit"] == pytest.approx(
+            (results["shared_s"] - results["floor_s"]) / limit_cost, rel=0.05, abs=0.02
+        )
+    else:
+        assert results["per_test_vs_limit"] is None
+    assert results["per_test_vs_limit_cpu"] is None or results["per_test_vs_limit_cpu"] > 0
     assert {run["config"] for run in results["runs"]} == set(results["configs"])
     assert all(run["report"]["tests"] == 3 and run["cpu_s"] > 0 for run in results["runs"])
     # Where the CPU went: the controller only under xdist, the workers always, and the servers
@@ -51,11 +60,13 @@ def test_a_tiny_bench_writes_its_results_and_chart(tmp_path: Path):
     for name, libraries in sampled["cpu_ms_per_test_by_library"].items():
         assert max(libraries, key=libraries.__getitem__) != "other", (name, libraries)
         assert libraries.get("pytest", 0) > 0, (name, libraries)
-    extra = sampled["above_floor_ms_per_test"]
-    assert "other" in extra
-    assert sum(extra.values()) == pytest.approx(
-        sampled["cpu_ms_per_test"]["shared"] - sampled["cpu_ms_per_test"]["floor"], abs=0.1
-    )
+    # Against the floor, and against the limit: what the harness and service add to the I/O.
+    for baseline in ("floor", "limit"):
+        extra = sampled[f"above_{baseline}_ms_per_test"]
+        assert "other" in extra
+        assert sum(extra.values()) == pytest.approx(
+            sampled["cpu_ms_per_test"]["shared"] - sampled["cpu_ms_per_test"][baseline], abs=0.1
+        )
 
 
 def _run(
@@ -76,6 +87,7 @@ def test_figures_are_medians_over_rounds_and_their_ratios():
     timings = {
         "floor": [1, 2, 9],
         "floor_xdist": [1.5, 2.5, 2.5],
+        "limit": [3, 3.5, 4],
         "naive": [50, 40, 60],
         "shared": [5, 4, 6],
         "shared_xdist": [3, 2, 4],
@@ -86,11 +98,16 @@ def test_figures_are_medians_over_rounds_and_their_ratios():
         for round_number, seconds in enumerate(per_round, start=1)
     ]
     results = summarize(runs, configurations(cores=2), tests=1000, rounds=3, cores=2)
-    assert [results[f"{name}_s"] for name in CORE_CONFIGS] == [2, 2.5, 50, 5, 3]
+    assert [results[f"{name}_s"] for name in CORE_CONFIGS] == [2, 2.5, 3.5, 50, 5, 3]
     floor = results["configs"]["floor"]
     assert (floor["median_s"], floor["min_s"], floor["max_s"]) == (2, 1, 9)
     assert floor["per_round_s"] == [1, 2, 9]
     assert results["per_test_overhead_ms"] == 3.0
+    # (shared - floor) / (limit - floor): 3 s above the floor against the limit's 1.5 s.
+    assert (results["per_test_limit_ms"], results["per_test_vs_limit"]) == (1.5, 2.0)
+    # The runs here used as much CPU as wall time: the same ratio from the workers' CPU.
+    assert results["per_test_vs_limit_cpu"] == 2.0
+    assert results["goals"]["per_test_vs_limit"] == {"goal": "<= 2.0", "met": True}
     # xdist's own cost, and the harness's per test above it on two workers.
     assert (results["xdist_overhead_s"], results["per_test_overhead_xdist_ms"]) == (0.5, 0.5)
     assert (results["speedup_sharing"], results["speedup_parallel"]) == (10.0, 1.67)
@@ -112,6 +129,8 @@ def test_a_subset_of_configurations_leaves_the_others_null():
     results = summarize(runs, configurations(cores=2), tests=2000, rounds=1, cores=2)
     assert (results["floor_s"], results["naive_s"]) == (None, None)
     assert results["per_test_overhead_ms"] is None
+    assert (results["per_test_limit_ms"], results["per_test_vs_limit"]) == (None, None)
+    assert results["per_test_vs_limit_cpu"] is None
     assert (results["xdist_overhead_s"], results["per_test_overhead_xdist_ms"]) == (None, None)
     assert (results["speedup_sharing"], results["speedup_total"]) == (None, None)
     assert results["speedup_parallel"] == 1.6

@@ -86,6 +86,9 @@ class Session:
     async def wait_for_room(self) -> None:
         """Return once the queue is below its paced limit; raise SlowConsumer if the client takes
         nothing for the send timeout, or the session has overflowed."""
+        # Nearly always there is room: no timer to arm and cancel for every request.
+        if len(self.outgoing) < self._paced_limit and not self.overflowed:
+            return
         try:
             async with asyncio.timeout(self._send_timeout_s):
                 while len(self.outgoing) >= self._paced_limit and not self.overflowed:

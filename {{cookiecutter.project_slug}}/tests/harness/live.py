@@ -158,12 +158,6 @@ AppFactory = Callable[..., contextlib.AbstractAsyncContextManager[LiveApp]]
 @contextlib.asynccontextmanager
 async def serve_in_process(app: Starlette, settings: Settings) -> AsyncIterator[LiveApp]:
     """Run the app's lifespan and a uvicorn server on a free port of 127.0.0.1."""
-    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
-    # and without it Nagle's algorithm meets delayed ACKs and stalls small frames for 40 ms.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     config = uvicorn_config(
         app,
         settings,
@@ -171,24 +165,37 @@ async def serve_in_process(app: Starlette, settings: Settings) -> AsyncIterator[
         log_config=None,
         access_log=False,
     )
+    async with app.router.lifespan_context(app), serve_on_loopback(config) as url:
+        yield LiveApp(app, url)
+
+
+@contextlib.asynccontextmanager
+async def serve_on_loopback(config: uvicorn.Config) -> AsyncIterator[str]:
+    """Serve `config`'s app with uvicorn, in-process on the running loop, on a free port of
+    127.0.0.1; yields its ws:// URL. The bench's `limit` serves its bare endpoint so too."""
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+    # and without it Nagle's algorithm meets delayed ACKs and stalls small frames for 40 ms.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
     server = _InProcessServer(config)
-    async with app.router.lifespan_context(app):
-        serving = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
-        listening = asyncio.create_task(server.listening.wait())
-        await asyncio.wait(
-            {serving, listening},
-            timeout=SERVER_START_TIMEOUT_S,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        if not server.listening.is_set():
-            listening.cancel()
-            serving.cancel()
-            raise RuntimeError(f"the test server did not start on port {port}")
-        try:
-            yield LiveApp(app, f"ws://127.0.0.1:{port}")
-        finally:
-            server.stop()
-            await serving
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
+    listening = asyncio.create_task(server.listening.wait())
+    await asyncio.wait(
+        {serving, listening},
+        timeout=SERVER_START_TIMEOUT_S,
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    if not server.listening.is_set():
+        listening.cancel()
+        serving.cancel()
+        raise RuntimeError(f"the test server did not start on port {port}")
+    try:
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        server.stop()
+        await serving
 
 
 @contextlib.asynccontextmanager

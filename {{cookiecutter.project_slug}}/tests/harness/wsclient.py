@@ -98,8 +98,10 @@ class WsClient:
 
     async def receive(self) -> Frame:
         """The next frame off the wire."""
+        # asyncio.timeout, not wait_for, which on Python 3.11 wraps each receive in a task.
         try:
-            raw = await asyncio.wait_for(self.connection.recv(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                raw = await self.connection.recv()
         except TimeoutError:
             raise AssertionError(
                 f"no frame within {self.timeout}s; last frames seen: {self.seen[-5:]}"
