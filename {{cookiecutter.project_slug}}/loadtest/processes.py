@@ -23,6 +23,7 @@ from websockets.typing import Subprotocol
 from {{ cookiecutter.package_name }}.auth import SigningKey
 from {{ cookiecutter.package_name }}.protocol import BEARER_PREFIX, PROTOCOL
 from {{ cookiecutter.package_name }}.resources import connection_kwargs
+from {{ cookiecutter.package_name }}.server import raise_open_file_limit
 
 from harness.embedded import free_port
 from harness.namespaces import Postgres, redis_prefix, schema_name, worker_schema
@@ -37,11 +38,10 @@ LOG_TAIL_LINES = 30
 def raise_file_limit(needed: int) -> None:
     """Raise this process's open-file limit to its hard limit, which the servers and clients it
     starts inherit; fail, saying how to raise the hard limit, if that is below `needed`."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if hard != resource.RLIM_INFINITY and hard < needed:
+    limit = raise_open_file_limit()
+    if limit != resource.RLIM_INFINITY and limit < needed:
         raise RuntimeError(
-            f"{needed} open files are needed and the hard limit is {hard}: raise it for the"
+            f"{needed} open files are needed and the limit is {limit}: raise it for the"
             f" shell that runs the load test (as root: `ulimit -Hn {needed}`, or"
             f" `prlimit --pid $$ --nofile={needed}:{needed}`; in a container:"
             f" `docker run --ulimit nofile={needed}:{needed}`; for a login: `nofile` in"

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -86,10 +87,26 @@ async def wait_for_log(stream: asyncio.StreamReader, fragment: str) -> list[dict
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: Settings, signing_key: SigningKey, rootpath: Path, shutdown_delay_s: float
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
-    """`serve` as a process of its own on a free port, once it listens: (process, port). Killed
-    on the way out if it has not exited."""
+    settings: Settings,
+    signing_key: SigningKey,
+    rootpath: Path,
+    shutdown_delay_s: float,
+    *,
+    open_files: int | None = None,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, list[dict[str, object]]]]:
+    """`serve` as a process of its own on a free port, once it listens: (process, port, the log
+    lines of its start), started under a soft limit of `open_files` where given. Killed on the
+    way out if it has not exited."""
+    command = ["-m", PACKAGE, "serve"]
+    if open_files is not None:
+        # Set in the child itself: a preexec_fn is not safe in a process with threads.
+        lowered = (
+            "import resource, runpy\n"
+            "_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, ({open_files}, hard))\n"
+            f"runpy.run_module({PACKAGE!r}, run_name='__main__', alter_sys=True)"
+        )
+        command = ["-c", lowered, "serve"]
     port = free_port()
     environment = {
         **os.environ,
@@ -105,12 +122,11 @@ async def serving(
         "SHUTDOWN_DELAY_S": str(shutdown_delay_s),
     }
     service = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", PACKAGE, "serve", env=environment, stderr=asyncio.subprocess.PIPE
+        sys.executable, *command, env=environment, stderr=asyncio.subprocess.PIPE
     )
     assert service.stderr is not None
     try:
-        await wait_for_log(service.stderr, "Uvicorn running on")
-        yield service, port
+        yield service, port, await wait_for_log(service.stderr, "Uvicorn running on")
     finally:
         if service.returncode is None:
             service.kill()
@@ -121,7 +137,8 @@ async def test_sigterm_drains_while_sessions_carry_on_and_a_second_signal_closes
     settings: Settings, signing_key: SigningKey, test_user: User, pytestconfig: pytest.Config
 ) -> None:
     # A delay no loaded machine runs out before the checks inside it: the second signal ends it.
-    async with serving(settings, signing_key, pytestconfig.rootpath, 60.0) as (service, port):
+    started = serving(settings, signing_key, pytestconfig.rootpath, 60.0)
+    async with started as (service, port, _):
         assert service.stderr is not None
         async with connect(f"ws://127.0.0.1:{port}/ws", subprotocols=offer(test_user.token)) as ws:
             client = WsClient(ws)
@@ -145,7 +162,8 @@ async def test_sigterm_closes_sessions_with_1012_once_the_drain_delay_has_passed
     settings: Settings, signing_key: SigningKey, test_user: User, pytestconfig: pytest.Config
 ) -> None:
     delay_s = 0.3
-    async with serving(settings, signing_key, pytestconfig.rootpath, delay_s) as (service, port):
+    started = serving(settings, signing_key, pytestconfig.rootpath, delay_s)
+    async with started as (service, port, _):
         async with connect(f"ws://127.0.0.1:{port}/ws", subprotocols=offer(test_user.token)) as ws:
             client = WsClient(ws)
             await client.next_of_type("welcome")
@@ -155,6 +173,20 @@ async def test_sigterm_closes_sessions_with_1012_once_the_drain_delay_has_passed
             # However slow the machine, never before the delay: load balancers need it.
             assert time.monotonic() - signalled >= delay_s
         assert await asyncio.wait_for(service.wait(), EXIT_TIMEOUT_S) == -signal.SIGTERM
+
+
+@pytest.mark.skipif(
+    resource.getrlimit(resource.RLIMIT_NOFILE)[1] in (resource.RLIM_INFINITY, 256),
+    reason="needs a finite hard limit on open files above the 256 the service is started under",
+)
+async def test_serve_raises_its_open_file_limit_to_the_hard_limit(
+    settings: Settings, signing_key: SigningKey, pytestconfig: pytest.Config
+) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    started = serving(settings, signing_key, pytestconfig.rootpath, 0.0, open_files=256)
+    async with started as (_service, _port, lines):
+        messages = [str(line["message"]) for line in lines]
+    assert f"open-file limit {hard}: at most that many connections" in messages
 
 
 async def test_add_user_needs_only_the_database_settings(

@@ -10,6 +10,7 @@ runs outside the event loop.
 
 import functools
 import logging
+import resource
 import time
 from types import FrameType
 from typing import Any
@@ -77,9 +78,25 @@ class GracefulServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit, and return the soft limit
+    it runs under: every connection is an open file, and a shell or a systemd unit often starts
+    a process at 1,024 where the hard limit allows many times that."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        # macOS refuses an unlimited hard limit for files: the soft one stands.
+        return soft
+    return hard
+
+
 def serve(app: Starlette, settings: Settings) -> None:
     """Run `app` until a signal stops it."""
     service: Service = app.state.service
+    log.info("open-file limit %d: at most that many connections", raise_open_file_limit())
     # log_config=None: uvicorn's loggers go through the JSON handler logs.configure set up.
     config = uvicorn_config(app, settings, log_config=None)
     GracefulServer(config, service, settings.shutdown_delay_s).run()
