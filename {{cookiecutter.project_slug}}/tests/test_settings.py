@@ -86,7 +86,7 @@ def test_keyring_can_come_from_a_file(environ: dict[str, str], tmp_path: Path) -
         ({"REQUEST_RATE": "fast"}, "REQUEST_RATE 'fast' is not a number of requests per second"),
         ({"REQUEST_RATE": "0"}, "REQUEST_RATE '0' must be positive"),
         ({"SERVE_DEMO": "maybe"}, "SERVE_DEMO 'maybe' is not a yes/no flag"),
-        ({"REDIS_CLUSTER": "sometimes"}, "REDIS_CLUSTER 'sometimes' is invalid: use auto"),
+        ({"REDIS_CLUSTER": "sometimes"}, "REDIS_CLUSTER 'sometimes' is not one of: auto, yes, no"),
         ({"STREAM_PARTITIONS": "0"}, "STREAM_PARTITIONS '0' must be positive"),
         ({"STREAM_PARTITIONS": "1000"}, "STREAM_PARTITIONS '1000' is too large: at most 256"),
         ({"REDIS_PREFIX": "app:{x}:"}, "REDIS_PREFIX 'app:{x}:' is invalid: it must not contain"),
@@ -116,6 +116,12 @@ def test_bad_variable_is_named(
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(complaint)):
         Settings.from_env({**environ, **change})
+
+
+def test_a_choice_is_read_in_any_case(environ: dict[str, str]) -> None:
+    chosen = {"DATABASE_POOLER": " Transaction", "REDIS_CLUSTER": "NO"}
+    settings = Settings.from_env({**environ, **chosen})
+    assert (settings.database_pooler, settings.redis_cluster) == ("transaction", "no")
 
 
 @pytest.mark.parametrize("pooler", ["none", "transaction"])

@@ -57,24 +57,26 @@ def _prefix(name: str, raw: str) -> str:
     return raw
 
 
-def _cluster_mode(name: str, raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in ("auto", "yes", "no"):
-        raise ConfigError(f"{name} {raw!r} is invalid: use auto, yes or no")
-    return value
+def _one_of(*choices: str) -> Callable[[str, str], str]:
+    """A parser of a setting that is one of `choices`, in any case."""
+
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{name} {raw!r} is not one of: {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+_cluster_mode = _one_of("auto", "yes", "no")
+_pooler = _one_of(*POOLERS)
 
 
 def _partitions(name: str, raw: str) -> int:
     value = _integer(name, raw)
     if value > MAX_STREAM_PARTITIONS:
         raise ConfigError(f"{name} {raw!r} is too large: at most {MAX_STREAM_PARTITIONS}")
-    return value
-
-
-def _pooler(name: str, raw: str) -> str:
-    value = raw.strip()
-    if value not in POOLERS:
-        raise ConfigError(f"{name} {raw!r} is not one of: {', '.join(POOLERS)}")
     return value
 
 
