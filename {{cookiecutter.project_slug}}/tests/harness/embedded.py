@@ -123,7 +123,7 @@ def postgres_server(workdir: Path) -> Iterator[PostgresServer]:
         home = stack.enter_context(_cluster_home(workdir.resolve(), user))
         bindir = _reachable_bindir(bindir, user, home / "server", stack)
         data, log = home / "pgdata", home / "postgres.log"
-        _say(f"creating a throwaway PostgreSQL cluster in {data} with {bindir}")
+        say(f"creating a throwaway PostgreSQL cluster in {data} with {bindir}")
         # C locale: the same collation on every host, whatever locales it has installed.
         options = ["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--no-locale"]
         _run([str(bindir / "initdb"), "-D", str(data), *options], user)
@@ -199,7 +199,7 @@ def redis_server(workdir: Path, *options: str) -> Iterator[RedisServer]:
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     server = RedisServer(_redis_server(), workdir, free_port(), *options)
-    _say(f"starting a throwaway redis-server ({server.server}) in {workdir} on port {server.port}")
+    say(f"starting a throwaway redis-server ({server.server}) in {workdir} on port {server.port}")
     try:
         server.start()
         yield server
@@ -238,7 +238,7 @@ def embedded_cluster(workdir: Path, masters: int = 3) -> Iterator[EmbeddedCluste
     create` does; yielded once the cluster is ok; stopped after."""
     server = _redis_server()
     workdir = workdir.resolve()
-    _say(f"starting a throwaway {masters}-master Redis Cluster ({server}) in {workdir}")
+    say(f"starting a throwaway {masters}-master Redis Cluster ({server}) in {workdir}")
     cluster = EmbeddedCluster([])
     ports = []
     try:
@@ -463,7 +463,7 @@ def _pg_ctl_start(
     pg_ctl: str, data: Path, log: Path, user: pwd.struct_passwd | None, port: int
 ) -> None:
     """Start the cluster in `data` on `port`, returning once it accepts connections."""
-    _say(f"starting that PostgreSQL (pg_ctl) on 127.0.0.1:{port}")
+    say(f"starting that PostgreSQL (pg_ctl) on 127.0.0.1:{port}")
     options = f"{PG_SERVER_OPTIONS} -c port={port}"
     command = [pg_ctl, "-D", str(data), "-w", "-t", str(PG_START_TIMEOUT_S), "-o", options]
     _run([*command, "-l", str(log), "start"], user, log)
@@ -524,7 +524,7 @@ def _tail(text: str) -> str:
     return "\n".join(text.strip().splitlines()[-LOG_TAIL_LINES:])
 
 
-def _say(what: str) -> None:
+def say(what: str) -> None:
     """Tell the user, who is waiting, what the harness is doing."""
     print(f"harness: {what}", file=sys.stderr, flush=True)
 

@@ -24,7 +24,6 @@ import os
 import re
 import secrets
 import socket
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +40,7 @@ from {{ cookiecutter.package_name }}.migrations import advisory_lock_key, migrat
 from {{ cookiecutter.package_name }}.redisclient import cluster_enabled
 from {{ cookiecutter.package_name }}.resources import connection_kwargs
 
+from .embedded import say
 from .services import Services
 
 SCHEMA_PATTERN = re.compile(r"test_([0-9a-z]+)_([0-9a-z]+)_[0-9a-f]{6}")
@@ -155,11 +155,14 @@ def redis_of(owner: dict[str, str], redis_url: str) -> str:
     return recorded
 
 
-def drop_namespaces(conn: psycopg.Connection, redis_url: str, schema: str, prefix: str) -> int:
+def drop_namespaces(
+    conn: psycopg.Connection, redis_url: str, schema: str, prefix: str, **options: Any
+) -> int:
     """Unlink the keys under `prefix`, then drop `schema`; return how many keys went. The schema
     goes last because it is how the reaper finds the keys: a process killed in between leaves a
-    schema for the next run to reap, never keys that no schema names."""
-    keys = unlink_prefix(redis_url, prefix)
+    schema for the next run to reap, never keys that no schema names. `options` go to the Redis
+    client."""
+    keys = unlink_prefix(redis_url, prefix, **options)
     drop_schema(conn, schema)
     return keys
 
@@ -237,15 +240,14 @@ def _reap(conn: psycopg.Connection, redis_url: str, schema: str, prefix: str) ->
     where its Redis refused the reaper (the schema stays, for a run that may)."""
     once = {"socket_connect_timeout": REAPER_CONNECT_TIMEOUT_S, "retry": Retry(NoBackoff(), 0)}
     try:
-        keys = unlink_prefix(redis_url, prefix, **once)
+        return drop_namespaces(conn, redis_url, schema, prefix, **once)
     except redis.AuthenticationError as error:
-        _say(f"left {schema}: its Redis at {without_password(redis_url)} refused: {error}")
+        say(f"left {schema}: its Redis at {without_password(redis_url)} refused: {error}")
         return None
     except (redis.ConnectionError, redis.TimeoutError):
         # Nobody answers where its Redis was: a throwaway server, whose keys went with it.
-        keys = 0
-    drop_schema(conn, schema)
-    return keys
+        drop_schema(conn, schema)
+        return 0
 
 
 def reap_worker(postgres: Postgres, redis_url: str, run_id: str, worker: str) -> Reaped:
@@ -267,10 +269,6 @@ def reap_worker(postgres: Postgres, redis_url: str, run_id: str, worker: str) ->
             drop_schema(conn, schema)
             conn.execute("SELECT pg_advisory_unlock(%s)", [alive_lock_key(schema)])
     return Reaped(schemas, keys)
-
-
-def _say(what: str) -> None:
-    print(f"harness: {what}", file=sys.stderr, flush=True)
 
 
 def _harness_schemas(conn: psycopg.Connection) -> list[tuple[str, dict[str, str]]]:
