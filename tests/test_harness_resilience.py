@@ -5,6 +5,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,15 +44,26 @@ async def test_worker_dies_mid_run(ws_session, worker_id):
 '''
 
 RUN_KILLING_TEST = '''
+import json
 import os
 import signal
 from pathlib import Path
 
+from harness.namespaces import redis_client_of
 
-async def test_whole_run_dies(ws_session, run_id):
-    """SIGKILLs the whole run (controller and workers) once namespaces exist."""
+
+async def test_whole_run_dies(ws_session, run_id, run_context):
+    """SIGKILLs the whole run (controller and workers) once namespaces exist, having written
+    down what they are: from then on any run's reaper may take them."""
     await ws_session.publish("room:doomed", "left behind")
-    Path(os.environ["RUN_ID_FILE"]).write_text(run_id)
+    with run_context.postgres.connect() as conn:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", [f"test\\\\_{run_id}\\\\_%"]
+        ).fetchall()
+    client = redis_client_of(run_context.redis_url)
+    keys = sum(1 for _ in client.scan_iter(match=f"test:{run_id}:*"))
+    left = {"run_id": run_id, "schemas": [row[0] for row in rows], "keys": keys}
+    Path(os.environ["RUN_LEFT_FILE"]).write_text(json.dumps(left))
     os.killpg(os.getpgid(0), signal.SIGKILL)
 '''
 
@@ -102,18 +114,19 @@ def test_crashed_worker_is_cleaned_up_by_the_controller(project: Path, tmp_path:
     assert leftovers(report_of(report)["run_id"]) == {"schemas": [], "keys": []}
 
 
-def kill_a_run(project: Path, tmp_path: Path, **env: str) -> str:
+def kill_a_run(project: Path, tmp_path: Path, **env: str) -> dict[str, Any]:
     """Run a suite (`env` on top of this process's environment) that SIGKILLs itself, controller
-    and workers, once both workers may have made their namespaces; the dead run's id."""
+    and workers, once both workers may have made their namespaces; the dead run's id, schemas
+    and number of keys, as the run saw them just before it died."""
     killer = project / "tests" / "test_zz_kill_run.py"
     killer.write_text(RUN_KILLING_TEST, encoding="utf-8")
-    run_id_file = tmp_path / "run-id"
+    left_file = tmp_path / "run-left.json"
     killed = subprocess.run(
         # The killer and one file more, in file order: the killer comes last, so no other test is
         # cut off halfway, and both workers may have made their namespaces by then.
         suite_command("-n", "2", "-p", "no:randomly", "tests/test_health.py", str(killer)),
         cwd=project,
-        env=clean_environment(RUN_ID_FILE=str(run_id_file), **env),
+        env=clean_environment(RUN_LEFT_FILE=str(left_file), **env),
         capture_output=True,
         text=True,
         timeout=SUITE_TIMEOUT_S,
@@ -122,7 +135,9 @@ def kill_a_run(project: Path, tmp_path: Path, **env: str) -> str:
     )
     assert killed.returncode < 0, killed.stdout[-2000:]
     killer.unlink()
-    return run_id_file.read_text()
+    left = json.loads(left_file.read_text(encoding="utf-8"))
+    assert left["schemas"] and left["keys"], "the killed run should have left its namespaces"
+    return left
 
 
 @pytest.mark.parametrize("topology", ["direct", "pgbouncer"])
@@ -134,9 +149,7 @@ def test_killed_run_is_reaped_by_the_next_run(
     through: dict[str, str] = {}
     if topology == "pgbouncer":
         through = request.getfixturevalue("pgbouncer").harness_environment()
-    dead_run = kill_a_run(project, tmp_path, **through)
-    left = leftovers(dead_run)
-    assert left["schemas"] and left["keys"], "the killed run should have left its namespaces"
+    dead_run = kill_a_run(project, tmp_path, **through)["run_id"]
 
     report = tmp_path / "report.json"
     next_run = run_suite(project, "-n", "2", *A_FEW_FILES, report=report, **through)
@@ -148,9 +161,7 @@ def test_killed_run_is_reaped_by_the_next_run(
 def test_a_run_killed_on_a_redis_cluster_is_reaped_by_a_run_on_one_node(
     project: Path, tmp_path: Path, redis_cluster: list[str]
 ):
-    dead_run = kill_a_run(project, tmp_path, TEST_REDIS_URL=redis_cluster[0])
-    left = leftovers(dead_run, redis_cluster)
-    assert left["schemas"] and left["keys"], "the killed run should have left its namespaces"
+    dead_run = kill_a_run(project, tmp_path, TEST_REDIS_URL=redis_cluster[0])["run_id"]
 
     # The next run is on the run's single Redis node: its reaper finds the dead workers' schemas
     # in the Postgres both runs share, and must unlink their keys on the cluster they used.

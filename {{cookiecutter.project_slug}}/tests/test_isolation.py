@@ -38,6 +38,7 @@ from harness.namespaces import (
     reap_worker,
     redis_client_of,
     redis_prefix,
+    run_claim,
     schema_name,
     unlink_prefix,
     worker_schema,
@@ -189,7 +190,7 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
         holder.start()
         assert claimed.wait(10)
         keys_then = keys_when_dropped(monkeypatch, redis_client, {dead: leftover})
-        reap_orphans(postgres, redis_url)
+        reap_orphans(postgres, redis_url, run_id)
         assert not schema_exists(postgres, dead)
         assert redis_client.exists(leftover) == 0
         assert keys_then == {dead: 0}
@@ -203,6 +204,27 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
             for schema in (dead, foreign):
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(schema)))
     assert not schema_exists(postgres, live)
+
+
+def test_the_reaper_leaves_a_live_runs_dead_workers_to_that_run(
+    run_context: RunContext, run_id: str, redis_client: RedisClient
+) -> None:
+    postgres, redis_url = run_context.postgres, run_context.redis_url
+    other_run = secrets.token_hex(4)
+    dead, prefix = schema_name(other_run, "gw0"), redis_prefix(other_run, "gw0")
+    try:
+        with run_claim(postgres, other_run):
+            leftover = leave_dead_namespaces(postgres, redis_url, redis_client, dead, prefix)
+            reap_orphans(postgres, redis_url, run_id)
+            assert schema_exists(postgres, dead), "its run lives: the dead worker is its own"
+            assert redis_client.exists(leftover) == 1
+        reap_orphans(postgres, redis_url, run_id)
+        # The outcome, not who reaped: once the run has ended, any run's reaper may be first.
+        assert not schema_exists(postgres, dead)
+        assert redis_client.exists(leftover) == 0
+    finally:
+        with postgres.connect(autocommit=True) as conn:
+            namespaces.drop_namespaces(conn, redis_url, dead, prefix)
 
 
 def test_the_reaper_cleans_each_dead_worker_on_the_redis_that_worker_used(
@@ -232,8 +254,7 @@ def test_the_reaper_cleans_each_dead_worker_on_the_redis_that_worker_used(
                 leave_dead_namespaces(
                     postgres, with_password, None, schemas["locked"], prefixes["locked"]
                 )
-                reap_orphans(postgres, run_context.redis_url)
-                # Outcomes, not who reaped: another run's reaper may have been first.
+                reap_orphans(postgres, run_context.redis_url, run_id)
                 assert other.exists(leftover) == 0, "unlinked where its worker had it"
                 # Asked while its Redis runs: once it has gone, any reaper may drop the schema.
                 assert schema_exists(postgres, schemas["locked"]), "left for a run that may"

@@ -15,6 +15,11 @@ process. A heartbeat with a timeout would be the alternative, and it must choose
 a dead worker's schema late and reaping a live worker that was slow to beat on a loaded machine;
 a session dies with its process, at once and never before. A worker creates, migrates and drops
 its schema through the pooler; the reapers, which take those locks, work on direct connections.
+
+A run's controller holds a lock of the same kind for the run, and a reaper leaves the schemas of
+every other live run alone: a worker that dies mid-run is its own controller's to clean
+(reap_worker), and the namespaces a test leaves dead on purpose stay its own to reap, whatever
+runs start beside it.
 """
 
 import contextlib
@@ -94,6 +99,19 @@ def redis_prefix(run_id: str, worker: str) -> str:
 def alive_lock_key(schema: str) -> int:
     """The advisory-lock key a live worker holds for its schema."""
     return advisory_lock_key("alive", schema)
+
+
+def run_lock_key(run_id: str) -> int:
+    """The advisory-lock key a live run's controller holds for the run."""
+    return advisory_lock_key("run", _safe(run_id))
+
+
+@contextlib.contextmanager
+def run_claim(postgres: Postgres, run_id: str) -> Iterator[None]:
+    """Hold the run's lock, on a direct connection, while the block runs."""
+    with postgres.connect_direct(autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", [run_lock_key(run_id)])
+        yield
 
 
 @contextlib.contextmanager
@@ -215,15 +233,18 @@ class Reaped:
     keys: int
 
 
-def reap_orphans(postgres: Postgres, redis_url: str) -> Reaped:
-    """Drop the harness schemas no live worker holds, and unlink their Redis keys on the Redis
-    each worker used (`redis_url` is the reaping run's)."""
+def reap_orphans(postgres: Postgres, redis_url: str, run_id: str) -> Reaped:
+    """Drop the harness schemas no live worker holds, of run `run_id` or of runs that have ended,
+    and unlink their Redis keys on the Redis each worker used (`redis_url` is the reaping run's)."""
     schemas, keys = [], 0
     with postgres.connect_direct(autocommit=True) as conn:
-        for schema, owner in _harness_schemas(conn):
+        # An ended run's lock, once taken, stays with this connection until the reaping is done.
+        ended = {_safe(run_id): True}
+        for schema, run, owner in _harness_schemas(conn):
+            if run not in ended:
+                ended[run] = _try_lock(conn, run_lock_key(run))
             key = alive_lock_key(schema)
-            taken = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
-            if not (taken and taken[0]):
+            if not (ended[run] and _try_lock(conn, key)):
                 continue
             try:
                 reaped = _reap(conn, redis_of(owner, redis_url), schema, owner["redis_prefix"])
@@ -233,6 +254,11 @@ def reap_orphans(postgres: Postgres, redis_url: str) -> Reaped:
                 schemas.append(schema)
                 keys += reaped
     return Reaped(schemas, keys)
+
+
+def _try_lock(conn: psycopg.Connection, key: int) -> bool:
+    taken = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+    return bool(taken and taken[0])
 
 
 def _reap(conn: psycopg.Connection, redis_url: str, schema: str, prefix: str) -> int | None:
@@ -259,7 +285,7 @@ def reap_worker(postgres: Postgres, redis_url: str, run_id: str, worker: str) ->
         conn.execute(sql.SQL("SET lock_timeout = {}").format(CRASHED_WORKER_LOCK_TIMEOUT))
         schemas = [
             schema
-            for schema, _comment in _harness_schemas(conn)
+            for schema, _run, _owner in _harness_schemas(conn)
             if schema.startswith(f"test_{_safe(run_id)}_{_safe(worker)}_")
         ]
         for schema in schemas:
@@ -271,18 +297,20 @@ def reap_worker(postgres: Postgres, redis_url: str, run_id: str, worker: str) ->
     return Reaped(schemas, keys)
 
 
-def _harness_schemas(conn: psycopg.Connection) -> list[tuple[str, dict[str, str]]]:
-    """Schemas this harness made, with their owner comments; others are never touched."""
+def _harness_schemas(conn: psycopg.Connection) -> list[tuple[str, str, dict[str, str]]]:
+    """Schemas this harness made, each with the run its name gives (as _safe wrote it) and its
+    owner comment; others are never touched."""
     rows = conn.execute(
         "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace"
         " WHERE nspname LIKE 'test\\_%'"
     ).fetchall()
     found = []
     for schema, comment in rows:
-        if not SCHEMA_PATTERN.fullmatch(schema) or not comment:
+        named = SCHEMA_PATTERN.fullmatch(schema)
+        if not named or not comment:
             continue
         with contextlib.suppress(ValueError):
             owner = json.loads(comment)
             if isinstance(owner, dict) and owner.get("made_by") == MARKER:
-                found.append((schema, owner))
+                found.append((schema, named.group(1), owner))
     return found

@@ -1,7 +1,8 @@
 """What a whole run shares, decided once by the xdist controller and handed to every worker.
 
-The controller (or the lone process of a run without xdist) resolves the services, reaps what
-dead runs left behind, picks the run id and makes the key that signs the tests' tokens. Workers
+The controller (or the lone process of a run without xdist) resolves the services, picks the run
+id and holds the run's lock for as long as it runs, reaps what dead runs left behind, and makes
+the key that signs the tests' tokens. Workers
 receive all of it through `workerinput` and build nothing the controller already built.
 
 When pytest-split runs one shard of the suite (`--splits N --group G`), the run id starts with
@@ -25,7 +26,7 @@ from {{ cookiecutter.package_name }}.settings import (
 )
 
 from .embedded import EmbeddedUnavailable
-from .namespaces import Postgres, reap_orphans, reap_worker
+from .namespaces import Postgres, reap_orphans, reap_worker, run_claim
 from .services import ServiceMisconfigured, ServiceUnreachable, resolve
 
 WORKER_INPUT_KEY = "harness_run"
@@ -69,7 +70,10 @@ def start(config: pytest.Config) -> None:
     except (ServiceUnreachable, ServiceMisconfigured, EmbeddedUnavailable) as error:
         services.close()
         pytest.exit(f"harness: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
-    reaped = reap_orphans(Postgres.of(resolved), resolved.redis_url)
+    run_id = shard_tag(config) + secrets.token_hex(4)
+    postgres = Postgres.of(resolved)
+    services.enter_context(run_claim(postgres, run_id))
+    reaped = reap_orphans(postgres, resolved.redis_url, run_id)
     if reaped.schemas:
         print(
             f"harness: reaped {len(reaped.schemas)} schema(s) and {reaped.keys} Redis key(s)"
@@ -77,7 +81,7 @@ def start(config: pytest.Config) -> None:
             file=sys.stderr,
         )
     config.stash[_context] = RunContext(
-        run_id=shard_tag(config) + secrets.token_hex(4),
+        run_id=run_id,
         database_url=resolved.database_url,
         direct_database_url=resolved.direct_database_url,
         database_pooler=resolved.database_pooler,
