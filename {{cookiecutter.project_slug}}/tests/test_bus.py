@@ -11,7 +11,7 @@ from redis.asyncio import RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.bus import GROUP_PREFIX, Bus
+from {{ cookiecutter.package_name }}.bus import GROUP_PREFIX, READ_BATCH, Bus
 from {{ cookiecutter.package_name }}.keys import RedisKeys
 from {{ cookiecutter.package_name }}.redisclient import RedisClient, open_redis
 from {{ cookiecutter.package_name }}.resources import Resources
@@ -22,6 +22,30 @@ from harness.users import User
 from harness.wsclient import WsClient
 
 DELIVERY_TIMEOUT_S = 5.0
+
+
+class Collector:
+    """A bus listener that keeps the frames of one channel, and how many it had each time the
+    bus asked whether they were delivered."""
+
+    def __init__(self, channel: str, expected: int) -> None:
+        self.channel = channel
+        self.expected = expected
+        self.received: list[str] = []
+        self.when_asked: list[int] = []
+        self.all_received = asyncio.Event()
+        self.all_asked = asyncio.Event()
+
+    def receive(self, channel: str, offset: int, frame: str, streamed_at: float) -> None:
+        if channel == self.channel:
+            self.received.append(frame)
+            if len(self.received) == self.expected:
+                self.all_received.set()
+
+    async def delivered(self) -> None:
+        self.when_asked.append(len(self.received))
+        if len(self.received) == self.expected:
+            self.all_asked.set()
 
 
 def another_instance(settings: Settings) -> Settings:
@@ -165,23 +189,37 @@ async def test_restarted_instance_first_delivers_what_it_never_acknowledged(
     # The instance read them, then died before acknowledging.
     await redis.xreadgroup(GROUP_PREFIX + instance, "reader", {stream: ">"})
 
-    received: list[str] = []
-    all_received = asyncio.Event()
-
-    def listener(channel: str, offset: int, frame: str, streamed_at: float) -> None:
-        if channel == "room:pending":
-            received.append(frame)
-            if len(received) == len(frames):
-                all_received.set()
-
+    listener = Collector("room:pending", len(frames))
     restarted = Bus(redis, shared_resources.keys, instance, len(shared_resources.bus.streams))
     with restarted.listening(listener):
         await restarted.start()
         try:
-            await asyncio.wait_for(all_received.wait(), DELIVERY_TIMEOUT_S)
+            await asyncio.wait_for(listener.all_received.wait(), DELIVERY_TIMEOUT_S)
         finally:
             await restarted.stop()
-    assert received == frames
+    assert listener.received == frames
+
+
+async def test_the_reader_reads_on_once_its_listener_has_delivered_a_batch(
+    shared_resources: Resources,
+) -> None:
+    redis, stream = shared_resources.redis, shared_resources.bus.stream_of("room:batches")
+    listener = Collector("room:batches", READ_BATCH + 50)
+    instance = f"batches-{uuid.uuid4().hex[:8]}"
+    bus = Bus(redis, shared_resources.keys, instance, len(shared_resources.bus.streams))
+    with bus.listening(listener):
+        await bus.start()
+        try:
+            # In one transaction, so the reader, blocked on the stream, finds them all at once.
+            async with redis.pipeline(transaction=True) as pipe:
+                for n in range(listener.expected):
+                    pipe.xadd(stream, {"channel": "room:batches", "offset": n, "frame": str(n)})
+                await pipe.execute()
+            await asyncio.wait_for(listener.all_asked.wait(), DELIVERY_TIMEOUT_S)
+        finally:
+            await bus.stop()
+    # Asked after each read, with all it had read: a full batch, then the rest.
+    assert [n for n in dict.fromkeys(listener.when_asked) if n] == [READ_BATCH, READ_BATCH + 50]
 
 
 async def test_each_read_acknowledges_what_the_last_one_delivered(

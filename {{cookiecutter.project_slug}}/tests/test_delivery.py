@@ -3,10 +3,12 @@ delivery in offset order on every instance, resumes with no gap and no duplicate
 ack before its own message, and flow control instead of closing a client that reads."""
 
 import asyncio
+import contextlib
 import random
 import uuid
 
 from {{ cookiecutter.package_name }} import store
+from {{ cookiecutter.package_name }}.feeds import FANOUT_SLICE
 from {{ cookiecutter.package_name }}.resources import Resources
 
 from harness.live import AppFactory, LiveApp
@@ -94,6 +96,36 @@ async def test_resuming_subscribers_see_every_offset_once_in_order_despite_disco
     assert acked_offsets == list(range(1, total + 1)), "offsets are contiguous per channel"
     for seen in await asyncio.gather(*following):
         assert seen == acked_offsets, "each subscriber saw every offset once, in order"
+
+
+async def test_a_channel_with_more_subscribers_than_a_slice_reaches_each_in_order(
+    shared_app: LiveApp, make_user: UserFactory, test_user: User
+) -> None:
+    """A message goes out a slice of subscribers at a time: each of three slices gets every
+    message once, in order, and one who drops and resumes meanwhile misses none."""
+    channel = fresh_channel("slices")
+    count = 10
+    users = [await make_user(f"subscriber {n}") for n in range(2 * FANOUT_SLICE + 1)]
+    async with contextlib.AsyncExitStack() as stack:
+        subscribers = [
+            await stack.enter_async_context(shared_app.websocket_session(user=user))
+            for user in users
+        ]
+        for ws in subscribers:
+            await ws.subscribe(channel)
+        publishing = asyncio.create_task(publish_many(shared_app, test_user, channel, count))
+        # The last subscriber, in the last slice, drops after three messages and resumes.
+        dropping = subscribers.pop()
+        first = await dropping.messages(3, channel)
+        dropping.connection.transport.abort()
+        async with shared_app.websocket_session(user=users[-1]) as resumed:
+            since = {"offset": first[-1]["offset"], "epoch": first[-1]["epoch"]}
+            assert (await resumed.subscribe(channel, since=since))["recovered"] is True
+            rest = await resumed.messages(count - 3, channel)
+        acked = await publishing
+        assert [message["offset"] for message in first + rest] == acked
+        for ws in subscribers:
+            assert [message["offset"] for message in await ws.messages(count, channel)] == acked
 
 
 async def test_a_reading_client_gets_a_reply_to_every_pipelined_request(

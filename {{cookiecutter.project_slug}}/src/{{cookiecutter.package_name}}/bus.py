@@ -21,8 +21,9 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Protocol
 
 from redis import exceptions as redis_errors
 from redis.asyncio import RedisCluster
@@ -36,9 +37,18 @@ from .tracing import trace_fields, traced_delivery, traced_stream
 
 log = logging.getLogger(__name__)
 
-Listener = Callable[[str, int, str, float], None]
-"""Called with (channel, offset, frame, streamed_at) for every message read from the stream;
-`streamed_at` is when Redis added the entry (Unix seconds, from the entry's id)."""
+
+class Listener(Protocol):
+    """What the bus hands each message it reads to."""
+
+    def receive(self, channel: str, offset: int, frame: str, streamed_at: float) -> None:
+        """Called for every message read from the stream; `streamed_at` is when Redis added
+        the entry (Unix seconds, from the entry's id)."""
+
+    async def delivered(self) -> None:
+        """Return once the messages received so far have been delivered: the reader reads no
+        more until then, so a backlog waits in the stream, not in this process."""
+
 
 GROUP_PREFIX = "instance:"
 STREAM_MAX_LENGTH = 10_000
@@ -194,6 +204,8 @@ class Bus:
                 if time.monotonic() >= self._next_heartbeat:
                     await self._beat()
                 read = await self._read_batch(positions, delivered)
+                for listener in list(self._listeners):
+                    await listener.delivered()
                 for stream in streams:
                     if not read.get(stream):
                         positions[stream] = ">"
@@ -249,6 +261,6 @@ class Bus:
         streamed_at = int(entry_id.partition("-")[0]) / 1000
         for listener in list(self._listeners):
             try:
-                listener(channel, offset, frame, streamed_at)
+                listener.receive(channel, offset, frame, streamed_at)
             except Exception:
                 log.exception("a bus listener failed on message %s of %s", offset, channel)

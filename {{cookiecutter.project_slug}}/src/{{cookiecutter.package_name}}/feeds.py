@@ -9,6 +9,11 @@ skipped. Every POSITION_CHECK_S the feeds also compare themselves with their cha
 offsets in Postgres and fill what the stream never brought (Redis flushed, an XADD that failed),
 so even the last message before a stream loss is delivered.
 
+Delivery. A message handed out goes to the subscribers of that moment, a slice of FANOUT_SLICE
+at a time, yielding to the event loop between slices: a thousand subscribers are milliseconds of
+writes, in which a publisher's round trips to Postgres and Redis would otherwise wait, and with
+them the next message. One task per channel delivers its messages in the order handed out.
+
 Recovery. A subscribe with `since` reads the missed messages from Postgres a page at a time, each
 frame waiting for room in the session's queue, until it reaches the offset the feed has handed
 out; then, with no await in between, the session joins the feed. However far behind the client
@@ -16,6 +21,7 @@ is, one page is all that is held in memory.
 """
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -34,6 +40,9 @@ log = logging.getLogger(__name__)
 
 GAP_FILL_DELAY_S = 0.05
 PAGE_SIZE = 500
+# A few hundred microseconds of writes: small enough that a publisher's replies are read between
+# two slices, large enough that yielding costs a small share of the fan-out (make loadtest).
+FANOUT_SLICE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +69,9 @@ class ChannelFeed:
         """Frames that came before their turn, with when they were stored or streamed."""
         self._newest = 0
         self._filling: asyncio.Task[None] | None = None
+        self._outgoing: collections.deque[tuple[int, str, list[Session]]] = collections.deque()
+        """Messages handed out and not yet delivered, each with the subscribers it goes to."""
+        self._delivering: asyncio.Task[None] | None = None
 
     @property
     def in_use(self) -> bool:
@@ -83,9 +95,15 @@ class ChannelFeed:
         self._newest = max(self._newest, newest)
         self._advance()
 
+    async def delivered(self) -> None:
+        """Return once every message handed out so far has been delivered."""
+        if self._delivering is not None:
+            await asyncio.wait({self._delivering})
+
     def stop(self) -> None:
-        if self._filling is not None:
-            self._filling.cancel()
+        for task in (self._filling, self._delivering):
+            if task is not None:
+                task.cancel()
 
     def _advance(self) -> None:
         if self.offset is None:
@@ -99,8 +117,23 @@ class ChannelFeed:
         self.offset = offset
         # Clocks of different hosts may disagree by a little: a lag is never negative.
         self._metrics.fanout_lag_seconds.observe(max(0.0, time.time() - stored_at))
-        for session in self.subscribers:
-            session.deliver(self.channel, offset, frame)
+        # Those subscribed now: one who joins later has joined after this offset.
+        self._outgoing.append((offset, frame, list(self.subscribers)))
+        if self._delivering is None:
+            self._delivering = asyncio.create_task(self._deliver(), name=f"deliver {self.channel}")
+
+    async def _deliver(self) -> None:
+        try:
+            while self._outgoing:
+                offset, frame, sessions = self._outgoing.popleft()
+                for start in range(0, len(sessions), FANOUT_SLICE):
+                    if start:
+                        await asyncio.sleep(0)
+                    for session in sessions[start : start + FANOUT_SLICE]:
+                        # A no-op for a session that has left the channel since.
+                        session.deliver(self.channel, offset, frame)
+        finally:
+            self._delivering = None
 
     async def _fill_gap(self) -> None:
         try:
@@ -163,10 +196,15 @@ class Feeds:
         return channel in self._feeds
 
     def receive(self, channel: str, offset: int, frame: str, streamed_at: float) -> None:
-        """The bus listener: a message for a channel someone here subscribed to goes to its feed."""
+        """A message for a channel someone here subscribed to goes to its feed."""
         feed = self._feeds.get(channel)
         if feed is not None:
             feed.receive(offset, frame, streamed_at)
+
+    async def delivered(self) -> None:
+        """Return once every feed has delivered what it was handed."""
+        for feed in list(self._feeds.values()):
+            await feed.delivered()
 
     async def subscribe(
         self, session: Session, channel: str, since: Position | None

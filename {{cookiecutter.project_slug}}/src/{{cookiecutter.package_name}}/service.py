@@ -56,7 +56,7 @@ class Service:
                 self._resources = await Resources.open(self.settings)
                 stack.push_async_callback(self._close_own_resources)
             await stack.enter_async_context(self.feeds.running(self.resources.db))
-            stack.enter_context(self.resources.bus.listening(self.feeds.receive))
+            stack.enter_context(self.resources.bus.listening(self.feeds))
             revoking = asyncio.create_task(self._close_revoked_sessions(), name="revoke users")
             stack.push_async_callback(_stop, revoking)
             yield

@@ -132,7 +132,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.scope["extensions"][DIRECT_WRITE] = {"write_now": self.write_now}
 
     def write_now(self, text: str) -> bool:
-        """Write a text frame at once, as uvicorn's send would, if that needs no waiting."""
+        """Write a text frame at once, as uvicorn's send would, if that needs no waiting; count
+        it among the frames sent."""
         if (
             not self.handshake_complete
             or self.initial_response is not None
@@ -148,6 +149,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.write(b"".join(self.conn.data_to_send()))
         else:
             self.transport.write(_text_frame(text))
+        self._metrics.frames_sent += 1
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
