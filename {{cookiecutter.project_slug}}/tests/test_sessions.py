@@ -12,6 +12,7 @@ from {{ cookiecutter.package_name }}.sessions import (
 )
 
 from harness.live import LiveApp
+from harness.sockets import Socket
 from harness.users import User
 
 # Past websockets' default limit of unread frames (16), where its client stops reading.
@@ -87,7 +88,7 @@ def queued(session: Session) -> list[object]:
 def test_full_queue_drops_its_frames_and_flags_a_slow_consumer() -> None:
     session = subscribed_session(2, "news")
     for offset in range(1, 4):
-        session.deliver("news", offset, f"frame {offset}")
+        session.deliver("news", (offset,), (f"frame {offset}",))
     assert session.overflowed
     assert not session.outgoing
     assert session.dropped == 2
@@ -104,7 +105,7 @@ def test_close_comes_after_the_frames_already_queued() -> None:
 def test_a_message_is_queued_once_and_only_on_subscribed_channels() -> None:
     session = subscribed_session(8, "news")
     for channel, offset in [("news", 1), ("news", 1), ("news", 2), ("other", 3), ("news", 2)]:
-        session.deliver(channel, offset, f"{channel} {offset}")
+        session.deliver(channel, (offset,), (f"{channel} {offset}",))
     assert queued(session) == ["news 1", "news 2"]
     assert session.positions == {"news": 2}
 
@@ -112,10 +113,10 @@ def test_a_message_is_queued_once_and_only_on_subscribed_channels() -> None:
 def test_a_publish_reply_comes_before_the_messages_of_its_channel() -> None:
     session = subscribed_session(8, "news", "sport")
     session.hold("news")
-    session.deliver("news", 1, "news 1")
-    session.deliver("sport", 1, "sport 1")
+    session.deliver("news", (1,), ("news 1",))
+    session.deliver("sport", (1,), ("sport 1",))
     session.reply("ack")
-    session.deliver("news", 2, "news 2")
+    session.deliver("news", (2,), ("news 2",))
     assert queued(session) == ["sport 1", "ack", "news 1", "news 2"]
 
 
@@ -140,26 +141,26 @@ async def test_a_client_that_takes_nothing_for_the_send_timeout_is_a_slow_consum
     assert session.overflowed
 
 
-class Socket:
-    """A stand-in for the server's synchronous write: takes frames while `open`."""
-
-    def __init__(self) -> None:
-        self.open = True
-        self.written: list[str] = []
-
-    def write_now(self, frame: str) -> bool:
-        if self.open:
-            self.written.append(frame)
-        return self.open
-
-
 def test_frames_go_straight_to_a_socket_that_takes_them() -> None:
     socket = Socket()
     session = Session("u1", "127.0.0.1", 4, send_timeout_s=1.0, write_now=socket.write_now)
     session.positions["news"] = 0
-    session.deliver("news", 1, "news 1")
+    session.deliver("news", (1,), ("news 1",))
     session.reply("ack")
     assert (socket.written, queued(session)) == (["news 1", "ack"], [])
+
+
+def test_messages_that_come_together_go_out_in_one_write_less_those_already_had() -> None:
+    socket = Socket()
+    session = Session("u1", "127.0.0.1", 4, send_timeout_s=1.0, write_now=socket.write_now)
+    session.positions["news"] = 1  # a replay went up to offset 1
+    session.deliver("news", (1, 2, 3), ("news 1", "news 2", "news 3"))
+    session.deliver("news", (2, 3), ("news 2", "news 3"))
+    session.hold("news")
+    session.deliver("news", (4, 5), ("news 4", "news 5"))
+    session.reply("ack")
+    assert socket.writes == [("news 2", "news 3"), ("ack",), ("news 4", "news 5")]
+    assert session.positions == {"news": 5}
 
 
 async def test_nothing_overtakes_a_frame_the_socket_could_not_take() -> None:
@@ -167,13 +168,13 @@ async def test_nothing_overtakes_a_frame_the_socket_could_not_take() -> None:
     session = Session("u1", "127.0.0.1", 8, send_timeout_s=1.0, write_now=socket.write_now)
     session.positions["news"] = 0
     socket.open = False
-    session.deliver("news", 1, "news 1")
+    session.deliver("news", (1,), ("news 1",))
     socket.open = True
-    session.deliver("news", 2, "news 2")
+    session.deliver("news", (2,), ("news 2",))
     assert (socket.written, queued(session)) == ([], ["news 1", "news 2"])
     # The sender writes the head, which stays queued until written.
     assert await session.next_outgoing() == "news 1"
-    session.deliver("news", 3, "news 3")
+    session.deliver("news", (3,), ("news 3",))
     session.sent()
     assert queued(session) == ["news 2", "news 3"]
     assert socket.written == []
@@ -192,9 +193,9 @@ def test_a_session_wakes_its_connection_to_send_and_to_close_it() -> None:
     woken: list[bool] = []
     session = Session("u1", "127.0.0.1", 1, 1.0, wake=lambda s: woken.append(s.overflowed))
     session.positions["news"] = 0
-    session.deliver("news", 1, "kept")
+    session.deliver("news", (1,), ("kept",))
     assert woken == [False]
-    session.deliver("news", 2, "one too many")
+    session.deliver("news", (2,), ("one too many",))
     assert woken == [False, True] and session.overflowed and session.dropped == 1
 
 

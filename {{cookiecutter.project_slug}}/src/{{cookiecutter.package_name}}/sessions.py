@@ -5,7 +5,8 @@ their own registry.
 
 A frame goes straight to the socket when nothing waits before it and the socket takes it without
 waiting (`write_now`, the server's synchronous write): fanning a message out to a thousand
-subscribers then costs a thousand writes, not a thousand task switches. Otherwise it waits in a
+subscribers then costs a thousand writes, not a thousand task switches, and the messages of a
+channel that came in together go out in one write. Otherwise a frame waits in a
 bounded queue, which the connection's sender empties in order. Live messages never wait for
 room: a client that lets `queue_size` frames pile up has stopped reading and is closed (4008).
 Everything the session's own requests produce (replies, replays) waits for room instead, so a
@@ -23,9 +24,9 @@ from .protocol import CloseCode
 Outgoing = str | CloseCode
 """A text frame to send, or the code to close the connection with."""
 
-WriteNow = Callable[[str], bool]
-"""Writes a text frame at once and returns True, or returns False if the socket cannot take it
-without waiting (its buffer is full, or it is closing)."""
+WriteNow = Callable[[tuple[str, ...]], bool]
+"""Writes text frames at once, in one write, and returns True, or returns False if the socket
+cannot take them without waiting (its buffer is full, or it is closing)."""
 
 Wake = Callable[["Session"], None]
 """Called when the session needs its connection: a frame or close code was queued (for the
@@ -75,9 +76,14 @@ class Session:
     def send(self, frame: str) -> None:
         """Write a frame now if nothing waits before it and the socket takes it, else queue it;
         a full queue means a slow consumer, which is cut off."""
-        if not self.outgoing and self._write_now is not None and self._write_now(frame):
+        self.send_all((frame,))
+
+    def send_all(self, frames: tuple[str, ...]) -> None:
+        """Send `frames` as `send` sends one, all in one write if they go now."""
+        if not self.outgoing and self._write_now is not None and self._write_now(frames):
             return
-        self._enqueue(frame)
+        for frame in frames:
+            self._enqueue(frame)
 
     def close(self, code: CloseCode) -> None:
         """Ask the sender to close the connection once the frames queued before are sent."""
@@ -141,16 +147,21 @@ class Session:
         if self._wake is not None:
             self._wake(self)
 
-    def deliver(self, channel: str, offset: int, frame: str) -> None:
-        """Queue a channel's message, unless this session already has it (a replay went past the
-        live feed), holding it back while this session's publish on the channel awaits its reply."""
-        if offset <= self.positions.get(channel, offset):
+    def deliver(self, channel: str, offsets: tuple[int, ...], frames: tuple[str, ...]) -> None:
+        """Send a channel's messages (`frames`, at `offsets`, in order), less those this session
+        already has (a replay went past the live feed), holding them back while this session's
+        publish on the channel awaits its reply."""
+        position = self.positions.get(channel)
+        if position is None or offsets[-1] <= position:
             return
-        self.positions[channel] = offset
+        if offsets[0] <= position:
+            pairs = zip(offsets, frames, strict=True)
+            frames = tuple(frame for offset, frame in pairs if offset > position)
+        self.positions[channel] = offsets[-1]
         if channel == self._holding:
-            self._held.append(frame)
+            self._held.extend(frames)
         else:
-            self.send(frame)
+            self.send_all(frames)
 
     def hold(self, channel: str) -> None:
         """Keep the channel's messages back until `reply` queues the current request's reply, so a
@@ -161,8 +172,8 @@ class Session:
         """Queue a request's reply, then any messages held back while it was handled."""
         self.send(frame)
         held, self._held, self._holding = self._held, [], None
-        for message in held:
-            self.send(message)
+        if held:
+            self.send_all(tuple(held))
 
 
 class SessionRegistry:

@@ -38,15 +38,15 @@ from .primitives import Flag, Inbox
 READ_BYTES = 4096
 FRAMES_CACHED = 16
 DIRECT_WRITE = "ws.write_now"
-"""The scope extension, a dict as ASGI's extensions are: {"write_now": write_now(text) -> bool},
-False where the socket cannot take the frame now."""
+"""The scope extension, a dict as ASGI's extensions are: {"write_now": write_now(texts) -> bool},
+False where the socket cannot take the frames now."""
 
 
 @functools.lru_cache(maxsize=FRAMES_CACHED)
-def _text_frame(text: str) -> bytes:
-    """A text frame as a server writes it (unmasked, no extension): the same bytes for every
+def _text_frames(texts: tuple[str, ...]) -> bytes:
+    """Text frames as a server writes them (unmasked, no extension): the same bytes for every
     socket a message fans out to, so they are built once per message, not once per socket."""
-    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+    return b"".join(Frame(Opcode.TEXT, text.encode()).serialize(mask=False) for text in texts)
 
 
 # What uvicorn and websockets log, unthrottled, for every refused handshake: the app logs its
@@ -131,9 +131,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # The app's task starts on the next loop iteration, so it sees the extension.
         self.scope["extensions"][DIRECT_WRITE] = {"write_now": self.write_now}
 
-    def write_now(self, text: str) -> bool:
-        """Write a text frame at once, as uvicorn's send would, if that needs no waiting; count
-        it among the frames sent."""
+    def write_now(self, texts: tuple[str, ...]) -> bool:
+        """Write text frames at once, in one write, as uvicorn's send would write each, if that
+        needs no waiting; count them among the frames sent."""
         if (
             not self.handshake_complete
             or self.initial_response is not None
@@ -145,11 +145,12 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         ):
             return False
         if self.conn.extensions:  # compression: each connection's own deflate state
-            self.conn.send_text(text.encode())
+            for text in texts:
+                self.conn.send_text(text.encode())
             self.transport.write(b"".join(self.conn.data_to_send()))
         else:
-            self.transport.write(_text_frame(text))
-        self._metrics.frames_sent += 1
+            self.transport.write(_text_frames(texts))
+        self._metrics.frames_sent += len(texts)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
