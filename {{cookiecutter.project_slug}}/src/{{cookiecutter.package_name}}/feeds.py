@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import psycopg
 
@@ -60,6 +61,16 @@ class Subscription:
     failure: RecoveryFailure | None = None
 
 
+class HandedOut(NamedTuple):
+    """A message a feed has handed out, waiting to go to `audience`, the subscribers of the
+    moment; `stored_at` is when it was stored or streamed."""
+
+    offset: int
+    frame: str
+    stored_at: float
+    audience: list[Session]
+
+
 class ChannelFeed:
     """One channel's live messages on this app, handed to its subscribers in offset order."""
 
@@ -75,8 +86,8 @@ class ChannelFeed:
         """Frames that came before their turn, with when they were stored or streamed."""
         self._newest = 0
         self._filling: asyncio.Task[None] | None = None
-        self._outgoing: collections.deque[tuple[int, str, list[Session]]] = collections.deque()
-        """Messages handed out and not yet delivered, each with the subscribers it goes to."""
+        self._outgoing: collections.deque[HandedOut] = collections.deque()
+        """Messages handed out and not yet delivered."""
         self._audience: list[Session] | None = None
         """The subscribers as the messages handed out since they last changed go to them: one
         list for all those messages, which is how the delivery knows they can go together."""
@@ -132,12 +143,10 @@ class ChannelFeed:
 
     def _hand_out(self, offset: int, frame: str, stored_at: float) -> None:
         self.offset = offset
-        # Clocks of different hosts may disagree by a little: a lag is never negative.
-        self._metrics.fanout_lag_seconds.observe(max(0.0, time.time() - stored_at))
         # To those subscribed now: one who joins later has joined after this offset.
         if self._audience is None:
             self._audience = list(self.subscribers)
-        self._outgoing.append((offset, frame, self._audience))
+        self._outgoing.append(HandedOut(offset, frame, stored_at, self._audience))
         if self._delivering is None:
             self._delivering = asyncio.create_task(self._deliver(), name=f"deliver {self.channel}")
 
@@ -156,13 +165,19 @@ class ChannelFeed:
 
     def _next_batch(self) -> tuple[tuple[int, ...], tuple[str, ...], list[Session]]:
         """The oldest undelivered messages that go to the same subscribers, up to FANOUT_BATCH:
-        their offsets, their frames, and those subscribers."""
-        offset, frame, audience = self._outgoing.popleft()
-        offsets, frames = [offset], [frame]
-        while self._outgoing and self._outgoing[0][2] is audience and len(offsets) < FANOUT_BATCH:
-            offset, frame, _ = self._outgoing.popleft()
-            offsets.append(offset)
-            frames.append(frame)
+        their offsets, their frames, and those subscribers. Each one's lag ends here, as it
+        starts going out."""
+        now, audience = time.time(), self._outgoing[0].audience
+        offsets: list[int] = []
+        frames: list[str] = []
+        while self._outgoing and self._outgoing[0].audience is audience:
+            message = self._outgoing.popleft()
+            # Clocks of different hosts may disagree by a little: a lag is never negative.
+            self._metrics.fanout_lag_seconds.observe(max(0.0, now - message.stored_at))
+            offsets.append(message.offset)
+            frames.append(message.frame)
+            if len(offsets) == FANOUT_BATCH:
+                break
         return tuple(offsets), tuple(frames), audience
 
     async def _fill_gap(self) -> None:

@@ -101,7 +101,7 @@ class Metrics:
         )
         self.fanout_lag_seconds = Histogram(
             "ws_fanout_lag_seconds",
-            "From a message entering the stream to this app handing it to its subscribers.",
+            "From a message entering the stream to this app starting to write it to subscribers.",
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
