@@ -127,6 +127,16 @@ def test_live_worker_schema_is_marked_and_locked(
     assert taken == (False,), "the worker must hold its schema's liveness lock"
 
 
+@pytest.fixture
+def claimed_run(run_context: RunContext) -> Iterator[str]:
+    """A made-up run's id, claimed for the test as a live run's controller claims its own: no
+    other reaper, not even this run's other workers', touches the namespaces a test leaves dead
+    under it, which the test reaps itself."""
+    run = secrets.token_hex(4)
+    with run_claim(run_context.postgres, run):
+        yield run
+
+
 def leave_dead_namespaces(
     postgres: Postgres, redis_url: str, client: RedisClient | None, schema: str, prefix: str
 ) -> str:
@@ -165,23 +175,24 @@ def keys_when_dropped(
 
 def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
     run_context: RunContext,
-    run_id: str,
+    claimed_run: str,
     worker_id: str,
     redis_client: RedisClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     postgres, redis_url = run_context.postgres, run_context.redis_url
-    dead = schema_name(run_id, f"{worker_id}dead")
-    dead_prefix = redis_prefix(run_id, f"{worker_id}dead")
+    dead = schema_name(claimed_run, f"{worker_id}dead")
+    dead_prefix = redis_prefix(claimed_run, f"{worker_id}dead")
     foreign = f"test_not_ours_{secrets.token_hex(4)}"
     claimed, release = threading.Event(), threading.Event()
 
     def live_worker(schema: str) -> None:
-        with worker_schema(postgres, redis_url, schema, redis_prefix(run_id, f"{worker_id}live")):
+        prefix = redis_prefix(claimed_run, f"{worker_id}live")
+        with worker_schema(postgres, redis_url, schema, prefix):
             claimed.set()
             release.wait(10)
 
-    live = schema_name(run_id, f"{worker_id}live")
+    live = schema_name(claimed_run, f"{worker_id}live")
     holder = threading.Thread(target=live_worker, args=(live,))
     try:
         with postgres.connect(autocommit=True) as conn:
@@ -190,7 +201,7 @@ def test_reaper_drops_dead_namespaces_and_spares_live_and_foreign_ones(
         holder.start()
         assert claimed.wait(10)
         keys_then = keys_when_dropped(monkeypatch, redis_client, {dead: leftover})
-        reap_orphans(postgres, redis_url, run_id)
+        reap_orphans(postgres, redis_url, claimed_run)
         assert not schema_exists(postgres, dead)
         assert redis_client.exists(leftover) == 0
         assert keys_then == {dead: 0}
@@ -228,12 +239,12 @@ def test_the_reaper_leaves_a_live_runs_dead_workers_to_that_run(
 
 
 def test_the_reaper_cleans_each_dead_worker_on_the_redis_that_worker_used(
-    run_context: RunContext, run_id: str, worker_id: str, tmp_path: Path
+    run_context: RunContext, claimed_run: str, worker_id: str, tmp_path: Path
 ) -> None:
     postgres = run_context.postgres
     workers = {name: f"{worker_id}{name}" for name in ("elsewhere", "gone", "locked")}
-    schemas = {name: schema_name(run_id, worker) for name, worker in workers.items()}
-    prefixes = {name: redis_prefix(run_id, worker) for name, worker in workers.items()}
+    schemas = {name: schema_name(claimed_run, worker) for name, worker in workers.items()}
+    prefixes = {name: redis_prefix(claimed_run, worker) for name, worker in workers.items()}
     try:
         with (
             embedded_redis(tmp_path / "elsewhere") as elsewhere,
@@ -254,7 +265,7 @@ def test_the_reaper_cleans_each_dead_worker_on_the_redis_that_worker_used(
                 leave_dead_namespaces(
                     postgres, with_password, None, schemas["locked"], prefixes["locked"]
                 )
-                reap_orphans(postgres, run_context.redis_url, run_id)
+                reap_orphans(postgres, run_context.redis_url, claimed_run)
                 assert other.exists(leftover) == 0, "unlinked where its worker had it"
                 # Asked while its Redis runs: once it has gone, any reaper may drop the schema.
                 assert schema_exists(postgres, schemas["locked"]), "left for a run that may"
@@ -277,12 +288,12 @@ def test_the_reaper_cleans_each_dead_worker_on_the_redis_that_worker_used(
 
 @pytest.fixture
 def spare_worker(
-    run_context: RunContext, run_id: str, worker_id: str
+    run_context: RunContext, claimed_run: str, worker_id: str
 ) -> Iterator[tuple[str, str, str]]:
-    """A made-up worker's name, schema and prefix, for a test that plays its life and death;
-    whatever of them is left is removed after."""
+    """A made-up worker of the claimed run: its name, schema and prefix, for a test that plays
+    its life and death; whatever of them is left is removed after."""
     worker = f"{worker_id}spare"
-    schema, prefix = schema_name(run_id, worker), redis_prefix(run_id, worker)
+    schema, prefix = schema_name(claimed_run, worker), redis_prefix(claimed_run, worker)
     yield worker, schema, prefix
     with run_context.postgres.connect(autocommit=True) as conn:
         namespaces.drop_namespaces(conn, run_context.redis_url, schema, prefix)
@@ -304,7 +315,7 @@ def test_a_worker_unlinks_its_keys_before_it_drops_its_schema(
 
 def test_a_crashed_workers_keys_go_before_its_schema(
     run_context: RunContext,
-    run_id: str,
+    claimed_run: str,
     spare_worker: tuple[str, str, str],
     redis_client: RedisClient,
     monkeypatch: pytest.MonkeyPatch,
@@ -313,7 +324,7 @@ def test_a_crashed_workers_keys_go_before_its_schema(
     worker, schema, prefix = spare_worker
     leftover = leave_dead_namespaces(postgres, redis_url, redis_client, schema, prefix)
     keys_then = keys_when_dropped(monkeypatch, redis_client, {schema: leftover})
-    reaped = reap_worker(postgres, redis_url, run_id, worker)
+    reaped = reap_worker(postgres, redis_url, claimed_run, worker)
     assert (reaped.schemas, reaped.keys) == ([schema], 1)
     assert keys_then == {schema: 0}
     assert not schema_exists(postgres, schema)
