@@ -5,12 +5,12 @@ their own registry.
 
 A frame goes straight to the socket when nothing waits before it and the socket takes it without
 waiting (`write_now`, the server's synchronous write): fanning a message out to a thousand
-subscribers then costs a thousand writes, not a thousand task switches, and the messages of a
-channel that came in together go out in one write. Otherwise a frame waits in a
-bounded queue, which the connection's sender empties in order. Live messages never wait for
-room: a client that lets `queue_size` frames pile up has stopped reading and is closed (4008).
-Everything the session's own requests produce (replies, replays) waits for room instead, so a
-client that reads is never closed for its own burst.
+subscribers then costs a thousand writes, not a thousand task switches, and a channel's messages
+that came in together go out in one write. Otherwise a frame waits in a bounded queue, which the
+connection's sender empties in order. Live messages never wait for room: a client that lets
+`queue_size` frames pile up has stopped reading and is closed (4008). Everything the session's
+own requests produce (replies, replays) waits for room instead, so a client that reads is never
+closed for its own burst.
 """
 
 import asyncio

@@ -45,7 +45,7 @@ False where the socket cannot take the frames now."""
 @functools.lru_cache(maxsize=FRAMES_CACHED)
 def _text_frames(texts: tuple[str, ...]) -> bytes:
     """Text frames as a server writes them (unmasked, no extension): the same bytes for every
-    socket a message fans out to, so they are built once per message, not once per socket."""
+    socket a message or a batch of them fans out to, so they are built once, not per socket."""
     return b"".join(Frame(Opcode.TEXT, text.encode()).serialize(mask=False) for text in texts)
 
 

@@ -2,8 +2,8 @@
 
 The controller (or the lone process of a run without xdist) resolves the services, picks the run
 id and holds the run's lock for as long as it runs, reaps what dead runs left behind, and makes
-the key that signs the tests' tokens. Workers
-receive all of it through `workerinput` and build nothing the controller already built.
+the key that signs the tests' tokens. Workers receive all of it through `workerinput` and build
+nothing the controller already built.
 
 When pytest-split runs one shard of the suite (`--splits N --group G`), the run id starts with
 `s<G>of<N>`, so shards on different machines that share one Postgres and one Redis never collide
