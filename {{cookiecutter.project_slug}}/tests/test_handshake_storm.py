@@ -1,6 +1,7 @@
 """Many handshakes at once: users checked in shared queries, compression only when asked for."""
 
 import asyncio
+import json
 
 import pytest
 from websockets.asyncio.client import connect
@@ -80,10 +81,13 @@ async def test_compression_is_negotiated_only_when_turned_on(
             assert connection.response is not None
             extensions = connection.response.headers.get("Sec-WebSocket-Extensions", "")
             assert (extensions.partition(";")[0] or None) == negotiated
-            session_id = next(iter(live.service.registry.all())).id
+            session = next(iter(live.service.registry.all()))
             # Fanned-out frames are built once for all sockets, or compressed for each.
             ws = WsClient(connection)
             await ws.subscribe("room:compressed")
             await ws.publish("room:compressed", "x" * 1000)
             assert (await ws.next_message())["data"] == "x" * 1000
-        await live.wait_drained(session_id)
+            # Frames that go out together, in one write: each arrives whole, in order.
+            session.send_all(tuple(json.dumps({"type": "pong", "id": n}) for n in range(3)))
+            assert [(await ws.next_of_type("pong"))["id"] for _ in range(3)] == [0, 1, 2]
+        await live.wait_drained(session.id)
