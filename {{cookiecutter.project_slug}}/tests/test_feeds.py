@@ -26,7 +26,7 @@ def receive(feed: ChannelFeed, offsets: range) -> None:
 
 
 async def test_messages_handed_out_together_go_out_together(shared_resources: Resources) -> None:
-    feed = ChannelFeed("news", shared_resources.db, Metrics(lambda: 0, lambda: 0))
+    feed = ChannelFeed("news", shared_resources.db, Metrics(lambda: 0, lambda: 0), set())
     feed.start(0)
     early = subscriber(feed)
     receive(feed, range(1, FANOUT_BATCH + 3))

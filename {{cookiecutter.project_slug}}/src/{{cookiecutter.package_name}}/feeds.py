@@ -74,7 +74,13 @@ class HandedOut(NamedTuple):
 class ChannelFeed:
     """One channel's live messages on this app, handed to its subscribers in offset order."""
 
-    def __init__(self, channel: str, db: SchemaPool, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        channel: str,
+        db: SchemaPool,
+        metrics: Metrics,
+        deliveries: set[asyncio.Task[None]],
+    ) -> None:
         self.channel = channel
         self.subscribers: set[Session] = set()
         self.joining = 0
@@ -92,6 +98,8 @@ class ChannelFeed:
         """The subscribers as the messages handed out since they last changed go to them: one
         list for all those messages, which is how the delivery knows they can go together."""
         self._delivering: asyncio.Task[None] | None = None
+        self._deliveries = deliveries
+        """The delivering tasks of every feed of the app, this one's among them while it runs."""
 
     @property
     def in_use(self) -> bool:
@@ -149,6 +157,8 @@ class ChannelFeed:
         self._outgoing.append(HandedOut(offset, frame, stored_at, self._audience))
         if self._delivering is None:
             self._delivering = asyncio.create_task(self._deliver(), name=f"deliver {self.channel}")
+            self._deliveries.add(self._delivering)
+            self._delivering.add_done_callback(self._deliveries.discard)
 
     async def _deliver(self) -> None:
         try:
@@ -222,6 +232,8 @@ class Feeds:
         self._metrics = metrics
         self._feeds: dict[str, ChannelFeed] = {}
         self._db: SchemaPool | None = None
+        # The feeds' delivering tasks, so that waiting for them costs nothing per idle feed.
+        self._deliveries: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def running(self, db: SchemaPool) -> AsyncIterator[None]:
@@ -248,8 +260,8 @@ class Feeds:
 
     async def delivered(self) -> None:
         """Return once every feed has delivered what it was handed."""
-        for feed in list(self._feeds.values()):
-            await feed.delivered()
+        if self._deliveries:
+            await asyncio.wait(set(self._deliveries))
 
     async def subscribe(
         self, session: Session, channel: str, since: Position | None
@@ -296,7 +308,8 @@ class Feeds:
     def _feed(self, channel: str) -> ChannelFeed:
         feed = self._feeds.get(channel)
         if feed is None:
-            feed = self._feeds[channel] = ChannelFeed(channel, self._pool(), self._metrics)
+            feed = ChannelFeed(channel, self._pool(), self._metrics, self._deliveries)
+            self._feeds[channel] = feed
         return feed
 
     def _forget_if_unused(self, feed: ChannelFeed) -> None:
