@@ -39,6 +39,7 @@ from harness.namespaces import (
     redis_client_of,
     redis_prefix,
     run_claim,
+    run_lock_key,
     schema_name,
     unlink_prefix,
     worker_schema,
@@ -137,6 +138,21 @@ def claimed_run(run_context: RunContext) -> Iterator[str]:
         yield run
 
 
+def test_a_runs_claim_is_free_the_moment_it_ends(run_context: RunContext) -> None:
+    run = secrets.token_hex(4)
+    with run_context.postgres.connect_direct(autocommit=True) as reaper:
+        # Closing a connection frees its locks only once its backend has exited, which now and
+        # then comes after the next query elsewhere: a few claims in a row catch that.
+        for _ in range(50):
+            with run_claim(run_context.postgres, run):
+                pass
+            taken = reaper.execute(
+                "SELECT pg_try_advisory_lock(%s)", [run_lock_key(run)]
+            ).fetchone()
+            assert taken == (True,), "a reaper straight after a run must find it ended"
+            reaper.execute("SELECT pg_advisory_unlock(%s)", [run_lock_key(run)])
+
+
 def leave_dead_namespaces(
     postgres: Postgres, redis_url: str, client: RedisClient | None, schema: str, prefix: str
 ) -> str:
@@ -230,9 +246,11 @@ def test_the_reaper_leaves_a_live_runs_dead_workers_to_that_run(
             assert schema_exists(postgres, dead), "its run lives: the dead worker is its own"
             assert redis_client.exists(leftover) == 1
         reap_orphans(postgres, redis_url, run_id)
-        # The outcome, not who reaped: once the run has ended, any run's reaper may be first.
-        assert not schema_exists(postgres, dead)
-        assert redis_client.exists(leftover) == 0
+        # The outcome, not who reaped: once the run has ended, any run's reaper may be first,
+        # and holds the run's lock until it is done; taking it waits that reaper out.
+        with run_claim(postgres, other_run):
+            assert not schema_exists(postgres, dead)
+            assert redis_client.exists(leftover) == 0
     finally:
         with postgres.connect(autocommit=True) as conn:
             namespaces.drop_namespaces(conn, redis_url, dead, prefix)

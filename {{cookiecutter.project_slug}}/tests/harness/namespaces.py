@@ -109,9 +109,16 @@ def run_lock_key(run_id: str) -> int:
 @contextlib.contextmanager
 def run_claim(postgres: Postgres, run_id: str) -> Iterator[None]:
     """Hold the run's lock, on a direct connection, while the block runs."""
+    key = run_lock_key(run_id)
     with postgres.connect_direct(autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", [run_lock_key(run_id)])
-        yield
+        conn.execute("SELECT pg_advisory_lock(%s)", [key])
+        try:
+            yield
+        finally:
+            # Closing the connection would release the lock only once its backend has exited,
+            # after the close returns: a reaper straight after could still find the run live.
+            with contextlib.suppress(psycopg.OperationalError):
+                conn.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
 @contextlib.contextmanager
