@@ -140,17 +140,16 @@ def claimed_run(run_context: RunContext) -> Iterator[str]:
 
 def test_a_runs_claim_is_free_the_moment_it_ends(run_context: RunContext) -> None:
     run = secrets.token_hex(4)
+    key = run_lock_key(run)
     with run_context.postgres.connect_direct(autocommit=True) as reaper:
         # Closing a connection frees its locks only once its backend has exited, which now and
         # then comes after the next query elsewhere: a few claims in a row catch that.
         for _ in range(50):
             with run_claim(run_context.postgres, run):
                 pass
-            taken = reaper.execute(
-                "SELECT pg_try_advisory_lock(%s)", [run_lock_key(run)]
-            ).fetchone()
+            taken = reaper.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
             assert taken == (True,), "a reaper straight after a run must find it ended"
-            reaper.execute("SELECT pg_advisory_unlock(%s)", [run_lock_key(run)])
+            reaper.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
 def leave_dead_namespaces(
