@@ -1,6 +1,7 @@
 """A channel's feed hands its messages to the subscribers of the moment, in order, and those that
 came in together in one write to each."""
 
+import asyncio
 import time
 
 from {{ cookiecutter.package_name }}.feeds import FANOUT_BATCH, ChannelFeed
@@ -26,14 +27,15 @@ def receive(feed: ChannelFeed, offsets: range) -> None:
 
 
 async def test_messages_handed_out_together_go_out_together(shared_resources: Resources) -> None:
-    feed = ChannelFeed("news", shared_resources.db, Metrics(lambda: 0, lambda: 0), set())
+    deliveries: set[asyncio.Task[None]] = set()
+    feed = ChannelFeed("news", shared_resources.db, Metrics(lambda: 0, lambda: 0), deliveries)
     feed.start(0)
     early = subscriber(feed)
     receive(feed, range(1, FANOUT_BATCH + 3))
     # Joins after those were handed out: it gets only what comes after.
     late = subscriber(feed)
     receive(feed, range(FANOUT_BATCH + 3, FANOUT_BATCH + 5))
-    await feed.delivered()
+    await asyncio.wait(deliveries)
     messages = [f"message {offset}" for offset in range(1, FANOUT_BATCH + 5)]
     assert early.writes == [
         tuple(messages[:FANOUT_BATCH]),

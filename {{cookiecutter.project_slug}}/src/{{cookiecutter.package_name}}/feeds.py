@@ -131,11 +131,6 @@ class ChannelFeed:
         self._newest = max(self._newest, newest)
         self._advance()
 
-    async def delivered(self) -> None:
-        """Return once every message handed out so far has been delivered."""
-        if self._delivering is not None:
-            await asyncio.wait({self._delivering})
-
     def stop(self) -> None:
         for task in (self._filling, self._delivering):
             if task is not None:
